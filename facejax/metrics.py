@@ -1,0 +1,104 @@
+"""Metric writers (JSON lines, TensorBoard, optional W&B) and progress line.
+
+Everything is written by process 0 only. TensorBoard files come from
+tensorboardX (no TensorFlow needed); Weights & Biases is used when the
+package is installed and `config.wandb.enabled` is set (offline mode works:
+`WANDB_MODE=offline` or `config.wandb.mode='offline'`).
+"""
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import jax
+
+
+class MetricWriter:
+  """Writes scalars to workdir/metrics.jsonl, TensorBoard and W&B."""
+
+  def __init__(self, workdir: str, config: Any = None):
+    self._active = jax.process_index() == 0
+    self._tb = self._wandb = self._jsonl = None
+    if not self._active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:
+      logging.warning("tensorboardX not installed: no TensorBoard logs")
+    wandb_cfg = config.get("wandb") if config is not None else None
+    if wandb_cfg is not None and wandb_cfg.get("enabled", False):
+      try:
+        import wandb  # pylint: disable=g-import-not-at-top
+        self._wandb = wandb.init(
+            project=wandb_cfg.get("project", "facejax"),
+            mode=wandb_cfg.get("mode", "offline"), dir=workdir,
+            config=config.to_dict(), resume="allow")
+      except ImportError:
+        logging.warning("config.wandb.enabled but wandb is not installed")
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self._active:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, v, step)
+      self._tb.flush()
+    if self._wandb is not None:
+      self._wandb.log(scalars, step=step)
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+    if self._wandb is not None:
+      self._wandb.finish()
+
+
+def _fmt_seconds(s: float) -> str:
+  s = int(max(0, s))
+  return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (
+      f"{s // 60}m{s % 60:02d}s")
+
+
+class Progress:
+  """One console line per report: step, metrics, steps/s, ETA."""
+
+  def __init__(self, total_steps: int, start_step: int = 0,
+               stream=sys.stdout):
+    self.total = total_steps
+    self._stream = stream
+    self._active = jax.process_index() == 0
+    self.reset(start_step)
+
+  def reset(self, step: int) -> None:
+    """Restarts the rate clock (after compilation, eval or a checkpoint)."""
+    self._t0, self._s0 = time.perf_counter(), step
+
+  def steps_per_sec(self, step: int) -> float:
+    dt = time.perf_counter() - self._t0
+    return (step - self._s0) / dt if dt > 0 and step > self._s0 else 0.0
+
+  def report(self, step: int, scalars: dict[str, float]) -> float:
+    rate = self.steps_per_sec(step)
+    if self._active:
+      eta = (self.total - step) / rate if rate else float("nan")
+      parts = [f"step {step}/{self.total}"]
+      parts += [f"{k.split('/')[-1]} {v:.4g}" for k, v in scalars.items()]
+      parts += [f"{rate:.2f} steps/s",
+                f"ETA {_fmt_seconds(eta) if rate else '?'}"]
+      print(" | ".join(parts), file=self._stream, flush=True)
+    return rate
+
+  def message(self, text: str) -> None:
+    if self._active:
+      print(text, file=self._stream, flush=True)

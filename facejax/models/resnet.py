@@ -1,0 +1,78 @@
+"""ResNet backbones (BasicBlock ResNet-18/34) in the torchvision topology.
+
+Submodule names mirror torchvision's state-dict keys (`conv1`, `bn1`,
+`layer1_0.conv1`, `layer1_0.downsample_conv`, ...) so that
+`facejax.models.torch_import` maps ImageNet weights one-to-one.
+Images are NHWC.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# torchvision initialises convs with kaiming_normal(mode='fan_out').
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+VARIANTS = {
+    # name: (blocks per stage, width of the first stage)
+    "tiny": ((1, 1, 1, 1), 8),
+    "resnet18": ((2, 2, 2, 2), 64),
+    "resnet34": ((3, 4, 6, 3), 64),
+}
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs with an identity (or 1x1 projection) shortcut."""
+  features: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    norm = lambda name: nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5,
+        dtype=self.dtype, name=name)
+    conv = lambda f, k, s, p, name: nn.Conv(
+        f, (k, k), (s, s), padding=[(p, p), (p, p)], use_bias=False,
+        kernel_init=_conv_init, dtype=self.dtype, name=name)
+    residual = x
+    y = conv(self.features, 3, self.strides, 1, "conv1")(x)
+    y = nn.relu(norm("bn1")(y))
+    y = conv(self.features, 3, 1, 1, "conv2")(y)
+    y = norm("bn2")(y)
+    if self.strides != 1 or x.shape[-1] != self.features:
+      residual = conv(self.features, 1, self.strides, 0, "downsample_conv")(x)
+      residual = norm("downsample_bn")(residual)
+    return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+  """ResNet feature extractor: returns globally pooled features [B, C]."""
+  stage_sizes: Sequence[int] = (3, 4, 6, 3)
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  # Name prefix of the last stage, used by the `last_block` freeze policy.
+  last_block = ("layer4_",)
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)],
+                use_bias=False, kernel_init=_conv_init, dtype=self.dtype,
+                name="conv1")(x.astype(self.dtype))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                     epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
+    x = nn.relu(x)
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+    for i, num_blocks in enumerate(self.stage_sizes):
+      for j in range(num_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = BasicBlock(self.width * 2**i, strides, dtype=self.dtype,
+                       name=f"layer{i + 1}_{j}")(x, train=train)
+    return jnp.mean(x, axis=(1, 2))  # [B, C]
+
+
+def create(variant: str, dtype=jnp.float32) -> ResNet:
+  stage_sizes, width = VARIANTS[variant]
+  return ResNet(stage_sizes=stage_sizes, width=width, dtype=dtype)

@@ -1,0 +1,203 @@
+"""Age regression: a CNN regressor trained with L1 or MSE on age in years.
+
+The task owns what is model-specific: building the module, initial
+variables (from scratch or imported PyTorch weights), the loss, eval
+metrics and the data sources. `facejax.train.loop` does the rest.
+"""
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facejax.data import sources as sources_lib
+from facejax.data import transforms
+from facejax.models import age_regressor
+
+LOSSES = ("l1", "mse")
+
+
+def _age_loss(pred, target, kind: str):
+  if kind == "l1":
+    return jnp.abs(pred - target)
+  if kind == "mse":
+    return jnp.square(pred - target)
+  raise ValueError(f"config key loss: unknown {kind!r}; choose one of "
+                   f"{LOSSES}")
+
+
+class Task:
+  """Age regression on an age CSV (or prepared TFDS) data set."""
+
+  best_metric = ("mae", "min")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = age_regressor.create(config.model)
+    if config.loss not in LOSSES:
+      raise ValueError(f"config key loss: unknown {config.loss!r}; choose "
+                       f"one of {LOSSES}")
+
+  # --- identity / shapes -------------------------------------------------
+  def meta(self) -> dict[str, Any]:
+    """What a workdir's checkpoints are; a mismatch refuses to resume."""
+    return {"task": self.config.task, "model": self.config.model.name,
+            "backbone": self.config.model.backbone}
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    size = self.config.data.image_size
+    return {"image": np.zeros((batch_size, size, size, 3), np.float32),
+            "age": np.zeros((batch_size,), np.float32),
+            "mask": np.ones((batch_size,), np.float32)}
+
+  def last_block_prefixes(self) -> tuple[str, ...]:
+    return age_regressor.last_block_prefixes(self.model)
+
+  # --- variables ---------------------------------------------------------
+  def init_variables(self, rng: jax.Array) -> dict[str, Any]:
+    batch = self.dummy_batch(1)
+    variables = self.model.init({"params": rng, "dropout": rng},
+                                jnp.asarray(batch["image"]), train=False)
+    return {"params": variables["params"],
+            "batch_stats": variables.get("batch_stats", {})}
+
+  def import_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
+    """Applies config.model.init_from (PyTorch/safetensors weights)."""
+    path = self.config.model.get("init_from", "")
+    if not path:
+      return variables
+    from facejax.models import torch_import  # pylint: disable=g-import-not-at-top
+    arch = "vgg" if self.config.model.backbone.startswith("vgg") else "resnet"
+    logging.info("importing %s weights from %s", arch, path)
+    return torch_import.load_pretrained(path, variables, arch)
+
+  # --- train / eval ------------------------------------------------------
+  def loss_fn(self, params, batch_stats, batch, rng):
+    variables = {"params": params}
+    mutable = []
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+      mutable = ["batch_stats"]
+    (pred, _), new_vars = self.model.apply(
+        variables, batch["image"], train=True, rngs={"dropout": rng},
+        mutable=mutable)
+    mask = batch["mask"]
+    per_example = _age_loss(pred, batch["age"], self.config.loss)
+    denom = jnp.maximum(mask.sum(), 1.0)
+    loss = (per_example * mask).sum() / denom
+    mae = (jnp.abs(pred - batch["age"]) * mask).sum() / denom
+    return loss, ({"mae": mae}, new_vars.get("batch_stats", batch_stats))
+
+  def predict(self, params, batch_stats, images):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    pred, feats = self.model.apply(variables, images, train=False)
+    return pred, feats
+
+  def eval_fn(self, params, batch_stats, batch) -> dict[str, jax.Array]:
+    """Per-batch sums; the loop adds them up over the split."""
+    pred, _ = self.predict(params, batch_stats, batch["image"])
+    err = jnp.abs(pred - batch["age"]) * batch["mask"]
+    decade = jnp.clip(batch["age"] // 10, 0, 9).astype(jnp.int32)
+    onehot = jax.nn.one_hot(decade, 10) * batch["mask"][:, None]
+    return {"abs_err": err.sum(), "sq_err": (err**2).sum(),
+            "count": batch["mask"].sum(),
+            "decade_abs_err": (onehot * err[:, None]).sum(0),
+            "decade_count": onehot.sum(0)}
+
+  @staticmethod
+  def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
+    count = max(float(sums["count"]), 1.0)
+    return {"mae": float(sums["abs_err"]) / count,
+            "rmse": float(np.sqrt(sums["sq_err"] / count)),
+            "count": float(sums["count"])}
+
+  # --- data --------------------------------------------------------------
+  def data_root(self) -> str:
+    """The user's data root, or the synthetic set (generated if absent)."""
+    cfg = self.config.data
+    if cfg.root:
+      return cfg.root
+    from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.ensure("age_csv", cfg.synthetic_dir,
+                            num=cfg.synthetic_num, size=cfg.synthetic_size,
+                            seed=cfg.synthetic_seed)
+
+  def source(self, split: str):
+    """Source of a split: 'train' | 'valid' | 'test' (file names config)."""
+    cfg = self.config.data
+    if cfg.get("tfds_dir", ""):
+      from facejax.data import tfds_prepared  # pylint: disable=g-import-not-at-top
+      return tfds_prepared.load(cfg.tfds_dir, split)
+    name = {"train": cfg.train_file, "valid": cfg.eval_file,
+            "test": cfg.test_file}.get(split, split)
+    path = name if os.path.isabs(name) else os.path.join(self.data_root(),
+                                                         name)
+    src = sources_lib.AgeCsvSource(
+        path, image_dir=cfg.image_dir or None, path_column=cfg.path_column,
+        age_column=cfg.age_column, min_age=cfg.min_age, max_age=cfg.max_age)
+    return self._drop_bad(src)
+
+  def _drop_bad(self, src):
+    """Missing/corrupt files: error (default) or skip and count."""
+    cfg = self.config.data
+    if cfg.skip_bad_records:
+      bad = sources_lib.find_bad_images(src, range(len(src)))
+      if bad:
+        for i, reason in bad[:10]:
+          logging.warning("skipping %s: %s", src.describe(i), reason)
+        logging.warning("%s: skipped %d of %d records (bad image files)",
+                        src.csv_path, len(bad), len(src))
+      src.skipped = len(bad)
+      if bad:
+        keep = sorted(set(range(len(src))) - {i for i, _ in bad})
+        sub = sources_lib.SubsetSource(src, keep)
+        sub.skipped, sub.csv_path = len(bad), src.csv_path
+        return sub
+      return src
+    if src.missing:
+      shown = "\n  ".join(src.describe(i) for i in src.missing[:5])
+      raise sources_lib.DataError(
+          f"{src.csv_path}: {len(src.missing)} image file(s) not found, "
+          f"e.g.\n  {shown}\n(set data.skip_bad_records=True to skip them)")
+    return src
+
+  def balance(self, src):
+    """The age-balanced sampler (config data.balance), logged."""
+    bal = self.config.data.balance
+    if not bal.enabled:
+      return src
+    if not hasattr(src, "ages"):
+      raise ValueError("data.balance needs a source with known ages")
+    sources_lib.log_histogram("age histogram before balancing", src.ages)
+    keep = sources_lib.balance_by_age(src.ages, bal.max_per_age,
+                                      tuple(bal.age_range),
+                                      self.config.seed)
+    out = sources_lib.SubsetSource(src, keep)
+    sources_lib.log_histogram("age histogram after balancing", out.ages)
+    return out
+
+  def preprocess(self, train: bool) -> transforms.Preprocess:
+    cfg = self.config.data
+    aug = None
+    if train and cfg.augment.enabled:
+      aug = transforms.Augment(
+          flip=cfg.augment.flip, rotate_deg=cfg.augment.rotate_deg,
+          scale_jitter=cfg.augment.scale_jitter,
+          color_jitter=cfg.augment.color_jitter)
+    return transforms.Preprocess(
+        image_size=cfg.image_size, normalize=cfg.normalize,
+        crop_fraction=cfg.crop_fraction, augment=aug,
+        seed=self.config.seed, skip_bad=cfg.skip_bad_records,
+        label_keys=("age",))
+
+  def baseline(self, train_src, eval_src) -> float:
+    """MAE of always predicting the training mean age (None if unknown)."""
+    if hasattr(train_src, "ages") and hasattr(eval_src, "ages"):
+      return float(np.mean(np.abs(eval_src.ages - train_src.ages.mean())))
+    return float("nan")

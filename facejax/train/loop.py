@@ -1,0 +1,264 @@
+"""The training loop shared by the supervised models.
+
+`train_and_evaluate(config, workdir)`:
+  mesh -> sharded state init (or resume / import) -> jitted, donated train
+  step -> periodic log / eval / checkpoint -> final eval.
+Resume order: latest checkpoint in the workdir, then `model.init_from`,
+then scratch. SIGTERM (preemption) saves a checkpoint before exiting; a
+NaN/Inf loss stops the run and leaves the last good checkpoint in place.
+"""
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facejax import checkpoint as ckpt_lib
+from facejax import metrics as metrics_lib
+from facejax import optim
+from facejax import parallel
+from facejax import tasks
+from facejax.data import pipeline
+from facejax.train import state as state_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was written."""
+
+
+class Setup:
+  """Everything built from the config: task, mesh, state, step functions.
+
+  Shared by training, evaluation, prediction and benchmarking so that all
+  of them compile the same functions with the same shardings.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh | None = None):
+    self.config = config
+    self.task = tasks.get(config.task)(config)
+    self.mesh = mesh or parallel.create_mesh(config.mesh)
+    self.local_batch = parallel.check_batch_size(
+        config.data.batch_size, self.mesh, "data.batch_size")
+    self.eval_batch = config.data.get("eval_batch_size",
+                                      config.data.batch_size)
+    parallel.check_batch_size(self.eval_batch, self.mesh,
+                              "data.eval_batch_size")
+
+    rng = jax.random.key(config.seed)
+    abstract_vars = jax.eval_shape(self.task.init_variables, rng)
+    self.tx, self.schedule = optim.create_optimizer(
+        config.optim, config.total_steps, abstract_vars["params"],
+        self.task.last_block_prefixes())
+    self.trainable = optim.trainable_mask(
+        abstract_vars["params"], config.optim.freeze,
+        self.task.last_block_prefixes())
+
+    def init_state(variables):
+      return state_lib.TrainState(
+          step=jnp.zeros((), jnp.int32), params=variables["params"],
+          batch_stats=variables["batch_stats"],
+          opt_state=self.tx.init(variables["params"]))
+
+    self._init_state = init_state
+    self.abstract_state = jax.eval_shape(
+        lambda r: init_state(self.task.init_variables(r)), rng)
+    sh = config.sharding
+    self.state_sharding = parallel.tree_shardings(
+        self.abstract_state, self.mesh, rules=tuple(sh.rules),
+        fsdp_min_size_mb=sh.fsdp_min_size_mb)
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    self.replicated = parallel.replicated(self.mesh)
+
+    step_fn = state_lib.make_train_step(self.task.loss_fn, self.tx,
+                                        self.trainable, config.seed)
+    self.train_step = jax.jit(
+        step_fn, in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, self.replicated),
+        donate_argnums=0)
+    self.eval_step = jax.jit(
+        lambda s, b: self.task.eval_fn(s.params, s.batch_stats, b),
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=self.replicated)
+
+  def init_state(self, import_weights: bool = True):
+    """Sharded initial state; nothing is materialised on one device first."""
+    rng = jax.random.key(self.config.seed)
+    make = lambda r: self._init_state(self.task.init_variables(r))
+    if not (import_weights and self.config.model.get("init_from", "")):
+      return jax.jit(make, out_shardings=self.state_sharding)(rng)
+    variables = jax.device_get(jax.jit(self.task.init_variables)(rng))
+    variables = self.task.import_pretrained(variables)
+    return jax.jit(self._init_state,
+                   out_shardings=self.state_sharding)(variables)
+
+  def evaluate(self, state, source, preprocess=None) -> dict[str, Any]:
+    """Sums of the task's eval metrics over a whole split."""
+    preprocess = preprocess or self.task.preprocess(train=False)
+    totals = None
+    for batch in pipeline.eval_batches(source, preprocess, self.eval_batch,
+                                       self.config.data.num_workers):
+      sums = self.eval_step(state, parallel.shard_batch(batch, self.mesh))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals,
+                                                        sums)
+    return jax.tree.map(np.asarray, jax.device_get(totals))
+
+
+def _install_sigterm_handler() -> dict[str, bool]:
+  flag = {"stop": False}
+
+  def handler(signum, frame):
+    del signum, frame
+    flag["stop"] = True
+  try:
+    signal.signal(signal.SIGTERM, handler)
+  except ValueError:  # not in the main thread (e.g. some test runners)
+    logging.warning("cannot install SIGTERM handler outside main thread")
+  return flag
+
+
+def _mean_metrics(window: list[dict]) -> dict[str, float]:
+  stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *window))
+  return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if possible); returns results."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  setup = Setup(config)
+  task = setup.task
+  ckpt_lib.check_workdir_model(workdir, task.meta())
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logging.info("process %d/%d, %d devices, mesh %s", jax.process_index(),
+               jax.process_count(), jax.device_count(),
+               dict(setup.mesh.shape))
+  progress = metrics_lib.Progress(config.total_steps)
+  writer = metrics_lib.MetricWriter(workdir, config)
+
+  # Data.
+  train_src = task.balance(task.source("train"))
+  eval_src = task.source("valid")
+  baseline = task.baseline(train_src, eval_src)
+  train_ds = pipeline.train_dataset(
+      train_src, task.preprocess(train=True), config.data.batch_size,
+      config.seed, config.data.num_workers)
+  train_iter = iter(train_ds)
+
+  # State: resume > import > scratch.
+  checkpointer = ckpt_lib.Checkpointer(
+      workdir, keep=config.ckpt.keep, best_mode=task.best_metric[1],
+      async_save=config.ckpt.get("async_save", True))
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    abstract = ckpt_lib.abstract_like(setup.abstract_state,
+                                      setup.state_sharding)
+    state = checkpointer.restore(latest, abstract, train_iter)
+    progress.message(f"Resumed from {checkpointer.directory}/{latest}")
+  else:
+    state = setup.init_state()
+  start = int(jax.device_get(state.step))
+  n_params = state_lib.count_params(state.params)
+  progress.message(
+      f"{config.model.name} ({config.model.backbone}): {n_params:,} params; "
+      f"{len(train_src)} train / {len(eval_src)} valid images; "
+      f"batch {config.data.batch_size} on {jax.device_count()} device(s) "
+      f"{dict(setup.mesh.shape)}; workdir {workdir}")
+
+  stop = _install_sigterm_handler()
+  window: list[dict] = []
+  best_name, _ = task.best_metric
+  result: dict[str, Any] = {"baseline_mae": baseline}
+
+  def flush(step):
+    """Pulls the window's metrics to host; raises on NaN/Inf loss."""
+    if not window:
+      return None
+    means = _mean_metrics(window)
+    window.clear()
+    if not np.isfinite(means["loss"]):
+      raise NonFiniteLossError(
+          f"loss became {means['loss']} by step {step}; training stopped. "
+          f"The last good checkpoint is kept in {checkpointer.directory} "
+          f"(step {checkpointer.latest_step()}). Try a lower optim.lr or "
+          f"optim.clip_norm.")
+    means["lr"] = float(setup.schedule(step))
+    return means
+
+  def run_eval(step):
+    sums = setup.evaluate(state, eval_src)
+    summary = task.summarize(sums)
+    writer.write(step, {f"eval/{k}": v for k, v in summary.items()})
+    return summary
+
+  try:
+    step = start
+    compile_t0 = time.perf_counter()
+    while step < config.total_steps:
+      batch = parallel.shard_batch(next(train_iter), setup.mesh)
+      state, metrics = setup.train_step(state, batch)
+      step += 1
+      window.append(metrics)
+      if step == start + 1:
+        jax.block_until_ready(metrics)
+        writer.write(step, {"perf/compile_s":
+                            time.perf_counter() - compile_t0})
+        progress.reset(step)
+      last = step == config.total_steps
+      do_ckpt = step % config.ckpt.every_steps == 0 or last or stop["stop"]
+      do_eval = step % config.eval_every_steps == 0 or last
+      if step % config.log_every_steps == 0 or do_ckpt or do_eval:
+        means = flush(step)
+        if means is not None:
+          rate = progress.report(step, {"loss": means["loss"],
+                                        "mae": means["mae"]})
+          means["steps_per_sec"] = rate
+          means["images_per_sec"] = rate * config.data.batch_size
+          writer.write(step, {f"train/{k}": v for k, v in means.items()})
+      if do_eval:
+        summary = run_eval(step)
+        progress.message(f"  eval at step {step}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in summary.items()))
+        checkpointer.save_best(step, state, summary[best_name])
+        result.update(summary)
+        progress.reset(step)
+      if do_ckpt:
+        checkpointer.save(step, state, train_iter)
+        progress.reset(step)
+      if stop["stop"] and not last:
+        checkpointer.wait()
+        raise Preempted(f"SIGTERM at step {step}: checkpoint saved in "
+                        f"{checkpointer.directory}; rerun the same command "
+                        f"to resume")
+    if start >= config.total_steps:
+      result.update(run_eval(start))
+    checkpointer.wait()
+  finally:
+    writer.close()
+    checkpointer.close()
+  result["checkpoint"] = os.path.join(checkpointer.directory,
+                                      str(checkpointer.latest_step()))
+  result["best_checkpoint"] = os.path.join(checkpointer.best_directory,
+                                           str(checkpointer.best_step()))
+  progress.message(
+      f"Done: validation MAE {result.get('mae', float('nan')):.3f} "
+      f"(predict-the-mean baseline {baseline:.3f}); checkpoint "
+      f"{result['checkpoint']} (best: {result['best_checkpoint']})")
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result

@@ -1,0 +1,64 @@
+"""The train state pytree and the generic supervised train step."""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # int32 scalar
+  params: Any
+  batch_stats: Any         # BatchNorm running statistics ({} if none)
+  opt_state: Any
+
+
+def keep_frozen_stats(old: Any, new: Any, trainable: Any) -> Any:
+  """Running statistics of frozen layers stay as they were.
+
+  `trainable` is the params-shaped bool mask; a batch-stats leaf is frozen
+  when the layer's parameters are (matched by module path).
+  """
+  flat_mask = flax.traverse_util.flatten_dict(trainable)
+  frozen_modules = {k[:-1] for k, v in flat_mask.items() if not v}
+  flat_old = flax.traverse_util.flatten_dict(old)
+  flat_new = flax.traverse_util.flatten_dict(new)
+  merged = {k: (flat_old[k] if k[:-1] in frozen_modules else v)
+            for k, v in flat_new.items()}
+  return flax.traverse_util.unflatten_dict(merged)
+
+
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
+                    trainable: Any, seed: int) -> Callable:
+  """Builds `train_step(state, batch) -> (state, metrics)`.
+
+  Args:
+    loss_fn: (params, batch_stats, batch, rng) ->
+      (loss, (metrics dict, new batch_stats)).
+    tx: the optax transformation (frozen parts already set to zero).
+    trainable: params-shaped bool mask (for the frozen running stats).
+    seed: root seed; the step's rng is fold_in(key(seed), step) so a
+      resumed run draws the same dropout masks.
+  """
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (metrics, batch_stats)), grads = grad_fn(
+        state.params, state.batch_stats, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    batch_stats = keep_frozen_stats(state.batch_stats, batch_stats,
+                                    trainable)
+    metrics = dict(metrics, loss=loss,
+                   grad_norm=optax.global_norm(grads))
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+  return train_step
+
+
+def count_params(params: Any) -> int:
+  return int(sum(jnp.size(x) for x in jax.tree.leaves(params)))

@@ -1,0 +1,41 @@
+r"""Trains a model from a config.
+
+  python -m launch.train --config=configs/age_regressor.py \
+      --workdir=runs/age_regressor [--config.key=value ...]
+
+Re-running the same command resumes from the newest checkpoint in workdir.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from facejax.checkpoint import WorkdirMismatchError
+from facejax.data.sources import DataError
+from facejax.train import loop
+from launch import common
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/age_regressor.py[:smoke].",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory "
+                               "(checkpoints, metrics, TensorBoard).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"unexpected arguments: {argv[1:]}")
+  common.start_jax()
+  try:
+    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (DataError, WorkdirMismatchError, FileNotFoundError) as e:
+    common.fail(str(e))
+  except loop.NonFiniteLossError as e:
+    common.fail(str(e), code=3)
+  except loop.Preempted as e:
+    common.fail(str(e), code=143)
+
+
+if __name__ == "__main__":
+  app.run(main)
