@@ -67,13 +67,18 @@ def create_mesh(mesh_config: Sequence[tuple[str, int]],
   if sizes.count(-1) > 1:
     raise ValueError("config key mesh: at most one axis may be -1")
   known = math.prod(s for s in sizes if s != -1)
-  if len(devices) % known:
+  if -1 in sizes and len(devices) % known:
     raise ValueError(f"config key mesh: sizes {sizes} do not divide the "
                      f"{len(devices)} devices")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
-  if math.prod(sizes) != len(devices):
+  if math.prod(sizes) > len(devices):
     raise ValueError(f"config key mesh: {dict(zip(names, sizes))} needs "
                      f"{math.prod(sizes)} devices, have {len(devices)}")
+  if math.prod(sizes) < len(devices):
+    # Explicit sizes with no -1 may use a subset (e.g. 1-device benchmarks).
+    logging.info("mesh uses %d of %d devices", math.prod(sizes),
+                 len(devices))
+    devices = devices[:math.prod(sizes)]
   shape = dict(zip(names, sizes))
   device_array = np.asarray(devices).reshape([shape[a] for a in AXES])
   return Mesh(device_array, AXES,
@@ -173,3 +178,19 @@ def check_batch_size(global_batch: int, mesh: Mesh, key: str) -> int:
     raise ValueError(f"config key {key}={global_batch} must be divisible by "
                      f"the number of processes {jax.process_count()}")
   return global_batch // jax.process_count()
+
+
+def configure_runtime(compilation_cache_dir: str = "") -> None:
+  """Process-wide JAX settings facejax relies on.
+
+  On CPU, non-partitionable threefry compiles parameter initialisation
+  about 4x faster (measured: tiny ResNet init 36 s -> 9 s on 2 cores); its
+  values do not depend on the sharding either, so 1 and 8 devices
+  initialise identically. Accelerators keep the partitionable default,
+  which never materialises a full random tensor per device.
+  """
+  if jax.default_backend() == "cpu":
+    jax.config.update("jax_threefry_partitionable", False)
+  if compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", compilation_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

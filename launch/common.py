@@ -14,6 +14,9 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1,
                                       "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "", "Directory for JAX's persistent compilation "
+    "cache (reruns and resumes skip recompiling).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() with cluster "
     "auto-detection (Cloud TPU, SLURM, Kubernetes).")
@@ -24,6 +27,7 @@ def start_jax() -> None:
   parallel.maybe_initialize_distributed(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
       auto=_DISTRIBUTED.value)
+  parallel.configure_runtime(_CACHE.value)
   logging.info("JAX %s on %s: %d device(s), process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(),
                jax.process_index(), jax.process_count())

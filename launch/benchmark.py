@@ -1,0 +1,162 @@
+r"""Benchmarks a config's real train step (the one launch.train compiles).
+
+  python -m launch.benchmark --config=configs/age_regressor.py \
+      --batch_size=32 --image_size=112 --steps=20 --workdir=runs/bench
+
+Reports compile time, median/spread of step time after warm-up, images/s,
+FLOPs per step from XLA's cost analysis, achieved GFLOP/s (and as a
+fraction of a large f32 matmul measured in the same run), and peak memory
+where the backend reports it. Writes benchmark.md and benchmark.jsonl.
+Simulate N CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=N.
+"""
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from facejax import parallel
+from facejax.train import loop
+from launch import common
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark", "Output dir.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Global batch (0: config).")
+_SIZE = flags.DEFINE_integer("image_size", 0, "Image side (0: config).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compile.")
+_DEVICES = flags.DEFINE_integer("devices", 0, "Use the first N devices "
+                                "(0: all) on a pure data-parallel mesh.")
+_PEAK = flags.DEFINE_bool("measure_peak", True, "Time a large f32 matmul "
+                          "as the machine's reference peak.")
+flags.mark_flag_as_required("config")
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+  """Achieved GFLOP/s of a jitted n x n f32 matmul (best of reps)."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(reps))
+  return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
+
+
+def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
+  """Times `loop.Setup(config).train_step` on a synthetic batch."""
+  setup = loop.Setup(config)
+  state = setup.init_state(import_weights=False)
+  rng = np.random.default_rng(0)
+  batch = setup.task.dummy_batch(setup.local_batch)
+  batch = {k: rng.normal(size=v.shape).astype(v.dtype) if k == "image"
+           else (rng.uniform(0, 100, v.shape).astype(v.dtype)
+                 if k == "age" else v) for k, v in batch.items()}
+  batch = parallel.shard_batch(batch, setup.mesh)
+
+  t0 = time.perf_counter()
+  compiled = setup.train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis() or {}
+  if isinstance(cost, list):  # older JAX returned one dict per device
+    cost = cost[0] if cost else {}
+  flops = float(cost.get("flops", float("nan")))
+  mem = compiled.memory_analysis()
+  peak_bytes = None
+  if mem is not None:
+    peak_bytes = sum(getattr(mem, k, 0) or 0 for k in (
+        "temp_size_in_bytes", "argument_size_in_bytes",
+        "output_size_in_bytes")) - (getattr(mem, "alias_size_in_bytes", 0)
+                                     or 0)
+
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  times = np.asarray(times)
+  median = float(np.median(times))
+  gb = config.data.batch_size
+  result = {
+      "config": config.model.name, "backbone": config.model.get(
+          "backbone", ""), "batch_size": gb,
+      "image_size": config.data.image_size,
+      "devices": int(setup.mesh.devices.size),
+      "device_kind": jax.devices()[0].device_kind,
+      "compile_s": compile_s, "step_s_median": median,
+      "step_s_p10": float(np.percentile(times, 10)),
+      "step_s_p90": float(np.percentile(times, 90)),
+      "images_per_s": gb / median,
+      "gflop_per_step": flops / 1e9,
+      # cost_analysis counts the per-device program: scale by devices.
+      "achieved_gflops": flops * setup.mesh.devices.size / median / 1e9,
+      "peak_memory_mb": (peak_bytes / 2**20) if peak_bytes else None,
+      "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
+  }
+  if peak:
+    result["matmul_peak_gflops"] = peak
+    result["fraction_of_peak"] = result["achieved_gflops"] / peak
+  return result
+
+
+def markdown(rows: list[dict]) -> str:
+  head = ("| model | batch | size | devices | compile s | step s (p10-p90) "
+          "| img/s | GFLOP/step | GFLOP/s | % peak | peak MB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
+  lines = [head]
+  for r in rows:
+    frac = r.get("fraction_of_peak")
+    mem = r["peak_memory_mb"]
+    lines.append(
+        f"| {r['config']} {r['backbone']} | {r['batch_size']} | "
+        f"{r['image_size']} | {r['devices']} | {r['compile_s']:.1f} | "
+        f"{r['step_s_median']:.3f} ({r['step_s_p10']:.3f}-"
+        f"{r['step_s_p90']:.3f}) | {r['images_per_s']:.1f} | "
+        f"{r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | "
+        f"{'' if frac is None else f'{100 * frac:.0f}%'} | "
+        f"{'' if mem is None else f'{mem:.0f}'} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  common.start_jax()
+  config = _CONFIG.value
+  with config.unlocked():
+    if _BATCH.value:
+      config.data.batch_size = config.data.eval_batch_size = _BATCH.value
+    if _SIZE.value:
+      config.data.image_size = _SIZE.value
+    if _DEVICES.value:
+      config.mesh = (("data", _DEVICES.value), ("fsdp", 1), ("model", 1))
+  peak = matmul_peak_gflops() if _PEAK.value else None
+  row = benchmark(config, _STEPS.value, _WARMUP.value, peak)
+  table = markdown([row])
+  if jax.process_index() == 0:
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    with open(os.path.join(_WORKDIR.value, "benchmark.jsonl"), "a") as f:
+      f.write(json.dumps(row) + "\n")
+    with open(os.path.join(_WORKDIR.value, "benchmark.md"), "a") as f:
+      f.write(table + "\n")
+    print(table)
+    if peak:
+      print(f"\nreference: jitted 2048^2 f32 matmul {peak:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+  app.run(main)

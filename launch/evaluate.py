@@ -1,0 +1,114 @@
+r"""Evaluates a trained age regressor on a split.
+
+  python -m launch.evaluate --workdir=runs/age_regressor [--split=test]
+
+Prints MAE/RMSE and a per-decade error table; writes eval_<split>.json and
+a predicted-vs-true scatter plot eval_<split>.png into the workdir.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from facejax import parallel
+from facejax.data import pipeline
+from facejax.data.sources import DataError
+from launch import common
+from launch import restore
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
+_SPLIT = flags.DEFINE_string("split", "test", "train | valid | test, or a "
+                             "CSV path.")
+_WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                           "Which checkpoint to evaluate.")
+_PLOT = flags.DEFINE_bool("plot", True, "Write a scatter plot PNG.")
+flags.mark_flag_as_required("workdir")
+
+
+def predict_split(setup, state, source):
+  """(predicted ages, true ages) over a whole split."""
+  predict = jax.jit(
+      lambda s, b: setup.task.predict(s.params, s.batch_stats,
+                                      b["image"])[0],
+      in_shardings=(setup.state_sharding, setup.batch_sharding),
+      out_shardings=setup.replicated)
+  preds, ages = [], []
+  for batch in pipeline.eval_batches(source, setup.task.preprocess(False),
+                                     setup.eval_batch,
+                                     setup.config.data.num_workers):
+    keep = batch["mask"] > 0
+    pred = np.asarray(predict(state, parallel.shard_batch(batch,
+                                                          setup.mesh)))
+    preds.append(pred[keep])
+    ages.append(batch["age"][keep])
+  return np.concatenate(preds), np.concatenate(ages)
+
+
+def decade_table(pred: np.ndarray, age: np.ndarray) -> list[dict]:
+  rows = []
+  for lo in range(0, 101, 10):
+    sel = (age >= lo) & (age < lo + 10)
+    if sel.any():
+      rows.append({"ages": f"{lo}-{lo + 9}", "count": int(sel.sum()),
+                   "mae": float(np.mean(np.abs(pred[sel] - age[sel]))),
+                   "bias": float(np.mean(pred[sel] - age[sel]))})
+  return rows
+
+
+def _plot(pred, age, path, title):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+  ax.scatter(age, pred, s=6, alpha=0.5)
+  ax.plot([0, 100], [0, 100], "k--", lw=1)
+  ax.set(xlabel="true age", ylabel="predicted age", title=title,
+         xlim=(0, 100), ylim=(0, 100))
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  common.start_jax()
+  workdir = _WORKDIR.value
+  try:
+    setup, state, step = restore.restore(workdir, which=_WHICH.value)
+    source = setup.task.source(_SPLIT.value)
+  except (DataError, FileNotFoundError, ValueError) as e:
+    common.fail(str(e))
+  pred, age = predict_split(setup, state, source)
+  train_mean = float(np.mean(setup.task.source("train").ages)) if hasattr(
+      source, "ages") else float("nan")
+  result = {
+      "split": _SPLIT.value, "checkpoint_step": step, "count": len(age),
+      "mae": float(np.mean(np.abs(pred - age))),
+      "rmse": float(np.sqrt(np.mean((pred - age)**2))),
+      "cs5": float(np.mean(np.abs(pred - age) <= 5)),
+      "baseline_mae": float(np.mean(np.abs(age - train_mean))),
+      "decades": decade_table(pred, age)}
+  if jax.process_index() == 0:
+    print(f"{_SPLIT.value}: {len(age)} images, checkpoint step {step}")
+    print(f"MAE {result['mae']:.3f}  RMSE {result['rmse']:.3f}  "
+          f"CS@5 {result['cs5']:.3f}  (predict-the-mean MAE "
+          f"{result['baseline_mae']:.3f})")
+    print("\n| ages | count | MAE | bias |\n|---|---|---|---|")
+    for r in result["decades"]:
+      print(f"| {r['ages']} | {r['count']} | {r['mae']:.2f} | "
+            f"{r['bias']:+.2f} |")
+    name = os.path.basename(_SPLIT.value).replace(".csv", "")
+    with open(os.path.join(workdir, f"eval_{name}.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    if _PLOT.value:
+      png = os.path.join(workdir, f"eval_{name}.png")
+      _plot(pred, age, png, f"{name}: MAE {result['mae']:.2f}")
+      print(f"\nwrote {png}")
+
+
+if __name__ == "__main__":
+  app.run(main)

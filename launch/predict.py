@@ -1,0 +1,90 @@
+r"""Predicts the age of faces in photos with a trained regressor.
+
+  python -m launch.predict --workdir=runs/age_regressor photo1.jpg dir/ ...
+
+Prints one line per image: `path<TAB>predicted age`. Each photo goes
+through the same face detection and crop as `launch.prepare_data`
+(OpenCV Haar cascade, 40% margin); `--detect=false` for already-cropped
+faces. Unreadable files are reported and the rest still processed.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from PIL import Image
+
+from facejax.data import face_detect
+from facejax.data import sources
+from facejax.data import transforms
+from launch import common
+from launch import restore
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
+_DETECT = flags.DEFINE_bool("detect", True, "Detect and crop the face.")
+_MARGIN = flags.DEFINE_float("margin", 0.4, "Crop margin around the face "
+                             "box (same as prepare_data).")
+_WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                           "Which checkpoint to use.")
+flags.mark_flag_as_required("workdir")
+
+
+def expand_paths(args: list[str]) -> list[str]:
+  """Files as given; folders expanded to their image files (sorted)."""
+  paths = []
+  for arg in args:
+    if os.path.isdir(arg):
+      paths += sorted(os.path.join(arg, f) for f in os.listdir(arg)
+                      if f.lower().endswith(sources.IMAGE_EXTENSIONS))
+    else:
+      paths.append(arg)
+  return paths
+
+
+def face_crop(image: np.ndarray, detector, margin: float
+              ) -> tuple[np.ndarray, str]:
+  """The largest detected face with margin, or the whole image."""
+  crop, n = detector.detect_and_crop(image, margin=margin)
+  if crop is None:
+    return image, "no face found: used the whole image"
+  return crop, f"{n} face(s) found" if n > 1 else ""
+
+
+def main(argv):
+  paths = expand_paths(argv[1:])
+  if not paths:
+    common.fail("give one or more image files or folders after the flags")
+  common.start_jax()
+  try:
+    setup, state, _ = restore.restore(_WORKDIR.value, which=_WHICH.value)
+  except (FileNotFoundError, ValueError) as e:
+    common.fail(str(e))
+  pre = setup.task.preprocess(train=False)
+  detector = face_detect.FaceDetector(multiple_faces="largest")
+  predict = jax.jit(lambda s, x: setup.task.predict(s.params, s.batch_stats,
+                                                    x)[0])
+  failures = 0
+  for path in paths:
+    try:
+      image = np.asarray(transforms.load_image(path))
+    except sources.DataError as e:
+      print(f"{path}\terror: {e}", flush=True)
+      failures += 1
+      continue
+    note = ""
+    if _DETECT.value:
+      image, note = face_crop(image, detector, _MARGIN.value)
+    example = pre((0, {"image": image, "age": np.float32(0)}))
+    age = float(jax.device_get(predict(state, example["image"][None]))[0])
+    print(f"{path}\t{age:.1f}" + (f"\t({note})" if note else ""), flush=True)
+  if failures:
+    print(f"{failures} of {len(paths)} file(s) could not be read",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,44 @@
+"""Loading a trained workdir (config + checkpoint) for the inference tools."""
+
+import json
+import os
+
+import ml_collections
+
+from facejax import checkpoint as ckpt_lib
+from facejax.train import loop
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: {workdir!r} is not a facejax training workdir")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
+            which: str = "best"):
+  """Returns (setup, state, step) from workdir's best or latest checkpoint.
+
+  Args:
+    workdir: a directory written by launch.train.
+    config: defaults to the workdir's config.json.
+    which: 'best' (best validation metric) or 'latest'.
+  """
+  config = config or load_workdir_config(workdir)
+  setup = loop.Setup(config)
+  ckpt_lib.check_workdir_model(workdir, setup.task.meta())
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  step = checkpointer.best_step() if which == "best" else None
+  best = step is not None
+  if step is None:
+    step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir!r}")
+  abstract = ckpt_lib.abstract_like(setup.abstract_state,
+                                    setup.state_sharding)
+  state = checkpointer.restore(step, abstract, best=best)
+  checkpointer.close()
+  return setup, state, step

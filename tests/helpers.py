@@ -1,0 +1,29 @@
+"""Small helpers shared by the tests."""
+
+import os
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(data_root: str, **overrides):
+  """The age regressor's smoke config on `data_root`, with overrides."""
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  overrides = {"data.root": data_root, **overrides}
+  return config_lib.load_config(
+      os.path.join(ROOT, "configs", "age_regressor.py:smoke"), overrides)
+
+
+def flat(tree) -> dict[str, np.ndarray]:
+  """{'a/b/c': array} of a pytree, pulled to host."""
+  leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(tree))
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  fa, fb = flat(a), flat(b)
+  assert fa.keys() == fb.keys()
+  for k in fa:
+    np.testing.assert_allclose(fa[k], fb[k], rtol=rtol, atol=atol, err_msg=k)

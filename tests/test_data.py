@@ -1,0 +1,162 @@
+"""Sources, bad input, determinism, resume and padded eval of the pipeline."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from facejax.data import pipeline, sources, transforms
+
+PRE = transforms.Preprocess(image_size=32)
+
+
+def _write_csv(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+  return str(path)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("file,years\nimages/000000.png,30\n", r"\.csv:1: missing column 'path'"),
+    ("path,age\nimages/000000.png,30\nimages/000001.png,thirty\n",
+     r"\.csv:3: age 'thirty' is not a number"),
+    ("path,age\nimages/000000.png,130\n",
+     r"\.csv:2: age 130.0 is outside \[0.0, 100.0\]"),
+    ("path,age\nimages/000000.png,-3\n", r"\.csv:2: .*outside"),
+    ("path,age\n,30\n", r"\.csv:2: empty 'path'"),
+    ("path,age\n", r"\.csv: no rows"),
+])
+def test_label_file_errors_name_file_and_line(age_data, tmp_path, text,
+                                               match):
+  csv = _write_csv(tmp_path / "labels.csv", text)
+  with pytest.raises(sources.DataError, match=match):
+    sources.AgeCsvSource(csv, image_dir=age_data)
+
+
+def test_missing_label_file():
+  with pytest.raises(sources.DataError, match="label file not found"):
+    sources.AgeCsvSource("/nonexistent/train.csv")
+
+
+def _broken_copy(age_data, tmp_path):
+  """A copy of the train split with one missing and one corrupt image."""
+  root = tmp_path / "broken"
+  shutil.copytree(age_data, root)
+  src = sources.AgeCsvSource(str(root / "train.csv"))
+  os.remove(src.paths[3])
+  with open(src.paths[5], "wb") as f:
+    f.write(b"\x89PNG truncated nonsense")
+  return root, src
+
+
+def test_missing_and_corrupt_images(age_data, tmp_path):
+  root, _ = _broken_copy(age_data, tmp_path)
+  src = sources.AgeCsvSource(str(root / "train.csv"))
+  assert src.missing == [3]
+  # Decoding the corrupt file names the file and the CSV line.
+  with pytest.raises(sources.DataError, match=r"train\.csv:7\).*cannot "
+                     r"decode image"):
+    PRE((0, src[5]))
+  bad = sources.find_bad_images(src, range(len(src)))
+  assert [i for i, _ in bad] == [3, 5]
+  assert "not found" in bad[0][1] and "not a readable image" in bad[1][1]
+
+
+def test_task_reports_missing_files_or_skips_and_counts(age_data, tmp_path):
+  from facejax.tasks import age_regression
+  from helpers import smoke_config
+  root, src = _broken_copy(age_data, tmp_path)
+  task = age_regression.Task(smoke_config(str(root)))
+  with pytest.raises(sources.DataError, match=r"(?s)1 image file\(s\) not "
+                     r"found.*train\.csv:5\)"):
+    task.source("train")
+  task = age_regression.Task(smoke_config(
+      str(root), **{"data.skip_bad_records": True}))
+  kept = task.source("train")
+  assert kept.skipped == 2 and len(kept) == len(src) - 2
+  ds = pipeline.train_dataset(kept, task.preprocess(True), 16, seed=0)
+  for _, batch in zip(range(3), ds):
+    assert batch["image"].shape == (16, 32, 32, 3)
+
+
+def test_skip_bad_filters_corrupt_records_inside_pipeline(age_data,
+                                                          tmp_path):
+  root, src = _broken_copy(age_data, tmp_path)
+  pre = transforms.Preprocess(image_size=32, skip_bad=True)
+  assert pre((0, src[5])) is None
+  sub = sources.SubsetSource(src, [0, 1, 2, 4, 5, 6])  # 5 is corrupt
+  batches = list(zip(range(4), pipeline.train_dataset(sub, pre, 5, 0)))
+  assert all(b["image"].shape[0] == 5 for _, b in batches)
+
+
+def test_same_seed_same_batches_and_exact_resume(age_data):
+  src = sources.AgeCsvSource(os.path.join(age_data, "train.csv"))
+  pre = transforms.Preprocess(image_size=32, augment=transforms.Augment(
+      flip=True, rotate_deg=5, scale_jitter=0.1, color_jitter=0.1), seed=3)
+  a = iter(pipeline.train_dataset(src, pre, 8, seed=1))
+  b = iter(pipeline.train_dataset(src, pre, 8, seed=1))
+  c = iter(pipeline.train_dataset(src, pre, 8, seed=2))
+  first = [next(a) for _ in range(3)]
+  for x in first:
+    y = next(b)
+    np.testing.assert_array_equal(x["image"], y["image"])
+  assert not np.array_equal(first[0]["age"], next(c)["age"])
+  state = a.get_state()
+  expected = [next(a) for _ in range(2)]
+  fresh = iter(pipeline.train_dataset(src, pre, 8, seed=1))
+  fresh.set_state(state)
+  for x in expected:
+    y = next(fresh)
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["age"], y["age"])
+
+
+def test_epochs_visit_every_record_once_in_new_order():
+  order = pipeline.GlobalOrder(10, seed=0, global_batch=5)
+  e0 = [order(i)[1] for i in range(10)]
+  e1 = [order(i)[1] for i in range(10, 20)]
+  assert sorted(e0) == sorted(e1) == list(range(10)) and e0 != e1
+
+
+def test_processes_read_contiguous_blocks_of_the_global_batch():
+  one = pipeline.GlobalOrder(100, 0, global_batch=8)
+  two = [pipeline.GlobalOrder(100, 0, 8, process_index=p, process_count=2)
+         for p in range(2)]
+  for step in range(5):
+    glob = [one(step * 8 + k)[1] for k in range(8)]
+    parts = [two[p](step * 4 + k)[1] for p in range(2) for k in range(4)]
+    assert glob == parts
+
+
+def test_eval_pads_and_counts_every_example_once(age_data):
+  src = sources.SubsetSource(
+      sources.AgeCsvSource(os.path.join(age_data, "valid.csv")), range(37))
+  seen = []
+  for batch in pipeline.eval_batches(src, PRE, 16):
+    assert batch["image"].shape[0] == 16
+    seen.append(batch["age"][batch["mask"] > 0])
+  seen = np.concatenate(seen)
+  np.testing.assert_array_equal(seen, src.ages)
+
+
+def test_balance_by_age_caps_and_ranges():
+  ages = np.array([20] * 50 + [21] * 3 + [70] * 10 + [5] * 4, np.float32)
+  keep = sources.balance_by_age(ages, max_per_age=5, age_range=(20, 69),
+                                seed=0)
+  kept = ages[keep]
+  assert (kept == 20).sum() == 5 and (kept == 21).sum() == 3
+  assert not np.isin(kept, [70, 5]).any()
+  np.testing.assert_array_equal(
+      keep, sources.balance_by_age(ages, 5, (20, 69), seed=0))
+  with pytest.raises(sources.DataError, match="data.balance.age_range"):
+    sources.balance_by_age(ages, 5, (80, 90), seed=0)
+
+
+def test_normalisations_round_trip():
+  img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  for mode in ("imagenet", "unit", "caffe_bgr"):
+    back = transforms.denormalize(transforms.normalize(img, mode), mode)
+    np.testing.assert_array_equal(back, img)
+  with pytest.raises(ValueError, match="data.normalize"):
+    transforms.normalize(img, "zscore")

@@ -1,0 +1,71 @@
+"""Shapes of every backbone/regressor output and gradient flow."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from facejax.models import age_regressor, resnet, vgg
+
+BACKBONES = ["tiny", "resnet18", "resnet34", "vgg_tiny", "vgg16",
+             "mobilenet_tiny", "mobilenet_v2"]
+FEATURES = {"tiny": 64, "resnet18": 512, "resnet34": 512, "vgg_tiny": 32,
+            "vgg16": 512, "mobilenet_tiny": 1280, "mobilenet_v2": 1280}
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_regressor_shapes(backbone):
+  model = age_regressor.create(ml_collections.ConfigDict(
+      {"backbone": backbone}))
+  x = jnp.zeros((2, 32, 32, 3))
+  shapes = jax.eval_shape(
+      lambda: model.init({"params": jax.random.key(0)}, x))
+  out, feats = jax.eval_shape(lambda v: model.apply(v, x), shapes)
+  assert out.shape == (2,) and out.dtype == jnp.float32
+  assert feats.shape == (2, FEATURES[backbone])
+
+
+def test_resnet34_parameter_count_matches_torchvision():
+  # torchvision resnet34 has 21,797,672 params with a 1000-way fc
+  # (513,000 of them); the backbone alone is 21,284,672.
+  model = resnet.create("resnet34")
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                        jnp.zeros((1, 64, 64, 3)),
+                                        train=False))
+  n = sum(np.prod(x.shape) for x in jax.tree.leaves(v["params"]))
+  assert n == 21_284_672
+
+
+def test_vgg16_dex_fc_shapes():
+  model = vgg.create("vgg16", include_fc=True)
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                        jnp.zeros((1, 224, 224, 3)),
+                                        train=False))
+  assert v["params"]["fc6"]["kernel"].shape == (25088, 4096)
+  out = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, 224, 224, 3)),
+                                             train=False), v)
+  assert out.shape == (1, 4096)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "vgg_tiny", "mobilenet_tiny"])
+def test_gradients_finite_and_nonzero_everywhere(backbone):
+  model = age_regressor.create(ml_collections.ConfigDict(
+      {"backbone": backbone, "dropout": 0.1}))
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  ages = jnp.array([5., 20., 35., 90.])  # L1 signs must not cancel
+  v = jax.jit(model.init)({"params": jax.random.key(0)}, x)
+
+  def loss(params):
+    variables = {**v, "params": params}
+    (pred, _), _ = model.apply(variables, x, train=True,
+                               rngs={"dropout": jax.random.key(2)},
+                               mutable=["batch_stats"])
+    return jnp.mean(jnp.abs(pred - ages))
+
+  grads = jax.jit(jax.grad(loss))(v["params"])
+  for path, g in flax.traverse_util.flatten_dict(grads, sep="/").items():
+    g = np.asarray(g)
+    assert np.all(np.isfinite(g)), path
+    assert np.any(g != 0), f"zero gradient for {path}"
