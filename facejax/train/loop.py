@@ -219,7 +219,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                             time.perf_counter() - compile_t0})
         progress.reset(step)
       last = step == config.total_steps
-      do_ckpt = step % config.ckpt.every_steps == 0 or last or stop["stop"]
+      # Read the flag once: SIGTERM may arrive mid-iteration, and stopping
+      # without the checkpoint decided here would lose the steps since.
+      stopping = stop["stop"]
+      do_ckpt = step % config.ckpt.every_steps == 0 or last or stopping
       do_eval = step % config.eval_every_steps == 0 or last
       if step % config.log_every_steps == 0 or do_ckpt or do_eval:
         means = flush(step)
@@ -239,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if do_ckpt:
         checkpointer.save(step, state, train_iter)
         progress.reset(step)
-      if stop["stop"] and not last:
+      if stopping and not last:
         checkpointer.wait()
         raise Preempted(f"SIGTERM at step {step}: checkpoint saved in "
                         f"{checkpointer.directory}; rerun the same command "

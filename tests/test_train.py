@@ -1,0 +1,117 @@
+"""End-to-end training: learning, bad config/workdir, NaN guard, SIGTERM."""
+
+import json
+import os
+import re
+import signal
+import threading
+
+import jax
+import numpy as np
+import pytest
+
+from facejax import checkpoint as ckpt_lib
+from facejax import config_lib
+from facejax.train import loop
+from helpers import ROOT, smoke_config
+
+ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
+
+
+def _config(data, **kw):
+  config = smoke_config(data, **kw)
+  with config.unlocked():
+    config.mesh = ONE_DEVICE
+  return config
+
+
+def test_smoke_training_beats_the_mean_baseline(age_data, tmp_path):
+  """The smoke config learns age from the synthetic faces.
+
+  Measured on 2 CPU cores: validation MAE ~6-7 years after 300 steps,
+  against ~24-25 years for always predicting the training mean.
+  """
+  config = _config(age_data)
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  mae, baseline = result["mae"], result["baseline_mae"]
+  print(f"smoke validation MAE {mae:.2f} vs mean baseline {baseline:.2f}")
+  assert baseline > 20.0
+  assert mae < 0.5 * baseline, (mae, baseline)
+  assert os.path.isdir(result["checkpoint"])
+  assert os.path.isdir(result["best_checkpoint"])
+  lines = open(tmp_path / "run" / "metrics.jsonl").read().splitlines()
+  logged = [json.loads(l) for l in lines]
+  assert any("eval/mae" in r for r in logged)
+  assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def test_unknown_config_key_is_named(age_data):
+  with pytest.raises(KeyError, match="data.imagesize"):
+    smoke_config(age_data, **{"data.imagesize": 64})
+  with pytest.raises(ValueError, match="unknown key 'smok'"):
+    config_lib.parse_arg("smok=1", variant="base", smoke=False)
+
+
+def test_workdir_of_another_model_is_refused(age_data, tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(_config(age_data, total_steps=2), workdir)
+  other = _config(age_data, total_steps=2, **{"model.backbone": "vgg_tiny"})
+  with pytest.raises(ckpt_lib.WorkdirMismatchError,
+                     match=r"model\.json.*backbone: workdir has 'tiny', "
+                     r"config asks 'vgg_tiny'"):
+    loop.train_and_evaluate(other, workdir)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(age_data, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = _config(age_data, total_steps=60, log_every_steps=1, **{
+      "optim.name": "sgd", "optim.lr": 1e12, "optim.clip_norm": 0.0,
+      "optim.warmup_steps": 0, "optim.schedule": "constant",
+      "ckpt.every_steps": 1, "loss": "mse"})
+  with pytest.raises(loop.NonFiniteLossError,
+                     match="last good checkpoint") as err:
+    loop.train_and_evaluate(config, workdir)
+  bad_step = int(re.search(r"by step (\d+)", str(err.value)).group(1))
+  setup = loop.Setup(config)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  step = ckpt.latest_step()
+  state = ckpt.restore(step, ckpt_lib.abstract_like(setup.abstract_state,
+                                                    setup.state_sharding))
+  ckpt.close()
+  losses = {r["step"]: r["train/loss"] for r in map(
+      json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+            if "train/loss" in r}
+  # The checkpoint is from the last step whose loss was finite.
+  assert step == bad_step - 1 == max(losses), (step, bad_step, losses)
+  assert all(np.isfinite(v) for v in losses.values())
+  for leaf in jax.tree.leaves(jax.device_get(state.params)):
+    assert np.all(np.isfinite(leaf))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(age_data, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = _config(age_data, total_steps=1000, log_every_steps=1, **{
+      "ckpt.every_steps": 500})
+  fired = {}
+
+  def send_when_training():
+    # Wait until a few steps ran, then deliver SIGTERM to ourselves.
+    import time  # pylint: disable=g-import-not-at-top
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    for _ in range(1200):
+      if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 5:
+        break
+      time.sleep(0.1)
+    fired["at"] = True
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  timer = threading.Thread(target=send_when_training, daemon=True)
+  timer.start()
+  with pytest.raises(loop.Preempted, match="checkpoint saved"):
+    loop.train_and_evaluate(config, workdir)
+  assert fired.get("at")
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  step = ckpt.latest_step()
+  ckpt.close()
+  assert step is not None and 0 < step < 500
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
