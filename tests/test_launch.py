@@ -1,0 +1,88 @@
+"""The command-line tools as a user runs them (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, check=True):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env["PYTHONPATH"] = ROOT
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{args} failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+  return proc
+
+
+@pytest.fixture(scope="module")
+def trained(age_data, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("launch") / "run")
+  out = _run(["launch.train", "--config=configs/age_regressor.py:smoke",
+              f"--workdir={workdir}", f"--config.data.root={age_data}",
+              "--config.total_steps=30", "--config.eval_every_steps=30"])
+  assert "Done: validation MAE" in out.stdout
+  assert "steps/s" in out.stdout and "ETA" in out.stdout
+  return workdir
+
+
+def test_predict_on_a_real_photo_with_face_detection(trained, tmp_path):
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  photo = str(tmp_path / "astronaut.jpg")
+  Image.fromarray(data.astronaut()).save(photo)
+  not_image = str(tmp_path / "notes.jpg")
+  with open(not_image, "w") as f:
+    f.write("this is not a picture")
+  out = _run(["launch.predict", f"--workdir={trained}", photo, not_image],
+             check=False)
+  lines = dict(l.split("\t", 1) for l in out.stdout.strip().splitlines())
+  age = float(lines[photo].split("\t")[0])
+  assert 0.0 <= age <= 120.0
+  assert "no face" not in lines[photo]  # the Haar cascade found her face
+  assert "cannot decode image" in lines[not_image]
+  assert out.returncode == 1 and "1 of 2 file(s)" in out.stderr
+
+
+def test_evaluate_prints_decade_table_and_plot(trained):
+  out = _run(["launch.evaluate", f"--workdir={trained}", "--split=test"])
+  assert "| ages | count | MAE | bias |" in out.stdout
+  result = json.load(open(os.path.join(trained, "eval_test.json")))
+  assert result["count"] == 150 and np.isfinite(result["mae"])
+  assert sum(r["count"] for r in result["decades"]) == 150
+  assert Image.open(os.path.join(trained, "eval_test.png")).size[0] > 100
+
+
+def test_benchmark_writes_table_and_json(tmp_path):
+  out = _run(["launch.benchmark", "--config=configs/age_regressor.py:smoke",
+              "--steps=3", "--warmup=1", f"--workdir={tmp_path}",
+              "--measure_peak=false"])
+  assert "| model | batch |" in out.stdout
+  row = json.loads(open(tmp_path / "benchmark.jsonl").readline())
+  assert row["gflop_per_step"] > 0 and row["step_s_median"] > 0
+  assert row["loss_finite"]
+
+
+def test_unknown_config_key_on_the_command_line(tmp_path):
+  out = _run(["launch.train", "--config=configs/age_regressor.py:smoke",
+              f"--workdir={tmp_path}", "--config.data.imagesize=64"],
+             check=False)
+  assert out.returncode != 0
+  assert "imagesize" in out.stderr
+
+
+def test_make_synthetic_cli(tmp_path):
+  _run(["launch.make_synthetic", "--layout=age_csv", f"--out={tmp_path}",
+        "--num=40", "--size=32"])
+  header = open(tmp_path / "train.csv").readline().strip()
+  assert header.startswith("path,age")
