@@ -41,6 +41,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.backbone = "tiny" if smoke else "resnet34"
   c.model.dropout = 0.0
   c.model.dtype = "float32"  # 'bfloat16' for compute on GPU/TPU
+  c.model.conv_impl = "auto"  # auto | xla | im2col (auto: im2col on CPU)
   c.model.age_shift = 50.0   # the head predicts (age - shift) / scale
   c.model.age_scale = 30.0
   c.model.init_from = ""     # .pth/.safetensors in torchvision/timm names

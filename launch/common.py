@@ -37,3 +37,21 @@ def fail(message: str, code: int = 1):
   """Exits with a readable message instead of a traceback."""
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors for bad config overrides.
+
+  ml_collections reports an unknown `--config.key` as a traceback from
+  inside flag parsing; pass this as `app.run(main, flags_parser=...)`.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e}\nSee --helpfull for the flags.", code=2)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = (str(e).strip("'\"").replace("\\n", " ")
+               .replace('\\"', '"').replace("\\'", "'"))
+    override = [a for a in argv[1:] if a.startswith("--config.")]
+    fail(f"bad config override {override}: unknown key or wrong type "
+         f"({message})", code=2)

@@ -69,3 +69,25 @@ def test_gradients_finite_and_nonzero_everywhere(backbone):
     g = np.asarray(g)
     assert np.all(np.isfinite(g)), path
     assert np.any(g != 0), f"zero gradient for {path}"
+
+
+@pytest.mark.parametrize("kernel,strides,padding,size", [
+    (3, 1, 1, 8), (3, 2, 1, 9), (7, 2, 3, 16), (1, 2, 0, 8), (1, 1, 0, 5)])
+def test_im2col_conv_matches_xla_conv_and_its_gradients(kernel, strides,
+                                                        padding, size):
+  from facejax.models.layers import Conv  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 5))
+  pads = ((padding, padding), (padding, padding))
+  make = lambda impl: Conv(7, (kernel, kernel), (strides, strides), pads,
+                           impl=impl)
+  v = make("xla").init(jax.random.key(1), x)
+  outs, grads = {}, {}
+  for impl in ("xla", "im2col"):
+    f = lambda v, x, impl=impl: jnp.sum(make(impl).apply(v, x) ** 2)
+    outs[impl] = make(impl).apply(v, x)
+    grads[impl] = jax.grad(f, argnums=(0, 1))(v, x)
+  np.testing.assert_allclose(outs["im2col"], outs["xla"], rtol=1e-5,
+                             atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads["im2col"]),
+                  jax.tree.leaves(grads["xla"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -8,21 +8,23 @@ after a few hundred steps.
 * identity: face shape (width/height ratio, jaw), eye spacing and size, nose
   length and width, mouth, skin tone (skin_group 0..3 sets the colour),
   natural hair colour, eye colour.
-* age 0..100: children have a smaller head with big, low-set eyes and a
-  short nose; from ~18 nasolabial folds, from ~28 forehead lines (count and
-  darkness grow), crow's feet, eye bags, sagging jowls and age spots later;
-  hair greys from ~33 and is white by ~75; receding hairline or baldness
-  from ~40 for those prone to it.
+* age 0..100: children have a smaller head on narrower shoulders, with big,
+  low-set eyes and a short nose (all linear in age up to 18); from ~18
+  nasolabial folds, from ~28 forehead lines (count and darkness grow to
+  ~95), crow's feet, eye bags, sagging jowls, cheek creases and age spots
+  later; hair greys from ~33 (Gray_Hair from ~55) and is white by ~90;
+  receding hairline or baldness from ~40 for those prone to it.
 * gender: hair length, jaw, brow thickness, beards for men.
 * smile, eyeglasses, bangs, seven expressions (eyebrows, eyes, mouth) and
   most of the 40 CelebA attributes.
 * nuisance per image: background, clothes, a shift/scale/rotation of the
   head, brightness, contrast, noise, occasional blur.
 
-Only numpy and PIL are used so that the module stays cheap to import and
-picklable for data-loader worker processes. Everything is deterministic given
-the seed: each image draws from its own numpy Generator seeded by
-(seed, layout, index), so the files do not depend on generation order.
+Only numpy, PIL and absl.logging are used so that the module stays cheap to
+import and picklable for data-loader worker processes. Everything is
+deterministic given the seed: each image draws from its own numpy Generator
+seeded by (seed, layout, index), so the files do not depend on generation
+order.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ import inspect
 import json
 import math
 import os
+import pickle
 import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
@@ -109,8 +116,9 @@ _NOT_HAPPY_P = tuple(p / (1.0 - _EXPRESSION_P[3])
 # the parents' relative position inside their own gender's range, so a
 # father's square jaw gives a daughter a squarish (female-range) jaw.
 _TRAITS = {
-    'face_width': (0.196, 0.226, 0.21, 0.24),
-    'face_height': (0.262, 0.292, 0.272, 0.302),
+    # Narrow ranges: head size is also the main age cue of children.
+    'face_width': (0.202, 0.22, 0.216, 0.234),
+    'face_height': (0.268, 0.286, 0.278, 0.296),
     'hairline': (0.56, 0.66, 0.58, 0.68),
     'jaw': (2.0, 2.5, 2.5, 3.3),
     'chin_taper': (0.12, 0.3, 0.04, 0.18),
@@ -373,7 +381,7 @@ def sample_face(
       'shift': [round(float(v), 4)
                 for v in rng.uniform(-0.035, 0.035, size=2)],
       # Small, so that the head size of children stays a clear age cue.
-      'scale': round(float(rng.uniform(0.96, 1.04)), 4),
+      'scale': round(float(rng.uniform(0.97, 1.03)), 4),
       'rotation': round(float(rng.uniform(-6.0, 6.0)), 3),
       # Mild enough that the skin group stays readable from the colour.
       'brightness': round(float(rng.uniform(0.9, 1.1)), 4),
@@ -569,9 +577,9 @@ _BROW = {
 def _geometry(face: dict) -> _Geo:
   age = face['age']
   # Linear in age (not eased) so that every year of childhood shows.
-  growth = _clip01(age / 20.0)
+  growth = _clip01(age / 18.0)
   sag = _clip01((age - 45.0) / 55.0)
-  head = _lerp(0.72, 1.0, growth)
+  head = _lerp(0.68, 1.0, growth)
   chubby = face['chubby']
   a = face['face_width'] * head * (1.0 + 0.06 * chubby)
   a *= _lerp(1.04, 1.0, growth)  # Round baby cheeks.
@@ -1218,6 +1226,10 @@ def celeba_attributes(face: dict) -> np.ndarray:
 # Separate random streams per layout so that, e.g., the CelebA and age sets
 # written with the same seed hold different people.
 _STREAM = {'age_csv': 1, 'celeba': 2, 'rafd': 3, 'fiw': 4}
+# Worker processes pay off from a few hundred images (each takes ~1 s to
+# start).
+_MIN_POOL_IMAGES = 400
+_MAX_WORKERS = 8
 # First index of the streams for splits and pair lists (beyond any image
 # index, which SeedSequence needs to be non-negative).
 _AUX = 2**31
@@ -1230,38 +1242,105 @@ def _rng(seed: int, layout: str, *index: int) -> np.random.Generator:
 def _save(array: np.ndarray, path: str) -> None:
   img = Image.fromarray(array)
   if path.endswith('.png'):
-    img.save(path, compress_level=1)
+    # The pixel noise leaves little for LZ77 matching: run-length + Huffman
+    # coding is ~30% faster than level 1 and as small.
+    img.save(path, compress_level=1, compress_type=zlib.Z_RLE)
   else:
     img.save(path, quality=95)
 
 
-class _Saver:
-  """Encodes and writes images on a background thread.
+def _pool_workers(num_images: int) -> int:
+  """Worker processes worth starting for num_images images (1: none)."""
+  if num_images < _MIN_POOL_IMAGES or not sys.executable:
+    return 1
+  try:
+    cpus = len(os.sched_getaffinity(0))
+  except AttributeError:  # Not on Linux.
+    cpus = os.cpu_count() or 1
+  return max(1, min(cpus, _MAX_WORKERS))
 
-  PIL releases the GIL while compressing, so encoding overlaps with drawing
-  the next face. Use as a context manager; errors surface at the latest on
-  exit.
+
+def _work(job_file: str) -> None:
+  """Worker process entry: draws and writes the jobs pickled in job_file."""
+  with open(job_file, 'rb') as f:
+    jobs = pickle.load(f)
+  for face, size, rng, path in jobs:
+    _save(render_face(face, size, rng), path)
+
+
+class _Renderer:
+  """Draws and writes images, in worker processes when there are many.
+
+  Faces are sampled in the calling process, so the data set does not depend
+  on the number of workers: each job carries its face and the Generator
+  state for the pixel noise. Workers are fresh interpreters started with
+  subprocess rather than multiprocessing: forking would copy the locked
+  state of threads the caller may run (JAX does), and multiprocessing's
+  spawn re-runs the caller's main script, which breaks scripts without a
+  __main__ guard. With one worker, images are drawn here and encoded on a
+  background thread (PIL releases the GIL while compressing). Use as a
+  context manager; errors surface at the latest on exit.
   """
 
-  def __init__(self, max_pending: int = 32):
-    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+  def __init__(self, num_images: int):
+    self._workers = _pool_workers(num_images)
+    self._jobs = []
     self._pending = collections.deque()
-    self._max_pending = max_pending
+    self._saver = (concurrent.futures.ThreadPoolExecutor(1)
+                   if self._workers == 1 else None)
 
-  def save(self, array: np.ndarray, path: str) -> None:
-    self._pending.append(self._pool.submit(_save, array, path))
-    while len(self._pending) > self._max_pending:
+  def add(self, face: dict, size: int, rng: np.random.Generator,
+          path: str) -> None:
+    """Queues render_face(face, size, rng) -> path; do not reuse rng."""
+    if self._saver is None:
+      self._jobs.append((face, size, rng, path))
+      return
+    image = render_face(face, size, rng)
+    self._pending.append(self._saver.submit(_save, image, path))
+    while len(self._pending) > 32:
       self._pending.popleft().result()
 
-  def __enter__(self) -> '_Saver':
+  def __enter__(self) -> '_Renderer':
     return self
 
-  def __exit__(self, *exc_info) -> None:
-    try:
-      while self._pending:
-        self._pending.popleft().result()
-    finally:
-      self._pool.shutdown(wait=True, cancel_futures=True)
+  def __exit__(self, exc_type, *unused) -> None:
+    if self._saver is not None:
+      try:
+        while self._pending:
+          self._pending.popleft().result()
+      finally:
+        self._saver.shutdown(wait=True, cancel_futures=True)
+    elif exc_type is None and self._jobs:
+      self._run_workers()
+
+  def _run_workers(self) -> None:
+    # The worker imports this module by name from the same root.
+    root = os.path.abspath(__file__)
+    for _ in __name__.split('.'):
+      root = os.path.dirname(root)
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (root, env.get('PYTHONPATH')) if p)
+    code = f'import sys; import {__name__} as m; m._work(sys.argv[1])'
+    with tempfile.TemporaryDirectory() as tmp:
+      procs = []
+      for w in range(self._workers):
+        job_file = os.path.join(tmp, f'jobs{w}.pkl')
+        with open(job_file, 'wb') as f:
+          # Interleaved, so that every worker gets a similar mix of faces.
+          pickle.dump(self._jobs[w::self._workers], f)
+        log = open(os.path.join(tmp, f'log{w}.txt'), 'w+')
+        procs.append((subprocess.Popen(
+            [sys.executable, '-c', code, job_file], env=env,
+            stdout=log, stderr=subprocess.STDOUT), log))
+      failures = []
+      for proc, log in procs:
+        if proc.wait() != 0:
+          log.seek(0)
+          failures.append(log.read()[-2000:])
+        log.close()
+      if failures:
+        raise RuntimeError('Synthetic image worker failed:\n' + failures[0])
 
 
 def _split_counts(num: int, fractions: Sequence[float]) -> list[int]:
@@ -1300,13 +1379,13 @@ def write_age_csv(
     raise ValueError(f'Bad age_range {age_range}.')
   os.makedirs(os.path.join(out, 'images'), exist_ok=True)
   rows = []
-  with _Saver() as saver:
+  with _Renderer(num) as renderer:
     for i in range(num):
       rng = _rng(seed, 'age_csv', i)
       age = int(rng.integers(lo, hi, endpoint=True))
       face = sample_face(rng, age=float(age))
       rel = f'images/{i:06d}.png'
-      saver.save(render_face(face, size, rng), os.path.join(out, rel))
+      renderer.add(face, size, rng, os.path.join(out, rel))
       rows.append((rel, age, face['gender']))
   order = _rng(seed, 'age_csv', _AUX, 0).permutation(num)
   counts = _split_counts(num, (0.8, 0.1, 0.1))
@@ -1354,7 +1433,7 @@ def write_celeba(
   os.makedirs(image_dir, exist_ok=True)
   num_ids = max(1, num // 5)
   attr_lines, ident_lines, identity, current = [], [], None, -1
-  with _Saver() as saver:
+  with _Renderer(num) as renderer:
     for i in range(num):
       person = i * num_ids // num
       if person != current:
@@ -1363,7 +1442,7 @@ def write_celeba(
       rng = _rng(seed, 'celeba', 0, i)
       face = sample_face(rng, identity, age=_celeba_age(rng))
       name = f'{i + 1:06d}.jpg'
-      saver.save(render_face(face, size, rng), os.path.join(image_dir, name))
+      renderer.add(face, size, rng, os.path.join(image_dir, name))
       values = ' '.join(f'{v:2d}' for v in celeba_attributes(face))
       attr_lines.append(f'{name} {values}\n')
       ident_lines.append(f'{name} {person + 1}\n')
@@ -1411,7 +1490,7 @@ def write_rafd(
     for expression in EXPRESSIONS:
       os.makedirs(os.path.join(out, split, expression), exist_ok=True)
   counts = {'train': 0, 'test': 0}
-  with _Saver() as saver:
+  with _Renderer(people * len(EXPRESSIONS)) as renderer:
     for person in range(people):
       rng = _rng(seed, 'rafd', person)
       identity = sample_identity(rng)
@@ -1424,7 +1503,7 @@ def write_rafd(
                            eyeglasses=bool(person % 10 == 9), blur=0.0)
         path = os.path.join(out, split, expression,
                             f'{person:04d}_{shot}.png')
-        saver.save(render_face(face, size, shot_rng), path)
+        renderer.add(face, size, shot_rng, path)
         counts[split] += 1
   return {'layout': 'rafd', 'num': people * len(EXPRESSIONS),
           'people': people, **counts}
@@ -1531,7 +1610,7 @@ def write_fiw(
   families, picture = [], 0
   os.makedirs(image_root, exist_ok=True)
   with open(os.path.join(out, 'families.csv'), 'w', newline='') as f, \
-      _Saver() as saver:
+      _Renderer(num_families * 15) as renderer:
     writer = csv.writer(f, lineterminator='\n')
     writer.writerow(('family', 'mid', 'gender', 'skin_group', 'role'))
     for fam in range(num_families):
@@ -1551,8 +1630,7 @@ def write_fiw(
           face = sample_face(shot_rng, member.identity, age=round(age, 1))
           picture += 1
           rel = f'{fid}/{member.mid}/P{picture:05d}_face0.jpg'
-          saver.save(render_face(face, size, shot_rng),
-                     os.path.join(image_root, rel))
+          renderer.add(face, size, shot_rng, os.path.join(image_root, rel))
           member.images.append(rel)
       families.append(members)
 

@@ -23,13 +23,16 @@ BACKBONES = {
 }
 
 
-def create_backbone(name: str, dtype=jnp.float32) -> nn.Module:
+def create_backbone(name: str, dtype=jnp.float32,
+                    conv_impl: str = "auto") -> nn.Module:
   if name not in BACKBONES:
     raise ValueError(f"config key model.backbone: unknown backbone {name!r}; "
                      f"choose one of {sorted(BACKBONES)}")
   module = BACKBONES[name]
   variant = name.split("_")[-1] if name.endswith("_tiny") else name
-  return module.create(variant, dtype=dtype)
+  if module is mobilenet:  # depthwise convs: XLA's native path
+    return module.create(variant, dtype=dtype)
+  return module.create(variant, dtype=dtype, conv_impl=conv_impl)
 
 
 class AgeRegressor(nn.Module):
@@ -51,7 +54,9 @@ class AgeRegressor(nn.Module):
 def create(model_config: ml_collections.ConfigDict) -> AgeRegressor:
   dtype = jnp.dtype(model_config.get("dtype", "float32"))
   return AgeRegressor(
-      backbone=create_backbone(model_config.backbone, dtype=dtype),
+      backbone=create_backbone(model_config.backbone, dtype=dtype,
+                               conv_impl=model_config.get("conv_impl",
+                                                          "auto")),
       dropout_rate=model_config.get("dropout", 0.0),
       age_shift=model_config.get("age_shift", 50.0),
       age_scale=model_config.get("age_scale", 30.0),

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from facejax.models.layers import Conv
+
 # torchvision initialises convs with kaiming_normal(mode='fan_out').
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -27,15 +29,17 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = lambda name: nn.BatchNorm(
         use_running_average=not train, momentum=0.9, epsilon=1e-5,
         dtype=self.dtype, name=name)
-    conv = lambda f, k, s, p, name: nn.Conv(
-        f, (k, k), (s, s), padding=[(p, p), (p, p)], use_bias=False,
-        kernel_init=_conv_init, dtype=self.dtype, name=name)
+    conv = lambda f, k, s, p, name: Conv(
+        f, (k, k), (s, s), padding=((p, p), (p, p)), use_bias=False,
+        kernel_init=_conv_init, dtype=self.dtype, impl=self.conv_impl,
+        name=name)
     residual = x
     y = conv(self.features, 3, self.strides, 1, "conv1")(x)
     y = nn.relu(norm("bn1")(y))
@@ -52,15 +56,16 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # see facejax.models.layers.Conv
 
   # Name prefix of the last stage, used by the `last_block` freeze policy.
   last_block = ("layer4_",)
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)],
-                use_bias=False, kernel_init=_conv_init, dtype=self.dtype,
-                name="conv1")(x.astype(self.dtype))
+    x = Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
+             use_bias=False, kernel_init=_conv_init, dtype=self.dtype,
+             impl=self.conv_impl, name="conv1")(x.astype(self.dtype))
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                      epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
     x = nn.relu(x)
@@ -69,10 +74,12 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = BasicBlock(self.width * 2**i, strides, dtype=self.dtype,
+                       conv_impl=self.conv_impl,
                        name=f"layer{i + 1}_{j}")(x, train=train)
     return jnp.mean(x, axis=(1, 2))  # [B, C]
 
 
-def create(variant: str, dtype=jnp.float32) -> ResNet:
+def create(variant: str, dtype=jnp.float32, conv_impl="auto") -> ResNet:
   stage_sizes, width = VARIANTS[variant]
-  return ResNet(stage_sizes=stage_sizes, width=width, dtype=dtype)
+  return ResNet(stage_sizes=stage_sizes, width=width, dtype=dtype,
+                conv_impl=conv_impl)

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from facejax.models.layers import Conv
+
 VARIANTS = {
     # name: (convs per block, channels per block, fc width)
     "tiny": ((1, 1, 1, 1, 1), (8, 16, 32, 32, 32), 64),
@@ -25,6 +27,7 @@ class VGG(nn.Module):
   include_fc: bool = False
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # see facejax.models.layers.Conv
 
   last_block = ("conv5_", "fc6", "fc7")
 
@@ -33,8 +36,8 @@ class VGG(nn.Module):
     x = x.astype(self.dtype)
     for b, (n, c) in enumerate(zip(self.block_sizes, self.channels)):
       for i in range(n):
-        x = nn.Conv(c, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype,
-                    name=f"conv{b + 1}_{i + 1}")(x)
+        x = Conv(c, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                 impl=self.conv_impl, name=f"conv{b + 1}_{i + 1}")(x)
         x = nn.relu(x)
       x = nn.max_pool(x, (2, 2), (2, 2))
     if not self.include_fc:
