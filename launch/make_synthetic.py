@@ -20,7 +20,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from facejax.data import synthetic
 
@@ -56,7 +55,6 @@ def main(argv):
   out = synthetic.ensure(_LAYOUT.value, _OUT.value, **kwargs)
   with open(marker) as f:
     summary = json.load(f).get('summary')
-  logging.info('Done: %s', summary)
   print(f'{out}: {summary}')
 
 
