@@ -18,7 +18,7 @@ import numpy as np
 
 from facejax.data.transforms import Preprocess
 
-_ENDLESS = 2**40  # length of the (lazily evaluated) training index range
+_ENDLESS = 2**40  # number of (lazily built) training steps
 
 
 class GlobalOrder:
@@ -45,17 +45,31 @@ class GlobalOrder:
     return g, int(self._permutation(epoch)[pos])
 
 
-class _LoadTrain:
+def _stack(examples: list[dict]) -> dict:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class _LoadTrainBatch:
+  """Training step -> this process's slice of that step's global batch.
+
+  Whole batches are the elements handed to grain workers, so worker
+  processes never reorder or drop examples: the batches are the same with
+  0, 2 or 16 workers, and the iterator state is simply the step.
+  """
+
   def __init__(self, source, order: GlobalOrder, preprocess: Preprocess):
     self.source, self.order, self.preprocess = source, order, preprocess
 
-  def __call__(self, local_pos: int):
-    g, idx = self.order(local_pos)
-    return self.preprocess((g, self.source[idx]))
+  def __call__(self, step: int) -> dict:
+    examples = []
+    for k in range(self.order.local_batch):
+      g, idx = self.order(step * self.order.local_batch + k)
+      examples.append(self.preprocess((g, self.source[idx])))
+    return _stack(examples)
 
 
-class _LoadEval:
-  """Eval position -> example; positions past the end are padding."""
+class _LoadEvalBatch:
+  """Eval batch index -> padded local batch; padding rows have mask 0."""
 
   def __init__(self, source, preprocess: Preprocess, global_batch: int,
                process_index: int, process_count: int):
@@ -64,21 +78,15 @@ class _LoadEval:
     self.local_batch = global_batch // process_count
     self.offset = process_index * self.local_batch
 
-  def __call__(self, local_pos: int) -> dict:
-    step, k = divmod(int(local_pos), self.local_batch)
-    g = step * self.global_batch + self.offset + k
-    pad = g >= len(self.source)
-    ex = self.preprocess((g, self.source[min(g, len(self.source) - 1)]))
-    if ex is None:  # a bad record under skip_bad: count it as padding
-      ex = self.preprocess((0, self.source[0]))
-      pad = True
-    if pad:
-      ex["mask"] = np.float32(0.0)
-    return ex
-
-
-def _is_example(x) -> bool:
-  return x is not None
+  def __call__(self, step: int) -> dict:
+    examples = []
+    for k in range(self.local_batch):
+      g = step * self.global_batch + self.offset + k
+      ex = self.preprocess((g, self.source[min(g, len(self.source) - 1)]))
+      if g >= len(self.source):
+        ex["mask"] = np.float32(0.0)
+      examples.append(ex)
+    return _stack(examples)
 
 
 def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
@@ -94,19 +102,15 @@ def train_dataset(source, preprocess: Preprocess, global_batch: int,
   order = GlobalOrder(len(source), seed, global_batch, jax.process_index(),
                       jax.process_count())
   ds = grain.MapDataset.range(_ENDLESS).map(
-      _LoadTrain(source, order, preprocess))
-  if preprocess.skip_bad:
-    ds = ds.filter(_is_example)
-  ds = ds.to_iter_dataset().batch(order.local_batch, drop_remainder=True)
-  return _prefetch(ds, num_workers)
+      _LoadTrainBatch(source, order, preprocess))
+  return _prefetch(ds.to_iter_dataset(), num_workers)
 
 
 def eval_batches(source, preprocess: Preprocess, global_batch: int,
                  num_workers: int = 0) -> Iterator[dict]:
   """One pass over `source` in padded batches; `mask` marks real rows."""
   num_batches = math.ceil(len(source) / global_batch)
-  load = _LoadEval(source, preprocess, global_batch, jax.process_index(),
-                   jax.process_count())
-  ds = grain.MapDataset.range(num_batches * load.local_batch).map(load)
-  ds = ds.to_iter_dataset().batch(load.local_batch, drop_remainder=True)
-  return iter(_prefetch(ds, num_workers))
+  load = _LoadEvalBatch(source, preprocess, global_batch,
+                        jax.process_index(), jax.process_count())
+  ds = grain.MapDataset.range(num_batches).map(load)
+  return iter(_prefetch(ds.to_iter_dataset(), num_workers))

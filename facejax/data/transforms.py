@@ -97,7 +97,19 @@ class Preprocess:
       cy += rng.uniform(-slack, slack) / 2
     return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
-  def __call__(self, item: tuple[int, dict]) -> dict | None:
+  def placeholder(self, record: dict) -> dict:
+    """A masked-out example standing in for an unreadable one.
+
+    Keeps batch shapes static (no recompilation) and the data order intact;
+    `mask=0` removes it from losses and metrics.
+    """
+    out = {"image": np.zeros((self.image_size, self.image_size, 3),
+                             np.float32), "mask": np.float32(0.0)}
+    for key in self.label_keys:
+      out[key] = np.zeros_like(np.asarray(record[key]))
+    return out
+
+  def __call__(self, item: tuple[int, dict]) -> dict:
     position, record = item
     rng = (np.random.default_rng([self.seed, position])
            if self.augment is not None else None)
@@ -106,7 +118,7 @@ class Preprocess:
     except DataError as e:
       if self.skip_bad:
         logging.warning("skipping bad record: %s", e)
-        return None
+        return self.placeholder(record)
       raise
     aug = self.augment
     if rng is not None and aug.rotate_deg:
