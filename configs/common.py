@@ -20,7 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.ckpt.keep = 3
   c.ckpt.async_save = True
   c.wandb = ml_collections.ConfigDict()
-  c.wandb.enabled = False
+  c.wandb.enabled = True   # used only if the wandb package is installed
   c.wandb.project = "facejax"
   c.wandb.mode = "offline"
   return c

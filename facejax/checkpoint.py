@@ -89,6 +89,9 @@ class Checkpointer:
     self._mgr.save(step, args=ocp.args.Composite(**items), force=True)
 
   def save_best(self, step: int, state: Any, value: float) -> None:
+    if step in self._best.all_steps():
+      # Written before a kill by the run this one resumed; same state.
+      return
     self._best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state)), metrics={"value": float(value)},
                     force=True)

@@ -1,9 +1,9 @@
 """Metric writers (JSON lines, TensorBoard, optional W&B) and progress line.
 
 Everything is written by process 0 only. TensorBoard files come from
-tensorboardX (no TensorFlow needed); Weights & Biases is used when the
-package is installed and `config.wandb.enabled` is set (offline mode works:
-`WANDB_MODE=offline` or `config.wandb.mode='offline'`).
+tensorboardX (no TensorFlow needed). Weights & Biases is used whenever the
+package is installed (unless `config.wandb.enabled=False`), offline by
+default (`config.wandb.mode`; the WANDB_MODE environment variable wins).
 """
 
 import json
@@ -32,15 +32,16 @@ class MetricWriter:
     except ImportError:
       logging.warning("tensorboardX not installed: no TensorBoard logs")
     wandb_cfg = config.get("wandb") if config is not None else None
-    if wandb_cfg is not None and wandb_cfg.get("enabled", False):
+    if wandb_cfg is not None and wandb_cfg.get("enabled", True):
       try:
         import wandb  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        wandb = None  # optional: used only where it is installed
+      if wandb is not None:
         self._wandb = wandb.init(
             project=wandb_cfg.get("project", "facejax"),
-            mode=wandb_cfg.get("mode", "offline"), dir=workdir,
-            config=config.to_dict(), resume="allow")
-      except ImportError:
-        logging.warning("config.wandb.enabled but wandb is not installed")
+            mode=os.environ.get("WANDB_MODE", wandb_cfg.get("mode")),
+            dir=workdir, config=config.to_dict(), resume="allow")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self._active:

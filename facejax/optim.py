@@ -51,17 +51,15 @@ def create_schedule(cfg: ml_collections.ConfigDict,
 def _base_optimizer(cfg, schedule) -> optax.GradientTransformation:
   name = cfg.get("name", "adam")
   wd = cfg.get("weight_decay", 0.0)
-  if name == "sgd":
-    tx = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None,
-                   nesterov=cfg.get("nesterov", False))
-    if wd:  # L2 regularisation as in torch.optim.SGD(weight_decay=...)
-      tx = optax.chain(optax.add_decayed_weights(wd), tx)
-    return tx
-  if name == "adam":
-    tx = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999))
-    if wd:
-      tx = optax.chain(optax.add_decayed_weights(wd), tx)
-    return tx
+  if name in ("sgd", "adam"):
+    if name == "sgd":
+      tx = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None,
+                     nesterov=cfg.get("nesterov", False))
+    else:
+      tx = optax.adam(schedule, b1=cfg.get("b1", 0.9),
+                      b2=cfg.get("b2", 0.999))
+    # L2 regularisation added to the gradient, as torch.optim does.
+    return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
   if name == "adamw":
     # No decay on biases and norm scales (1-D parameters).
     mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
@@ -93,16 +91,20 @@ def trainable_mask(params: Any, policy: str,
 
 
 def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
-                     params: Any, last_block_prefixes: Sequence[str] = ()
+                     trainable: Any
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Full transformation: clip -> optimizer, frozen parts set to zero."""
+  """Full transformation: clip -> optimizer; frozen parts set to zero.
+
+  Args:
+    cfg: `config.optim`.
+    total_steps: for the schedule.
+    trainable: params-shaped bool mask from `trainable_mask`.
+  """
   schedule = create_schedule(cfg, total_steps)
   tx = _base_optimizer(cfg, schedule)
   if cfg.get("clip_norm", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
-  mask = trainable_mask(params, cfg.get("freeze", "finetune"),
-                        last_block_prefixes)
-  labels = jax.tree.map(lambda m: "train" if m else "freeze", mask)
+  labels = jax.tree.map(lambda m: "train" if m else "freeze", trainable)
   tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
                              labels)
   return tx, schedule

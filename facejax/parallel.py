@@ -74,6 +74,10 @@ def create_mesh(mesh_config: Sequence[tuple[str, int]],
   if math.prod(sizes) > len(devices):
     raise ValueError(f"config key mesh: {dict(zip(names, sizes))} needs "
                      f"{math.prod(sizes)} devices, have {len(devices)}")
+  if math.prod(sizes) < len(devices) and jax.process_count() > 1:
+    raise ValueError(f"config key mesh: {dict(zip(names, sizes))} uses "
+                     f"{math.prod(sizes)} of {len(devices)} devices; with "
+                     "several processes every device must be in the mesh")
   if math.prod(sizes) < len(devices):
     # Explicit sizes with no -1 may use a subset (e.g. 1-device benchmarks).
     logging.info("mesh uses %d of %d devices", math.prod(sizes),

@@ -12,6 +12,7 @@ import os
 from absl import app
 from absl import flags
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from facejax import parallel
@@ -30,21 +31,19 @@ flags.mark_flag_as_required("workdir")
 
 
 def predict_split(setup, state, source):
-  """(predicted ages, true ages) over a whole split."""
-  predict = jax.jit(
-      lambda s, b: setup.task.predict(s.params, s.batch_stats,
-                                      b["image"])[0],
-      in_shardings=(setup.state_sharding, setup.batch_sharding),
-      out_shardings=setup.replicated)
+  """(predicted ages, true ages) over a whole split, on every process."""
   preds, ages = [], []
   for batch in pipeline.eval_batches(source, setup.task.preprocess(False),
                                      setup.eval_batch,
                                      setup.config.data.num_workers):
-    keep = batch["mask"] > 0
-    pred = np.asarray(predict(state, parallel.shard_batch(batch,
-                                                          setup.mesh)))
-    preds.append(pred[keep])
-    ages.append(batch["age"][keep])
+    pred = np.asarray(setup.predict(
+        state, parallel.shard_batch(batch, setup.mesh)["image"]))
+    # Each process holds a contiguous block of the global batch: gathering
+    # the blocks in process order lines them up with the global predictions.
+    age, mask = (np.asarray(multihost_utils.process_allgather(
+        batch[k], tiled=True)) for k in ("age", "mask"))
+    preds.append(pred[mask > 0])
+    ages.append(age[mask > 0])
   return np.concatenate(preds), np.concatenate(ages)
 
 
@@ -83,8 +82,9 @@ def main(argv):
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   pred, age = predict_split(setup, state, source)
-  train_mean = float(np.mean(setup.task.source("train").ages)) if hasattr(
-      source, "ages") else float("nan")
+  train_src = setup.task.balance(setup.task.source("train"))
+  train_mean = float(np.mean(train_src.ages)) if hasattr(
+      train_src, "ages") else float("nan")
   result = {
       "split": _SPLIT.value, "checkpoint_step": step, "count": len(age),
       "mae": float(np.mean(np.abs(pred - age))),

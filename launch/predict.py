@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from facejax import parallel
 from facejax.data import face_detect
 from facejax.data import sources
 from facejax.data import transforms
@@ -64,8 +65,6 @@ def main(argv):
     common.fail(str(e))
   pre = setup.task.preprocess(train=False)
   detector = face_detect.FaceDetector(multiple_faces="largest")
-  predict = jax.jit(lambda s, x: setup.task.predict(s.params, s.batch_stats,
-                                                    x)[0])
   failures = 0
   for path in paths:
     try:
@@ -78,7 +77,10 @@ def main(argv):
     if _DETECT.value:
       image, note = face_crop(image, detector, _MARGIN.value)
     example = pre((0, {"image": image, "age": np.float32(0)}))
-    age = float(jax.device_get(predict(state, example["image"][None]))[0])
+    # One copy per local device, so the batch divides over the mesh.
+    images = np.repeat(example["image"][None], jax.local_device_count(), 0)
+    images = parallel.shard_batch({"image": images}, setup.mesh)["image"]
+    age = float(jax.device_get(setup.predict(state, images))[0])
     print(f"{path}\t{age:.1f}" + (f"\t({note})" if note else ""), flush=True)
   if failures:
     print(f"{failures} of {len(paths)} file(s) could not be read",

@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import ml_collections
 
 from facejax import checkpoint as ckpt_lib
@@ -28,6 +29,13 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
     which: 'best' (best validation metric) or 'latest'.
   """
   config = config or load_workdir_config(workdir)
+  # Inference may run on another machine than training: a data-parallel
+  # mesh over this machine's devices, batches rounded to fit it.
+  n = jax.device_count()
+  with config.unlocked():
+    config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
+    for key in ("batch_size", "eval_batch_size"):
+      config.data[key] = -(-config.data[key] // n) * n
   setup = loop.Setup(config)
   ckpt_lib.check_workdir_model(workdir, setup.task.meta())
   checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)

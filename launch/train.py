@@ -31,6 +31,8 @@ def main(argv):
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (DataError, WorkdirMismatchError, FileNotFoundError) as e:
     common.fail(str(e))
+  except (KeyError, ValueError) as e:  # bad config values name their key
+    common.fail(f"{type(e).__name__}: {e}")
   except loop.NonFiniteLossError as e:
     common.fail(str(e), code=3)
   except loop.Preempted as e:

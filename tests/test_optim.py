@@ -49,7 +49,7 @@ def test_unknown_policy_and_optimizer_errors():
   with cfg.unlocked():
     cfg.name = "rmsprop_typo"
   with pytest.raises(ValueError, match="optim.name"):
-    optim.create_optimizer(cfg, 10, params)
+    optim.create_optimizer(cfg, 10, {"head": {"kernel": True}})
 
 
 def test_schedules_warmup_and_decay():

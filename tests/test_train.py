@@ -115,3 +115,17 @@ def test_sigterm_saves_a_checkpoint_and_stops(age_data, tmp_path):
   ckpt.close()
   assert step is not None and 0 < step < 500
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_resume_past_an_existing_best_checkpoint(age_data, tmp_path):
+  """best/<s> written, ckpt/<s> lost (killed in between): rerun finishes."""
+  workdir = str(tmp_path / "run")
+  config = _config(age_data, total_steps=20, eval_every_steps=10,
+                   **{"ckpt.every_steps": 10})
+  loop.train_and_evaluate(config, workdir)
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.join(workdir, "ckpt", "20"))
+  assert os.path.isdir(os.path.join(workdir, "best", "20")) or os.path.isdir(
+      os.path.join(workdir, "best", "10"))
+  result = loop.train_and_evaluate(config, workdir)
+  assert result["checkpoint"].endswith(os.path.join("ckpt", "20"))

@@ -97,11 +97,16 @@ def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
 
 
 def train_dataset(source, preprocess: Preprocess, global_batch: int,
-                  seed: int, num_workers: int = 0) -> grain.IterDataset:
-  """Endless training batches for this process (checkpointable)."""
+                  seed: int, num_workers: int = 0,
+                  start_step: int = 0) -> grain.IterDataset:
+  """Endless training batches for this process (checkpointable).
+
+  `start_step` positions a fresh iterator without its saved state (the
+  order is a function of the step, so the batches are the same).
+  """
   order = GlobalOrder(len(source), seed, global_batch, jax.process_index(),
                       jax.process_count())
-  ds = grain.MapDataset.range(_ENDLESS).map(
+  ds = grain.MapDataset.range(start_step, _ENDLESS).map(
       _LoadTrainBatch(source, order, preprocess))
   return _prefetch(ds.to_iter_dataset(), num_workers)
 

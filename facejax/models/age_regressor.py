@@ -41,7 +41,6 @@ class AgeRegressor(nn.Module):
   dropout_rate: float = 0.0
   age_shift: float = 50.0
   age_scale: float = 30.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
@@ -51,16 +50,22 @@ class AgeRegressor(nn.Module):
     return out * self.age_scale + self.age_shift, feats
 
 
-def create(model_config: ml_collections.ConfigDict) -> AgeRegressor:
+def create(model_config: ml_collections.ConfigDict,
+           freeze: str = "finetune") -> AgeRegressor:
+  """The regressor; `freeze` puts frozen BatchNorms in inference mode."""
   dtype = jnp.dtype(model_config.get("dtype", "float32"))
+  backbone = create_backbone(model_config.backbone, dtype=dtype,
+                             conv_impl=model_config.get("conv_impl", "auto"))
+  if hasattr(backbone, "trainable"):  # backbones with BatchNorm
+    if freeze == "feature_extraction":
+      backbone = backbone.clone(trainable=())
+    elif freeze == "last_block":
+      backbone = backbone.clone(trainable=backbone.last_block)
   return AgeRegressor(
-      backbone=create_backbone(model_config.backbone, dtype=dtype,
-                               conv_impl=model_config.get("conv_impl",
-                                                          "auto")),
+      backbone=backbone,
       dropout_rate=model_config.get("dropout", 0.0),
       age_shift=model_config.get("age_shift", 50.0),
-      age_scale=model_config.get("age_scale", 30.0),
-      dtype=dtype)
+      age_scale=model_config.get("age_scale", 30.0))
 
 
 def last_block_prefixes(model: AgeRegressor) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """MobileNetV2 feature extractor (torchvision topology)."""
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -62,23 +62,32 @@ class MobileNetV2(nn.Module):
   """Returns globally pooled features [B, 1280 * max(1, width)]."""
   width: float = 1.0
   dtype: Any = jnp.float32
+  # Child-name prefixes that train (None: all); frozen children keep their
+  # BatchNorm on running statistics.
+  trainable: Sequence[str] | None = None
 
   last_block = ("block_16", "last_conv")
+
+  def _train(self, name: str, train: bool) -> bool:
+    return train and (self.trainable is None or
+                      any(name.startswith(p) for p in self.trainable))
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = _ConvBN(_make_divisible(32 * self.width), 3, 2,
-                dtype=self.dtype, name="stem")(x.astype(self.dtype),
-                                               train=train)
+                dtype=self.dtype, name="stem")(
+                    x.astype(self.dtype), train=self._train("stem", train))
     k = 0
     for t, c, n, s in _SETTINGS:
       for i in range(n):
         x = InvertedResidual(_make_divisible(c * self.width),
                              s if i == 0 else 1, t, dtype=self.dtype,
-                             name=f"block_{k}")(x, train=train)
+                             name=f"block_{k}")(
+                                 x, train=self._train(f"block_{k}", train))
         k += 1
     x = _ConvBN(_make_divisible(1280 * max(1.0, self.width)), 1,
-                dtype=self.dtype, name="last_conv")(x, train=train)
+                dtype=self.dtype, name="last_conv")(
+                    x, train=self._train("last_conv", train))
     return jnp.mean(x, axis=(1, 2))
 
 

@@ -57,25 +57,34 @@ class ResNet(nn.Module):
   width: int = 64
   dtype: Any = jnp.float32
   conv_impl: str = "auto"  # see facejax.models.layers.Conv
+  # Child-name prefixes that train; None: all. Frozen children run their
+  # BatchNorm on running statistics, in training as in eval.
+  trainable: Sequence[str] | None = None
 
   # Name prefix of the last stage, used by the `last_block` freeze policy.
   last_block = ("layer4_",)
+
+  def _train(self, name: str, train: bool) -> bool:
+    return train and (self.trainable is None or
+                      any(name.startswith(p) for p in self.trainable))
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
              use_bias=False, kernel_init=_conv_init, dtype=self.dtype,
              impl=self.conv_impl, name="conv1")(x.astype(self.dtype))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
+    x = nn.BatchNorm(use_running_average=not self._train("bn1", train),
+                     momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                     name="bn1")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
+        name = f"layer{i + 1}_{j}"
         x = BasicBlock(self.width * 2**i, strides, dtype=self.dtype,
                        conv_impl=self.conv_impl,
-                       name=f"layer{i + 1}_{j}")(x, train=train)
+                       name=name)(x, train=self._train(name, train))
     return jnp.mean(x, axis=(1, 2))  # [B, C]
 
 

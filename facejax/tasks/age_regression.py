@@ -37,7 +37,7 @@ class Task:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.model = age_regressor.create(config.model)
+    self.model = age_regressor.create(config.model, config.optim.freeze)
     if config.loss not in LOSSES:
       raise ValueError(f"config key loss: unknown {config.loss!r}; choose "
                        f"one of {LOSSES}")
@@ -108,12 +108,8 @@ class Task:
     """Per-batch sums; the loop adds them up over the split."""
     pred, _ = self.predict(params, batch_stats, batch["image"])
     err = jnp.abs(pred - batch["age"]) * batch["mask"]
-    decade = jnp.clip(batch["age"] // 10, 0, 9).astype(jnp.int32)
-    onehot = jax.nn.one_hot(decade, 10) * batch["mask"][:, None]
     return {"abs_err": err.sum(), "sq_err": (err**2).sum(),
-            "count": batch["mask"].sum(),
-            "decade_abs_err": (onehot * err[:, None]).sum(0),
-            "decade_count": onehot.sum(0)}
+            "count": batch["mask"].sum()}
 
   @staticmethod
   def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
@@ -141,8 +137,10 @@ class Task:
       return tfds_prepared.load(cfg.tfds_dir, split)
     name = {"train": cfg.train_file, "valid": cfg.eval_file,
             "test": cfg.test_file}.get(split, split)
-    path = name if os.path.isabs(name) else os.path.join(self.data_root(),
-                                                         name)
+    if os.path.isabs(name) or os.path.exists(name):
+      path = name  # a CSV given directly (absolute, or relative to the cwd)
+    else:
+      path = os.path.join(self.data_root(), name)
     src = sources_lib.AgeCsvSource(
         path, image_dir=cfg.image_dir or None, path_column=cfg.path_column,
         age_column=cfg.age_column, min_age=cfg.min_age, max_age=cfg.max_age)

@@ -16,6 +16,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -58,12 +59,11 @@ class Setup:
 
     rng = jax.random.key(config.seed)
     abstract_vars = jax.eval_shape(self.task.init_variables, rng)
-    self.tx, self.schedule = optim.create_optimizer(
-        config.optim, config.total_steps, abstract_vars["params"],
-        self.task.last_block_prefixes())
     self.trainable = optim.trainable_mask(
         abstract_vars["params"], config.optim.freeze,
         self.task.last_block_prefixes())
+    self.tx, self.schedule = optim.create_optimizer(
+        config.optim, config.total_steps, self.trainable)
 
     def init_state(variables):
       return state_lib.TrainState(
@@ -87,6 +87,12 @@ class Setup:
         step_fn, in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=0)
+    # images [B, H, W, 3] -> the task's prediction, replicated.
+    self.predict = jax.jit(
+        lambda s, images: self.task.predict(s.params, s.batch_stats,
+                                            images)[0],
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=self.replicated)
     self.eval_step = jax.jit(
         lambda s, b: self.task.eval_fn(s.params, s.batch_stats, b),
         in_shardings=(self.state_sharding, self.batch_sharding),
@@ -128,6 +134,21 @@ def _install_sigterm_handler() -> dict[str, bool]:
   return flag
 
 
+def _agreed_stop(local_flag: bool, step: int, every: int) -> bool:
+  """Whether to stop now; on several hosts all must agree on the step.
+
+  Each process only knows its own SIGTERM, so with several processes the
+  flags are combined at log steps (a host sync anyway) and every process
+  stops at the same step, as the collective checkpoint save needs.
+  """
+  if jax.process_count() == 1:
+    return local_flag
+  if step % every:
+    return False
+  flags = multihost_utils.process_allgather(np.int32(local_flag))
+  return bool(np.any(flags))
+
+
 def _mean_metrics(window: list[dict]) -> dict[str, float]:
   stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *window))
   return {k: float(np.mean(v)) for k, v in stacked.items()}
@@ -140,6 +161,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   os.makedirs(workdir, exist_ok=True)
   setup = Setup(config)
   task = setup.task
+  # Record where the data really is, so evaluate/predict work from any cwd.
+  with config.unlocked():
+    config.data.root = os.path.abspath(task.data_root())
   ckpt_lib.check_workdir_model(workdir, task.meta())
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -154,10 +178,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_src = task.balance(task.source("train"))
   eval_src = task.source("valid")
   baseline = task.baseline(train_src, eval_src)
-  train_ds = pipeline.train_dataset(
+  make_iter = lambda start=0: iter(pipeline.train_dataset(
       train_src, task.preprocess(train=True), config.data.batch_size,
-      config.seed, config.data.num_workers)
-  train_iter = iter(train_ds)
+      config.seed, config.data.num_workers, start_step=start))
+  train_iter = make_iter()
 
   # State: resume > import > scratch.
   checkpointer = ckpt_lib.Checkpointer(
@@ -167,7 +191,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if latest is not None:
     abstract = ckpt_lib.abstract_like(setup.abstract_state,
                                       setup.state_sharding)
-    state = checkpointer.restore(latest, abstract, train_iter)
+    try:
+      state = checkpointer.restore(latest, abstract, train_iter)
+    except (KeyError, ValueError) as e:
+      # The saved iterator state has another shape (e.g. data.num_workers
+      # changed). The order is a function of the step: start there.
+      logging.warning("data iterator state not restorable (%s); "
+                      "positioning the iterator at step %d", e, latest)
+      state = checkpointer.restore(latest, abstract)
+      train_iter = make_iter(latest)
     progress.message(f"Resumed from {checkpointer.directory}/{latest}")
   else:
     state = setup.init_state()
@@ -190,9 +222,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       return None
     means = _mean_metrics(window)
     window.clear()
-    if not np.isfinite(means["loss"]):
+    if not (np.isfinite(means["loss"]) and np.isfinite(means["grad_norm"])):
       raise NonFiniteLossError(
-          f"loss became {means['loss']} by step {step}; training stopped. "
+          f"loss {means['loss']}, gradient norm {means['grad_norm']} by "
+          f"step {step}; training stopped. "
           f"The last good checkpoint is kept in {checkpointer.directory} "
           f"(step {checkpointer.latest_step()}). Try a lower optim.lr or "
           f"optim.clip_norm.")
@@ -221,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       last = step == config.total_steps
       # Read the flag once: SIGTERM may arrive mid-iteration, and stopping
       # without the checkpoint decided here would lose the steps since.
-      stopping = stop["stop"]
+      stopping = _agreed_stop(stop["stop"], step, config.log_every_steps)
       do_ckpt = step % config.ckpt.every_steps == 0 or last or stopping
       do_eval = step % config.eval_every_steps == 0 or last
       if step % config.log_every_steps == 0 or do_ckpt or do_eval:
@@ -232,15 +265,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           means["steps_per_sec"] = rate
           means["images_per_sec"] = rate * config.data.batch_size
           writer.write(step, {f"train/{k}": v for k, v in means.items()})
+      if do_ckpt:
+        checkpointer.save(step, state, train_iter)
       if do_eval:
         summary = run_eval(step)
         progress.message(f"  eval at step {step}: " + ", ".join(
             f"{k} {v:.4g}" for k, v in summary.items()))
+        # After the resume checkpoint: a kill in between must not leave a
+        # best/<step> without its ckpt/<step>.
         checkpointer.save_best(step, state, summary[best_name])
         result.update(summary)
-        progress.reset(step)
-      if do_ckpt:
-        checkpointer.save(step, state, train_iter)
+      if do_ckpt or do_eval:
         progress.reset(step)
       if stopping and not last:
         checkpointer.wait()
@@ -255,8 +290,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     checkpointer.close()
   result["checkpoint"] = os.path.join(checkpointer.directory,
                                       str(checkpointer.latest_step()))
-  result["best_checkpoint"] = os.path.join(checkpointer.best_directory,
-                                           str(checkpointer.best_step()))
+  best = checkpointer.best_step()
+  result["best_checkpoint"] = (
+      os.path.join(checkpointer.best_directory, str(best))
+      if best is not None else None)
   progress.message(
       f"Done: validation MAE {result.get('mae', float('nan')):.3f} "
       f"(predict-the-mean baseline {baseline:.3f}); checkpoint "

@@ -16,21 +16,6 @@ class TrainState:
   opt_state: Any
 
 
-def keep_frozen_stats(old: Any, new: Any, trainable: Any) -> Any:
-  """Running statistics of frozen layers stay as they were.
-
-  `trainable` is the params-shaped bool mask; a batch-stats leaf is frozen
-  when the layer's parameters are (matched by module path).
-  """
-  flat_mask = flax.traverse_util.flatten_dict(trainable)
-  frozen_modules = {k[:-1] for k, v in flat_mask.items() if not v}
-  flat_old = flax.traverse_util.flatten_dict(old)
-  flat_new = flax.traverse_util.flatten_dict(new)
-  merged = {k: (flat_old[k] if k[:-1] in frozen_modules else v)
-            for k, v in flat_new.items()}
-  return flax.traverse_util.unflatten_dict(merged)
-
-
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
                     trainable: Any, seed: int) -> Callable:
   """Builds `train_step(state, batch) -> (state, metrics)`.
@@ -39,19 +24,24 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
     loss_fn: (params, batch_stats, batch, rng) ->
       (loss, (metrics dict, new batch_stats)).
     tx: the optax transformation (frozen parts already set to zero).
-    trainable: params-shaped bool mask (for the frozen running stats).
+    trainable: params-shaped bool mask. Frozen parameters enter the loss
+      through stop_gradient, so XLA skips their backward pass entirely.
     seed: root seed; the step's rng is fold_in(key(seed), step) so a
       resumed run draws the same dropout masks.
   """
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    def frozen_aware_loss(params, *args):
+      params = jax.tree.map(
+          lambda p, t: p if t else jax.lax.stop_gradient(p), params,
+          trainable)
+      return loss_fn(params, *args)
+
+    grad_fn = jax.value_and_grad(frozen_aware_loss, has_aux=True)
     (loss, (metrics, batch_stats)), grads = grad_fn(
         state.params, state.batch_stats, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    batch_stats = keep_frozen_stats(state.batch_stats, batch_stats,
-                                    trainable)
     metrics = dict(metrics, loss=loss,
                    grad_norm=optax.global_norm(grads))
     new_state = state.replace(step=state.step + 1, params=params,
