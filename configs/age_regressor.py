@@ -1,6 +1,6 @@
 r"""ResNet34 age regressor (L1 on age in years).
 
-Default run (synthetic faces, generated on first use, ~15 min on 2 CPU cores):
+Default run (synthetic faces, generated on first use, ~20 min on 2 CPU cores):
   python -m launch.train --config=configs/age_regressor.py \
       --workdir=runs/age_regressor
 Ends with a validation MAE far below the predict-the-mean baseline (~25 y).

@@ -121,11 +121,12 @@ class Preprocess:
         return self.placeholder(record)
       raise
     aug = self.augment
+    im = im.resize((self.image_size,) * 2, Image.BILINEAR,
+                   box=self._crop_box(*im.size, rng), reducing_gap=None)
+    # Augment at the output size: 4x fewer pixels than at 128 px source.
     if rng is not None and aug.rotate_deg:
       im = im.rotate(rng.uniform(-aug.rotate_deg, aug.rotate_deg),
                      resample=Image.BILINEAR)
-    im = im.resize((self.image_size,) * 2, Image.BILINEAR,
-                   box=self._crop_box(*im.size, rng), reducing_gap=None)
     if rng is not None and aug.color_jitter:
       for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast,
                       ImageEnhance.Color):
