@@ -28,8 +28,9 @@ def _config(data, **kw):
 def test_smoke_training_beats_the_mean_baseline(age_data, tmp_path):
   """The smoke config learns age from the synthetic faces.
 
-  Measured on 2 CPU cores: validation MAE ~6-7 years after 300 steps,
-  against ~24-25 years for always predicting the training mean.
+  Measured: validation MAE 8.2-9.1 years after 300 steps (tiny ResNet, 32 px,
+  1,200 training faces), against 23.9 years for always predicting the
+  training mean. The bar is half the baseline.
   """
   config = _config(age_data)
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
