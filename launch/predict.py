@@ -15,7 +15,6 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
-from PIL import Image
 
 from facejax import parallel
 from facejax.data import face_detect

@@ -13,7 +13,7 @@ import pytest
 from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
 from facejax.train import loop
-from helpers import ROOT, smoke_config
+from helpers import smoke_config
 
 ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 

@@ -5,8 +5,6 @@ age = head(x) * age_scale + age_shift, which keeps the initial predictions
 near the middle of the age range and the early gradients well scaled.
 """
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
