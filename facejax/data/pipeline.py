@@ -21,15 +21,28 @@ from facejax.data.transforms import Preprocess
 _ENDLESS = 2**40  # number of (lazily built) training steps
 
 
-class GlobalOrder:
+class ProcessSlice:
+  """This process's contiguous block of each global batch; picklable."""
+
+  def __init__(self, global_batch: int, process_index: int = 0,
+               process_count: int = 1):
+    self.global_batch = global_batch
+    self.local_batch = global_batch // process_count
+    self.offset = process_index * self.local_batch
+
+  def positions(self, step: int) -> range:
+    """Global example positions this process reads at `step`."""
+    start = step * self.global_batch + self.offset
+    return range(start, start + self.local_batch)
+
+
+class GlobalOrder(ProcessSlice):
   """Local position -> (global position, record index); picklable."""
 
   def __init__(self, num_records: int, seed: int, global_batch: int,
                process_index: int = 0, process_count: int = 1):
+    super().__init__(global_batch, process_index, process_count)
     self.n, self.seed = num_records, seed
-    self.global_batch = global_batch
-    self.local_batch = global_batch // process_count
-    self.offset = process_index * self.local_batch
     self._cache = (None, None)
 
   def _permutation(self, epoch: int) -> np.ndarray:
@@ -38,11 +51,15 @@ class GlobalOrder:
       self._cache = (epoch, perm)
     return self._cache[1]
 
+  def record(self, g: int) -> int:
+    """Record index at global position `g`."""
+    epoch, pos = divmod(g, self.n)
+    return int(self._permutation(epoch)[pos])
+
   def __call__(self, local_pos: int) -> tuple[int, int]:
     step, k = divmod(int(local_pos), self.local_batch)
-    g = step * self.global_batch + self.offset + k
-    epoch, pos = divmod(g, self.n)
-    return g, int(self._permutation(epoch)[pos])
+    g = self.positions(step)[k]
+    return g, self.record(g)
 
 
 def _stack(examples: list[dict]) -> dict:
@@ -61,27 +78,19 @@ class _LoadTrainBatch:
     self.source, self.order, self.preprocess = source, order, preprocess
 
   def __call__(self, step: int) -> dict:
-    examples = []
-    for k in range(self.order.local_batch):
-      g, idx = self.order(step * self.order.local_batch + k)
-      examples.append(self.preprocess((g, self.source[idx])))
-    return _stack(examples)
+    return _stack([self.preprocess((g, self.source[self.order.record(g)]))
+                   for g in self.order.positions(step)])
 
 
 class _LoadEvalBatch:
   """Eval batch index -> padded local batch; padding rows have mask 0."""
 
-  def __init__(self, source, preprocess: Preprocess, global_batch: int,
-               process_index: int, process_count: int):
-    self.source, self.preprocess = source, preprocess
-    self.global_batch = global_batch
-    self.local_batch = global_batch // process_count
-    self.offset = process_index * self.local_batch
+  def __init__(self, source, preprocess: Preprocess, slice_: ProcessSlice):
+    self.source, self.preprocess, self.slice = source, preprocess, slice_
 
   def __call__(self, step: int) -> dict:
     examples = []
-    for k in range(self.local_batch):
-      g = step * self.global_batch + self.offset + k
+    for g in self.slice.positions(step):
       ex = self.preprocess((g, self.source[min(g, len(self.source) - 1)]))
       if g >= len(self.source):
         ex["mask"] = np.float32(0.0)
@@ -115,7 +124,7 @@ def eval_batches(source, preprocess: Preprocess, global_batch: int,
                  num_workers: int = 0) -> Iterator[dict]:
   """One pass over `source` in padded batches; `mask` marks real rows."""
   num_batches = math.ceil(len(source) / global_batch)
-  load = _LoadEvalBatch(source, preprocess, global_batch,
-                        jax.process_index(), jax.process_count())
+  load = _LoadEvalBatch(source, preprocess, ProcessSlice(
+      global_batch, jax.process_index(), jax.process_count()))
   ds = grain.MapDataset.range(num_batches).map(load)
   return iter(_prefetch(ds.to_iter_dataset(), num_workers))

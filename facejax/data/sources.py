@@ -68,6 +68,7 @@ class AgeCsvSource:
     if not paths:
       raise DataError(f"{csv_path}: no rows")
     self.paths = paths
+    self.skipped = 0  # set by callers that drop unreadable records
     self.ages = np.asarray(ages, np.float32)
     self.lines = np.asarray(lines, np.int32)
     if check_files:
@@ -93,9 +94,11 @@ class AgeCsvSource:
 class SubsetSource:
   """A view of `source` restricted to `indices` (keeps `ages` if known)."""
 
-  def __init__(self, source, indices: Sequence[int]):
+  def __init__(self, source, indices: Sequence[int], skipped: int = 0):
     self.source = source
     self.indices = np.asarray(indices, np.int64)
+    self.skipped = skipped  # records left out as unreadable
+    self.csv_path = getattr(source, "csv_path", None)
     if hasattr(source, "ages"):
       self.ages = np.asarray(source.ages)[self.indices]
 

@@ -156,12 +156,9 @@ class Task:
           logging.warning("skipping %s: %s", src.describe(i), reason)
         logging.warning("%s: skipped %d of %d records (bad image files)",
                         src.csv_path, len(bad), len(src))
-      src.skipped = len(bad)
       if bad:
         keep = sorted(set(range(len(src))) - {i for i, _ in bad})
-        sub = sources_lib.SubsetSource(src, keep)
-        sub.skipped, sub.csv_path = len(bad), src.csv_path
-        return sub
+        return sources_lib.SubsetSource(src, keep, skipped=len(bad))
       return src
     if src.missing:
       shown = "\n  ".join(src.describe(i) for i in src.missing[:5])
