@@ -98,12 +98,15 @@ def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
   Args:
     cfg: `config.optim`.
     total_steps: for the schedule.
-    trainable: params-shaped bool mask from `trainable_mask`.
+    trainable: params-shaped bool mask from `trainable_mask`; None when
+      every parameter trains.
   """
   schedule = create_schedule(cfg, total_steps)
   tx = _base_optimizer(cfg, schedule)
   if cfg.get("clip_norm", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
+  if trainable is None:
+    return tx, schedule
   labels = jax.tree.map(lambda m: "train" if m else "freeze", trainable)
   tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
                              labels)

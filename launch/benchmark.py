@@ -66,7 +66,7 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
   batch = parallel.shard_batch(batch, setup.mesh)
 
   t0 = time.perf_counter()
-  compiled = setup.train_step.lower(state, batch).compile()
+  compiled = setup.train_step.lower(state, batch, setup.frozen).compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis() or {}
   if isinstance(cost, list):  # older JAX returned one dict per device
@@ -81,12 +81,12 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
                                      or 0)
 
   for _ in range(warmup):
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, setup.frozen)
   jax.block_until_ready(metrics)
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, setup.frozen)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   times = np.asarray(times)
@@ -113,7 +113,8 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
       "achieved_gflops": flops * setup.mesh.devices.size / median / 1e9,
       "peak_memory_mb": (peak_bytes / 2**20) if peak_bytes else None,
       "peak_memory_source": "measured" if measured else "XLA estimate",
-      "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
+      "loss_finite": all(bool(np.isfinite(float(metrics[k])))
+                         for k in setup.task.finite_keys),
   }
   if peak:
     result["matmul_peak_gflops"] = peak

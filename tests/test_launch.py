@@ -32,7 +32,7 @@ def trained(age_data, tmp_path_factory):
   out = _run(["launch.train", "--config=configs/age_regressor.py:smoke",
               f"--workdir={workdir}", f"--config.data.root={age_data}",
               "--config.total_steps=30", "--config.eval_every_steps=30"])
-  assert "Done: validation MAE" in out.stdout
+  assert "Done: validation mae" in out.stdout
   assert "steps/s" in out.stdout and "ETA" in out.stdout
   return workdir
 

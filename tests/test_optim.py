@@ -27,8 +27,8 @@ def test_freeze_policy(tmp_path, policy, trained_prefixes):
     batch = {"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
              "age": rng.uniform(0, 100, size=(8,)).astype(np.float32),
              "mask": np.ones((8,), np.float32)}
-    state, _ = setup.train_step(state, parallel.shard_batch(batch,
-                                                            setup.mesh))
+    state, _ = setup.train_step(
+        state, parallel.shard_batch(batch, setup.mesh), setup.frozen)
   after = flat(state.params)
   for k in before:
     trained = any(k.startswith(p) for p in trained_prefixes)

@@ -53,7 +53,7 @@ def _run_steps(config, mesh_cfg, steps=3):
              "age": rng.uniform(0, 100, size=(16,)).astype(np.float32),
              "mask": np.ones((16,), np.float32)}
     state, metrics = setup.train_step(
-        state, parallel.shard_batch(batch, setup.mesh))
+        state, parallel.shard_batch(batch, setup.mesh), setup.frozen)
     losses.append(float(metrics["loss"]))
   return setup, state, losses
 

@@ -9,8 +9,9 @@ iterator's state (a position) is saved in every checkpoint; a resumed run
 continues with exactly the batches an uninterrupted run would have seen.
 """
 
+import bisect
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grain
 import jax
@@ -66,6 +67,32 @@ def _stack(examples: list[dict]) -> dict:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
+class Staged:
+  """Per-step preprocessing: `[(end_step, preprocess), ...]`, in order.
+
+  Steps before the first end_step use the first preprocess, and so on; the
+  last one also covers every later step. Used for resolution schedules
+  (e.g. HRFAE's low-resolution first stage): batches change size at the
+  boundary, which costs one more compile of the step and nothing else.
+  """
+
+  def __init__(self, stages: Sequence[tuple[int, Preprocess]]):
+    if not stages:
+      raise ValueError("Staged needs at least one (end_step, preprocess)")
+    ends = [int(e) for e, _ in stages]
+    if ends != sorted(ends):
+      raise ValueError(f"stage end steps must increase, got {ends}")
+    self.ends, self.preprocesses = ends, [p for _, p in stages]
+
+  def at(self, step: int) -> Preprocess:
+    i = bisect.bisect_right(self.ends, step)
+    return self.preprocesses[min(i, len(self.preprocesses) - 1)]
+
+
+def _at(preprocess, step: int):
+  return preprocess.at(step) if isinstance(preprocess, Staged) else preprocess
+
+
 class _LoadTrainBatch:
   """Training step -> this process's slice of that step's global batch.
 
@@ -74,12 +101,34 @@ class _LoadTrainBatch:
   0, 2 or 16 workers, and the iterator state is simply the step.
   """
 
-  def __init__(self, source, order: GlobalOrder, preprocess: Preprocess):
+  def __init__(self, source, order: GlobalOrder,
+               preprocess: Preprocess | Staged):
     self.source, self.order, self.preprocess = source, order, preprocess
 
+  def __call__(self, step: int, own_step: int | None = None) -> dict:
+    """Batch of global `step`; `own_step` indexes this source's order."""
+    own = step if own_step is None else own_step
+    preprocess = _at(self.preprocess, step)
+    return _stack([preprocess((g, self.source[self.order.record(g)]))
+                   for g in self.order.positions(own)])
+
+
+class _LoadRoundRobinBatch:
+  """Global step -> a batch of the data set whose turn it is.
+
+  Step s belongs to data set k = (s // group) % K; it is that data set's
+  own step (s // (group * K)) * group + s % group, so each data set walks
+  through its own reproducible order at 1/K of the global pace.
+  """
+
+  def __init__(self, loaders: Sequence[_LoadTrainBatch], group: int):
+    self.loaders, self.group = list(loaders), group
+
   def __call__(self, step: int) -> dict:
-    return _stack([self.preprocess((g, self.source[self.order.record(g)]))
-                   for g in self.order.positions(step)])
+    k_total = len(self.loaders)
+    k = (step // self.group) % k_total
+    own = (step // (self.group * k_total)) * self.group + step % self.group
+    return self.loaders[k](step, own)
 
 
 class _LoadEvalBatch:
@@ -105,11 +154,12 @@ def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   return ds
 
 
-def train_dataset(source, preprocess: Preprocess, global_batch: int,
+def train_dataset(source, preprocess: Preprocess | Staged, global_batch: int,
                   seed: int, num_workers: int = 0,
                   start_step: int = 0) -> grain.IterDataset:
   """Endless training batches for this process (checkpointable).
 
+  `preprocess` may be `Staged` (a preprocess per range of steps).
   `start_step` positions a fresh iterator without its saved state (the
   order is a function of the step, so the batches are the same).
   """
@@ -117,6 +167,32 @@ def train_dataset(source, preprocess: Preprocess, global_batch: int,
                       jax.process_count())
   ds = grain.MapDataset.range(start_step, _ENDLESS).map(
       _LoadTrainBatch(source, order, preprocess))
+  return _prefetch(ds.to_iter_dataset(), num_workers)
+
+
+def round_robin_dataset(sources: Sequence, preprocesses: Sequence,
+                        global_batch: int, seed: int, num_workers: int = 0,
+                        start_step: int = 0,
+                        group: int = 1) -> grain.IterDataset:
+  """Endless batches taking turns over several data sets (checkpointable).
+
+  Step s reads data set (s // group) % len(sources); with group = n_critic
+  a whole critic group sees one data set. Data set k is shuffled with
+  seed + k. Every data set's examples must have the same keys and shapes
+  (e.g. the full multi-data-set label vector), so one compiled step serves
+  all of them.
+  """
+  if len(sources) != len(preprocesses) or not sources:
+    raise ValueError("round_robin_dataset needs one preprocess per source")
+  if group < 1:
+    raise ValueError(f"group must be >= 1, got {group}")
+  loaders = [
+      _LoadTrainBatch(src, GlobalOrder(len(src), seed + k, global_batch,
+                                       jax.process_index(),
+                                       jax.process_count()), pre)
+      for k, (src, pre) in enumerate(zip(sources, preprocesses))]
+  ds = grain.MapDataset.range(start_step, _ENDLESS).map(
+      _LoadRoundRobinBatch(loaders, group))
   return _prefetch(ds.to_iter_dataset(), num_workers)
 
 

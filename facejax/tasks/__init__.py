@@ -4,6 +4,10 @@ import importlib
 
 TASKS = {
     "age_regression": "facejax.tasks.age_regression",
+    "dex": "facejax.tasks.dex",
+    "age_transformer": "facejax.tasks.age_transformer",
+    "stargan": "facejax.tasks.stargan",
+    "attribute_classifier": "facejax.tasks.attribute_classifier",
 }
 
 

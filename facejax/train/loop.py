@@ -23,11 +23,10 @@ import numpy as np
 
 from facejax import checkpoint as ckpt_lib
 from facejax import metrics as metrics_lib
-from facejax import optim
 from facejax import parallel
 from facejax import tasks
+from facejax.tasks import base as task_base
 from facejax.data import pipeline
-from facejax.train import state as state_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -42,13 +41,15 @@ class Setup:
   """Everything built from the config: task, mesh, state, step functions.
 
   Shared by training, evaluation, prediction and benchmarking so that all
-  of them compile the same functions with the same shardings.
+  of them compile the same functions with the same shardings. The task is
+  in the state-task form of `facejax.tasks.base` (supervised tasks are
+  wrapped), so GANs and classifiers go through the same code.
   """
 
   def __init__(self, config: ml_collections.ConfigDict,
                mesh: jax.sharding.Mesh | None = None):
     self.config = config
-    self.task = tasks.get(config.task)(config)
+    self.task = task_base.wrap(tasks.get(config.task)(config), config)
     self.mesh = mesh or parallel.create_mesh(config.mesh)
     self.local_batch = parallel.check_batch_size(
         config.data.batch_size, self.mesh, "data.batch_size")
@@ -58,56 +59,58 @@ class Setup:
                               "data.eval_batch_size")
 
     rng = jax.random.key(config.seed)
-    abstract_vars = jax.eval_shape(self.task.init_variables, rng)
-    self.trainable = optim.trainable_mask(
-        abstract_vars["params"], config.optim.freeze,
-        self.task.last_block_prefixes())
-    self.tx, self.schedule = optim.create_optimizer(
-        config.optim, config.total_steps, self.trainable)
-
-    def init_state(variables):
-      return state_lib.TrainState(
-          step=jnp.zeros((), jnp.int32), params=variables["params"],
-          batch_stats=variables["batch_stats"],
-          opt_state=self.tx.init(variables["params"]))
-
-    self._init_state = init_state
-    self.abstract_state = jax.eval_shape(
-        lambda r: init_state(self.task.init_variables(r)), rng)
-    sh = config.sharding
-    self.state_sharding = parallel.tree_shardings(
-        self.abstract_state, self.mesh, rules=tuple(sh.rules),
-        fsdp_min_size_mb=sh.fsdp_min_size_mb)
+    self.abstract_state = jax.eval_shape(self.task.init_state, rng)
+    self.state_sharding = self._shardings(self.abstract_state)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.replicated = parallel.replicated(self.mesh)
+    # Frozen networks (loss estimators) are step arguments: sharded like
+    # parameters, never in the optimizer or the checkpoint.
+    frozen = self.task.load_frozen()
+    self.frozen_sharding = self._shardings(frozen)
+    self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
-    step_fn = state_lib.make_train_step(self.task.loss_fn, self.tx,
-                                        self.trainable, config.seed)
     self.train_step = jax.jit(
-        step_fn, in_shardings=(self.state_sharding, self.batch_sharding),
+        self.task.train_step,
+        in_shardings=(self.state_sharding, self.batch_sharding,
+                      self.frozen_sharding),
         out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=0)
-    # images [B, H, W, 3] -> the task's prediction, replicated.
-    self.predict = jax.jit(
-        lambda s, images: self.task.predict(s.params, s.batch_stats,
-                                            images)[0],
-        in_shardings=(self.state_sharding, self.batch_sharding),
-        out_shardings=self.replicated)
     self.eval_step = jax.jit(
-        lambda s, b: self.task.eval_fn(s.params, s.batch_stats, b),
-        in_shardings=(self.state_sharding, self.batch_sharding),
+        self.task.eval_step,
+        in_shardings=(self.state_sharding, self.batch_sharding,
+                      self.frozen_sharding),
         out_shardings=self.replicated)
+    if hasattr(self.task, "predict"):
+      # images [B, H, W, 3] -> the task's prediction, replicated.
+      self._predict = jax.jit(
+          self.task.predict,
+          in_shardings=(self.state_sharding, self.batch_sharding),
+          out_shardings=self.replicated)
+
+  def _shardings(self, tree):
+    sh = self.config.sharding
+    return parallel.tree_shardings(tree, self.mesh, rules=tuple(sh.rules),
+                                   fsdp_min_size_mb=sh.fsdp_min_size_mb)
+
+  def predict(self, state, images):
+    return self._predict(state, images)
+
+  def compile(self, fn):
+    """jit of `fn(state, frozen, batch)` with this setup's shardings."""
+    return jax.jit(fn, in_shardings=(self.state_sharding,
+                                     self.frozen_sharding,
+                                     self.batch_sharding),
+                   out_shardings=self.replicated)
 
   def init_state(self, import_weights: bool = True):
     """Sharded initial state; nothing is materialised on one device first."""
     rng = jax.random.key(self.config.seed)
-    make = lambda r: self._init_state(self.task.init_variables(r))
-    if not (import_weights and self.config.model.get("init_from", "")):
-      return jax.jit(make, out_shardings=self.state_sharding)(rng)
-    variables = jax.device_get(jax.jit(self.task.init_variables)(rng))
-    variables = self.task.import_pretrained(variables)
-    return jax.jit(self._init_state,
-                   out_shardings=self.state_sharding)(variables)
+    if not (import_weights and self.task.has_import()):
+      return jax.jit(self.task.init_state,
+                     out_shardings=self.state_sharding)(rng)
+    state = jax.device_get(jax.jit(self.task.init_state)(rng))
+    state = self.task.import_pretrained(state)
+    return jax.device_put(state, self.state_sharding)
 
   def evaluate(self, state, source, preprocess=None) -> dict[str, Any]:
     """Sums of the task's eval metrics over a whole split."""
@@ -115,7 +118,8 @@ class Setup:
     totals = None
     for batch in pipeline.eval_batches(source, preprocess, self.eval_batch,
                                        self.config.data.num_workers):
-      sums = self.eval_step(state, parallel.shard_batch(batch, self.mesh))
+      sums = self.eval_step(state, parallel.shard_batch(batch, self.mesh),
+                            self.frozen)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals,
                                                         sums)
     return jax.tree.map(np.asarray, jax.device_get(totals))
@@ -178,9 +182,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_src = task.balance(task.source("train"))
   eval_src = task.source("valid")
   baseline = task.baseline(train_src, eval_src)
-  make_iter = lambda start=0: iter(pipeline.train_dataset(
-      train_src, task.preprocess(train=True), config.data.batch_size,
-      config.seed, config.data.num_workers, start_step=start))
+  if hasattr(task, "train_dataset"):  # e.g. several data sets in turn
+    make_iter = lambda start=0: iter(task.train_dataset(start))
+  else:
+    make_iter = lambda start=0: iter(pipeline.train_dataset(
+        train_src, task.preprocess(train=True), config.data.batch_size,
+        config.seed, config.data.num_workers, start_step=start))
   train_iter = make_iter()
 
   # State: resume > import > scratch.
@@ -204,9 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   else:
     state = setup.init_state()
   start = int(jax.device_get(state.step))
-  n_params = state_lib.count_params(state.params)
   progress.message(
-      f"{config.model.name} ({config.model.backbone}): {n_params:,} params; "
+      f"{task.describe(state)}; "
       f"{len(train_src)} train / {len(eval_src)} valid images; "
       f"batch {config.data.batch_size} on {jax.device_count()} device(s) "
       f"{dict(setup.mesh.shape)}; workdir {workdir}")
@@ -214,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   stop = _install_sigterm_handler()
   window: list[dict] = []
   best_name, _ = task.best_metric
-  result: dict[str, Any] = {"baseline_mae": baseline}
+  result: dict[str, Any] = dict(baseline)
 
   def flush(step):
     """Pulls the window's metrics to host; raises on NaN/Inf loss."""
@@ -222,20 +228,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       return None
     means = _mean_metrics(window)
     window.clear()
-    if not (np.isfinite(means["loss"]) and np.isfinite(means["grad_norm"])):
+    bad = {k: means[k] for k in task.finite_keys
+           if not np.isfinite(means[k])}
+    if bad:
       raise NonFiniteLossError(
-          f"loss {means['loss']}, gradient norm {means['grad_norm']} by "
+          ", ".join(f"{k} {v}" for k, v in bad.items()) + f" by "
           f"step {step}; training stopped. "
           f"The last good checkpoint is kept in {checkpointer.directory} "
           f"(step {checkpointer.latest_step()}). Try a lower optim.lr or "
           f"optim.clip_norm.")
-    means["lr"] = float(setup.schedule(step))
+    if hasattr(task, "learning_rate"):
+      means["lr"] = task.learning_rate(step)
     return means
 
   def run_eval(step):
     sums = setup.evaluate(state, eval_src)
     summary = task.summarize(sums)
     writer.write(step, {f"eval/{k}": v for k, v in summary.items()})
+    if hasattr(task, "on_eval"):  # sample grids and the like
+      task.on_eval(state, setup.frozen, step, workdir)
     return summary
 
   try:
@@ -243,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     compile_t0 = time.perf_counter()
     while step < config.total_steps:
       batch = parallel.shard_batch(next(train_iter), setup.mesh)
-      state, metrics = setup.train_step(state, batch)
+      state, metrics = setup.train_step(state, batch, setup.frozen)
       step += 1
       window.append(metrics)
       if step == start + 1:
@@ -260,8 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if step % config.log_every_steps == 0 or do_ckpt or do_eval:
         means = flush(step)
         if means is not None:
-          rate = progress.report(step, {"loss": means["loss"],
-                                        "mae": means["mae"]})
+          rate = progress.report(step, {k: means[k]
+                                        for k in task.progress_keys})
           means["steps_per_sec"] = rate
           means["images_per_sec"] = rate * config.data.batch_size
           writer.write(step, {f"train/{k}": v for k, v in means.items()})
@@ -294,9 +305,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   result["best_checkpoint"] = (
       os.path.join(checkpointer.best_directory, str(best))
       if best is not None else None)
+  shown = ", ".join(f"{k} {result[k]:.4g}" for k in
+                    (best_name, *baseline) if k in result)
   progress.message(
-      f"Done: validation MAE {result.get('mae', float('nan')):.3f} "
-      f"(predict-the-mean baseline {baseline:.3f}); checkpoint "
+      f"Done: validation {shown}; checkpoint "
       f"{result['checkpoint']} (best: {result['best_checkpoint']})")
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "result.json"), "w") as f:
