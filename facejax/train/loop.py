@@ -80,12 +80,32 @@ class Setup:
         in_shardings=(self.state_sharding, self.batch_sharding,
                       self.frozen_sharding),
         out_shardings=self.replicated)
+    self._compiled = {}
     if hasattr(self.task, "predict"):
       # images [B, H, W, 3] -> the task's prediction, replicated.
       self._predict = jax.jit(
           self.task.predict,
           in_shardings=(self.state_sharding, self.batch_sharding),
           out_shardings=self.replicated)
+
+  def run(self, jitted, state, batch):
+    """`jitted(state, batch, frozen)` through an AOT executable per shape.
+
+    With several processes every process compiles first and they meet at
+    a barrier before running: gloo (the CPU collectives) gives the peers
+    only 30 s to reach their first collective, less than a compile takes
+    on a busy host. Executables are kept per batch signature (a resolution
+    schedule changes the batch shape once).
+    """
+    key = (id(jitted), tuple((x.shape, str(x.dtype))
+                             for x in jax.tree.leaves(batch)))
+    if key not in self._compiled:
+      self._compiled[key] = jitted.lower(state, batch, self.frozen).compile()
+      if jax.process_count() > 1:
+        from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+        multihost.sync_global_processes(
+            f"facejax_compiled_{len(self._compiled)}", timeout=3600)
+    return self._compiled[key](state, batch, self.frozen)
 
   def _shardings(self, tree):
     sh = self.config.sharding
@@ -118,8 +138,8 @@ class Setup:
     totals = None
     for batch in pipeline.eval_batches(source, preprocess, self.eval_batch,
                                        self.config.data.num_workers):
-      sums = self.eval_step(state, parallel.shard_batch(batch, self.mesh),
-                            self.frozen)
+      sums = self.run(self.eval_step, state,
+                      parallel.shard_batch(batch, self.mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals,
                                                         sums)
     return jax.tree.map(np.asarray, jax.device_get(totals))
@@ -254,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     compile_t0 = time.perf_counter()
     while step < config.total_steps:
       batch = parallel.shard_batch(next(train_iter), setup.mesh)
-      state, metrics = setup.train_step(state, batch, setup.frozen)
+      state, metrics = setup.run(setup.train_step, state, batch)
       step += 1
       window.append(metrics)
       if step == start + 1:
