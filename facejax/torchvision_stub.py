@@ -11,11 +11,10 @@ raises if it is ever instantiated or called.
 `torchvision.models` is deliberately absent, so timm's optional FX feature
 extraction sees an ImportError and disables itself.
 
-Usage (before `import timm`; tests/ is on sys.path under pytest's default
-import mode, or import it as `tests.torchvision_stub` when tests/ is a
-package):
+Used by the parity tests and the PyTorch side of launch.benchmark --suite
+(before `import timm`):
 
-  import torchvision_stub
+  from facejax import torchvision_stub
   torchvision_stub.install()
   import timm
 """

@@ -3,6 +3,11 @@ r"""Benchmarks a config's real train step (the one launch.train compiles).
   python -m launch.benchmark --config=configs/age_regressor.py \
       --batch_size=32 --image_size=112 --steps=20 --workdir=runs/bench
 
+Every model at its stated size, beside its PyTorch twin where one exists
+(torch + timm installed; see launch/torch_twins.py):
+
+  python -m launch.benchmark --suite [--only=age_regressor,stargan]
+
 Reports compile time, median/spread of step time after warm-up, images/s,
 FLOPs per step from XLA's cost analysis, achieved GFLOP/s (and as a
 fraction of a large f32 matmul measured in the same run), and peak memory
@@ -13,6 +18,7 @@ Simulate N CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=N.
 import json
 import os
 import time
+import traceback
 
 from absl import app
 from absl import flags
@@ -21,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from facejax import config_lib
 from facejax import parallel
 from facejax.train import loop
 from launch import common
+from launch import torch_twins
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file.", lock_config=True)
@@ -36,7 +44,19 @@ _DEVICES = flags.DEFINE_integer("devices", 0, "Use the first N devices "
                                 "(0: all) on a pure data-parallel mesh.")
 _PEAK = flags.DEFINE_bool("measure_peak", True, "Time a large f32 matmul "
                           "as the machine's reference peak.")
-flags.mark_flag_as_required("config")
+_SUITE = flags.DEFINE_bool("suite", False, "Benchmark every model in SUITE "
+                           "(and its PyTorch twin where one exists).")
+_ONLY = flags.DEFINE_list("only", [], "With --suite: these entries only.")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
+                                   "also time the twin under torch.compile.")
+
+# (name, config file, global batch, image size): the sizes the issues state.
+SUITE = (
+    ("age_regressor", "configs/age_regressor.py", 32, 112),
+    ("dex", "configs/dex.py", 8, 224),
+    ("age_transformer", "configs/age_transformer.py", 8, 256),
+    ("stargan", "configs/stargan.py", 16, 128),
+)
 
 
 def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
@@ -141,9 +161,90 @@ def markdown(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _twin_rows(config, row: dict) -> list[dict]:
+  """The PyTorch twin's timings on the same batch and size, if any."""
+  name = torch_twins.twin_name(config)
+  if name not in torch_twins.TWINS:
+    return [{"twin": None, "note": "no PyTorch twin in a PyPI package"}]
+  missing = torch_twins.available()
+  if missing:
+    return [{"twin": name, "note": f"skipped: {missing}"}]
+  out = []
+  for compiled in (False, True) if _TORCH_COMPILE.value else (False,):
+    try:
+      t = torch_twins.time_train_step(name, row["batch_size"],
+                                      row["image_size"], _STEPS.value,
+                                      compile_mode=compiled)
+    except Exception as e:  # torch.compile needs a working C++ toolchain
+      mode = "torch.compile" if compiled else "eager"
+      first = (str(e).splitlines() or [""])[0]
+      out.append({"twin": name, "note": f"{mode} failed: "
+                  f"{type(e).__name__}: {first}"})
+      continue
+    t["twin"] = name
+    t["facejax_speedup"] = t["step_s_median"] / row["step_s_median"]
+    out.append(t)
+  return out
+
+
+def run_suite(peak: float | None) -> tuple[list[dict], str]:
+  """Benchmarks every landed model of SUITE; returns rows and Markdown."""
+  rows, twin_lines = [], []
+  for name, path, batch, size in SUITE:
+    if _ONLY.value and name not in _ONLY.value:
+      continue
+    if not os.path.exists(path):
+      twin_lines.append(f"- {name}: not benchmarked ({path} not found)")
+      continue
+    config = config_lib.load_config(path, {})
+    batch, size = _BATCH.value or batch, _SIZE.value or size
+    with config.unlocked():
+      config.data.batch_size = config.data.eval_batch_size = batch
+      config.data.image_size = size
+    print(f"== {name}: batch {batch}, {size} px", flush=True)
+    try:
+      row = benchmark(config, _STEPS.value, _WARMUP.value, peak)
+    except Exception:  # one model failing must not hide the others
+      twin_lines.append(f"- {name}: FAILED\n```\n"
+                        f"{traceback.format_exc(limit=3)}```")
+      continue
+    row["suite_name"] = name
+    row["torch"] = _twin_rows(config, row)
+    rows.append(row)
+    print(markdown([row]), flush=True)
+    for t in row["torch"]:
+      if "step_s_median" in t:
+        twin_lines.append(
+            f"- {name}: PyTorch {t['mode']} ({t['twin']}, {t['threads']} "
+            f"threads) {t['step_s_median']:.3f} s/step "
+            f"({t['step_s_p10']:.3f}-{t['step_s_p90']:.3f}); facejax "
+            f"{row['step_s_median']:.3f} s/step = "
+            f"**{t['facejax_speedup']:.2f}x** PyTorch")
+      else:
+        twin_lines.append(f"- {name}: {t['note']}")
+  text = markdown(rows) + "\n\nPyTorch side by side (same batch and "
+  text += "size, Adam step):\n" + "\n".join(twin_lines)
+  return rows, text
+
+
 def main(argv):
   del argv
   common.start_jax()
+  if _SUITE.value:
+    peak = matmul_peak_gflops() if _PEAK.value else None
+    rows, text = run_suite(peak)
+    if peak:
+      text += f"\n\nreference: jitted 2048^2 f32 matmul {peak:.0f} GFLOP/s"
+    if jax.process_index() == 0:
+      os.makedirs(_WORKDIR.value, exist_ok=True)
+      with open(os.path.join(_WORKDIR.value, "suite.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+      with open(os.path.join(_WORKDIR.value, "suite.md"), "w") as f:
+        f.write(text + "\n")
+      print("\n" + text)
+    return
+  if _CONFIG.value is None:
+    common.fail("give --config=configs/X.py or --suite", code=2)
   config = _CONFIG.value
   with config.unlocked():
     if _BATCH.value:

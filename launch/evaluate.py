@@ -1,9 +1,11 @@
-r"""Evaluates a trained age regressor on a split.
+r"""Evaluates a trained model on a split.
 
   python -m launch.evaluate --workdir=runs/age_regressor [--split=test]
 
-Prints MAE/RMSE and a per-decade error table; writes eval_<split>.json and
-a predicted-vs-true scatter plot eval_<split>.png into the workdir.
+Age estimators (age regressor, DEX): prints MAE/RMSE and a per-decade
+error table; writes eval_<split>.json and a predicted-vs-true scatter plot
+eval_<split>.png into the workdir. Other tasks (the GANs) print and write
+their own report (`Task.report`), e.g. edited-age error per target age.
 """
 
 import json
@@ -78,6 +80,11 @@ def main(argv):
   workdir = _WORKDIR.value
   try:
     setup, state, step = restore.restore(workdir, which=_WHICH.value)
+    if hasattr(setup.task, "report"):
+      table = setup.task.report(setup, state, _SPLIT.value, workdir)
+      if jax.process_index() == 0:
+        print(f"{_SPLIT.value}, checkpoint step {step}\n\n{table}")
+      return
     source = setup.task.source(_SPLIT.value)
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))

@@ -6,7 +6,7 @@ and numerics are checked against numpy reference forwards in NCHW.
 
 The parity test against timm's resnet34 runs when torch and timm are
 installed (`requirements-parity.txt`); timm is imported beside the
-`torchvision` stand-in of tests/torchvision_stub.py.
+`torchvision` stand-in of facejax/torchvision_stub.py.
 """
 
 import collections
@@ -28,10 +28,7 @@ from facejax.models import resnet
 from facejax.models import torch_import
 from facejax.models import vgg
 
-try:
-  from tests import torchvision_stub
-except ImportError:
-  import torchvision_stub  # tests/ itself is on sys.path (no __init__.py)
+from facejax import torchvision_stub
 
 BN_EPS = 1e-5
 

@@ -1,0 +1,86 @@
+"""PyTorch twins of facejax models, timed for `launch.benchmark --suite`.
+
+Only models with an equivalent in a PyPI package have a twin: timm's
+resnet34 (the age regressor's backbone with a 1-unit head) and, once the
+Swin multitask model lands, timm's Swin at the SwinFace geometry. torch and
+timm are optional (requirements-parity.txt); without them the suite notes
+the skip. timm is imported beside the torchvision stand-in, as in the
+parity tests.
+"""
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+
+def available() -> str | None:
+  """None if torch and timm import, else the reason they do not."""
+  try:
+    import importlib  # pylint: disable=g-import-not-at-top
+    importlib.import_module("torch")
+    from facejax import torchvision_stub  # pylint: disable=g-import-not-at-top
+    torchvision_stub.install()
+    importlib.import_module("timm")
+  except ImportError as e:
+    return (f"{e} (pip install -r requirements-parity.txt && "
+            "pip install --no-deps timm==1.0.31)")
+  return None
+
+
+def _resnet34_regressor(torch):
+  del torch
+  import timm  # pylint: disable=g-import-not-at-top
+  model = timm.create_model("resnet34", pretrained=False, num_classes=1)
+  loss = lambda out, target: (out[:, 0] - target).abs().mean()
+  return model, loss
+
+
+TWINS: dict[str, Callable[[Any], tuple[Any, Callable]]] = {
+    "age_regressor/resnet34": _resnet34_regressor,
+}
+
+
+def twin_name(config) -> str:
+  return f"{config.model.name}/{config.model.get('backbone', '')}"
+
+
+def time_train_step(name: str, batch_size: int, image_size: int,
+                    steps: int = 20, warmup: int = 3,
+                    compile_mode: bool = False) -> dict[str, Any]:
+  """Median time of the twin's eager (or torch.compile'd) Adam step."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model, loss_fn = TWINS[name](torch)
+  model.train()
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  rng = np.random.default_rng(0)
+  x = torch.from_numpy(rng.normal(size=(batch_size, 3, image_size,
+                                        image_size)).astype(np.float32))
+  y = torch.from_numpy(rng.uniform(0, 100, batch_size).astype(np.float32))
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+  fn = step
+  t0 = time.perf_counter()
+  if compile_mode:
+    fn = torch.compile(step)
+  for _ in range(warmup):
+    fn()
+  first_s = time.perf_counter() - t0
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  times = np.asarray(times)
+  return {"mode": "torch.compile" if compile_mode else "eager",
+          "threads": torch.get_num_threads(), "warmup_s": first_s,
+          "step_s_median": float(np.median(times)),
+          "step_s_p10": float(np.percentile(times, 10)),
+          "step_s_p90": float(np.percentile(times, 90))}
