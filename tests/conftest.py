@@ -34,3 +34,38 @@ def age_data(tmp_path_factory):
   synthetic.write_age_csv(out, num=1500, size=64, seed=0)
   return out
 
+
+
+ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
+
+
+def _train_smoke(config_name: str, data_root: str, workdir: str):
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", f"{config_name}.py:smoke"),
+      {"data.root": data_root})
+  with config.unlocked():
+    config.mesh = ONE_DEVICE
+  return loop.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="session")
+def regressor_run(age_data, tmp_path_factory):
+  """(workdir, result) of the age regressor's smoke run on `age_data`."""
+  workdir = str(tmp_path_factory.mktemp("regressor") / "run")
+  return workdir, _train_smoke("age_regressor", age_data, workdir)
+
+
+@pytest.fixture(scope="session")
+def regressor_workdir(regressor_run):
+  """A trained smoke age regressor (frozen estimator for GAN losses/evals)."""
+  return regressor_run[0]
+
+
+@pytest.fixture(scope="session")
+def dex_workdir(age_data, tmp_path_factory):
+  """A trained smoke DEX classifier on `age_data`."""
+  workdir = str(tmp_path_factory.mktemp("dex") / "run")
+  _train_smoke("dex", age_data, workdir)
+  return workdir

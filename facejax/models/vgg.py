@@ -55,3 +55,30 @@ def create(variant: str, dtype=jnp.float32, **kwargs) -> VGG:
   block_sizes, channels, fc_width = VARIANTS[variant]
   return VGG(block_sizes=block_sizes, channels=channels, fc_width=fc_width,
              dtype=dtype, **kwargs)
+
+
+DEX_NUM_AGES = 101  # DEX's fc8_101: one class per age 0..100
+
+
+class DEX(nn.Module):
+  """DEX age classifier: VGG with fc6/fc7 and a 101-way age head.
+
+  Returns (logits [B, num_ages], fc7 features [B, fc_width]). The head is
+  named `head` so the importer maps DEX's `fc8_101` onto it and the
+  `last_block` / `feature_extraction` freeze policies find it.
+  """
+  backbone: VGG
+  num_ages: int = DEX_NUM_AGES
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    feats = self.backbone(x, train=train)  # [B, fc_width]
+    logits = nn.Dense(self.num_ages, dtype=jnp.float32, name="head")(feats)
+    return logits.astype(jnp.float32), feats
+
+
+def create_dex(variant: str = "vgg16", dtype=jnp.float32,
+               dropout_rate: float = 0.5, conv_impl: str = "auto") -> DEX:
+  """DEX on a VGG variant ('vgg16' as released; 'tiny' for smoke runs)."""
+  return DEX(backbone=create(variant, dtype=dtype, include_fc=True,
+                             dropout_rate=dropout_rate, conv_impl=conv_impl))

@@ -1,0 +1,395 @@
+"""Frozen age estimators for use inside another model's loss.
+
+An estimator turns images into a distribution over the ages 0..100. The age
+transformer (HRFAE) trains its generator with the cross-entropy of a frozen
+DEX classifier on the edited image against the target age; a regressor
+(e.g. the ResNet34 age regressor) can stand in for DEX by spreading its
+continuous prediction over the age bins with a Gaussian (`soft_age_labels`).
+
+  est = load_estimator(config.age_loss)
+  frozen = est.variables                      # passed to the jitted step
+  logp = est.log_probs(frozen, images)        # [B, 101], inside the loss
+  age = est.age(frozen, images)               # [B]
+
+`images` are NHWC float32 RGB in [0, 1] at any size. The estimator crops,
+resizes and normalises them the way its own training data was prepared,
+all in JAX, so gradients flow back to the images; its own variables never
+receive gradients (stop_gradient) and BatchNorm runs in inference mode.
+
+The `age_loss` config section (see `default_age_loss_config`):
+  estimator  'dex' | 'regressor'
+  workdir    a facejax training workdir of a `dex` or `age_regression` run
+             (its config.json and best, else latest, checkpoint)
+  weights    dex only: the official DEX PyTorch weights (.pth) instead
+  sigma      regressor only: Gaussian width in years over the age bins
+"""
+
+import json
+import os
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+NUM_AGES = 101  # ages 0..100, DEX's fc8_101
+ESTIMATORS = ("dex", "regressor")
+# Per-channel statistics matching facejax.data.transforms.normalize.
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+_NORMALIZATIONS = ("imagenet", "unit", "caffe_bgr")
+# config.task of a workdir each estimator accepts
+_WORKDIR_TASKS = {"dex": "dex", "regressor": "age_regression"}
+
+
+def default_age_loss_config() -> ml_collections.ConfigDict:
+  """The `age_loss` config section (include it in a model's config)."""
+  c = ml_collections.ConfigDict()
+  c.estimator = "dex"  # dex | regressor
+  c.workdir = ""       # training workdir of a dex / age_regression run
+  c.weights = ""       # dex only: official DEX .pth (instead of a workdir)
+  c.sigma = 3.0        # regressor: Gaussian width (years) over the age bins
+  return c
+
+
+# ---------------------------------------------------------------------------
+# Distributions over the age bins.
+# ---------------------------------------------------------------------------
+
+
+def _gaussian_logits(age: jax.Array, sigma, num_bins: int) -> jax.Array:
+  bins = jnp.arange(num_bins, dtype=jnp.float32)
+  age = jnp.asarray(age, jnp.float32)
+  return -jnp.square(bins - age[..., None]) / (2.0 * jnp.square(sigma))
+
+
+def soft_age_labels(age: jax.Array, sigma: float,
+                    num_bins: int = NUM_AGES) -> jax.Array:
+  """Gaussian over the integer ages 0..num_bins-1 centred at `age`.
+
+  Args:
+    age: [B] ages in years (continuous; differentiable).
+    sigma: width in years (> 0).
+    num_bins: number of age bins.
+
+  Returns:
+    [B, num_bins] probabilities summing to 1, peaking at the bin nearest
+    to `age` (clipped to the range).
+  """
+  return jax.nn.softmax(_gaussian_logits(age, sigma, num_bins), axis=-1)
+
+
+def soft_age_log_probs(age: jax.Array, sigma: float,
+                       num_bins: int = NUM_AGES) -> jax.Array:
+  """log(soft_age_labels(...)), computed stably (no log of 0)."""
+  return jax.nn.log_softmax(_gaussian_logits(age, sigma, num_bins), axis=-1)
+
+
+def expected_age(logits: jax.Array) -> jax.Array:
+  """DEX's apparent age: sum_i i * softmax(logits)_i.  [B, K] -> [B]."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return probs @ jnp.arange(logits.shape[-1], dtype=jnp.float32)
+
+
+# ---------------------------------------------------------------------------
+# Input transform (JAX, differentiable).
+# ---------------------------------------------------------------------------
+
+
+def normalize(images: jax.Array, mode: str) -> jax.Array:
+  """RGB in [0, 1] -> network input, as facejax.data.transforms.normalize."""
+  if mode == "imagenet":
+    return (images - _IMAGENET_MEAN) / _IMAGENET_STD
+  if mode == "unit":
+    return images * 2.0 - 1.0
+  if mode == "caffe_bgr":  # BGR, 0..255, Caffe mean subtracted
+    return images[..., ::-1] * 255.0 - _CAFFE_MEAN_BGR
+  raise ValueError(f"unknown normalization {mode!r}; choose one of "
+                   f"{_NORMALIZATIONS}")
+
+
+def crop_and_resize(images: jax.Array, size: int,
+                    crop_fraction: float = 1.0) -> jax.Array:
+  """Central square crop (fraction of the shorter side), bilinear resize.
+
+  The same box as facejax.data.transforms.Preprocess, so an estimator sees
+  what its training data looked like. Antialiased when shrinking, as PIL.
+
+  Args:
+    images: [B, H, W, C].
+    size: output side.
+    crop_fraction: kept fraction of the shorter side.
+
+  Returns:
+    [B, size, size, C] float32.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  _, h, w, c = images.shape
+  side = min(h, w) * crop_fraction
+  if h == w == size and crop_fraction == 1.0:
+    return images
+  scale = size / side
+  # Output pixel o samples the input at (o - t) / scale: t maps the crop
+  # box's corner (w - side) / 2 to 0.
+  translation = jnp.array([-(h - side) / 2 * scale, -(w - side) / 2 * scale],
+                          jnp.float32)
+  return jax.image.scale_and_translate(
+      images, (images.shape[0], size, size, c), (1, 2),
+      jnp.array([scale, scale], jnp.float32), translation, "linear",
+      antialias=True)
+
+
+# ---------------------------------------------------------------------------
+# The estimator.
+# ---------------------------------------------------------------------------
+
+# (variables, normalised images) -> (age [B], log_probs [B, 101], feats)
+ForwardFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
+
+
+@flax.struct.dataclass
+class FrozenEstimator:
+  """Frozen variables plus a static forward function and input transform.
+
+  A pytree whose only leaves are `variables`, so it may itself be passed
+  through `jax.jit`; the methods take the variables explicitly so a train
+  step can receive them as an argument (never baked in as constants).
+  """
+  variables: Any
+  forward: ForwardFn = flax.struct.field(pytree_node=False)
+  kind: str = flax.struct.field(pytree_node=False)
+  image_size: int = flax.struct.field(pytree_node=False)
+  normalization: str = flax.struct.field(pytree_node=False)
+  crop_fraction: float = flax.struct.field(pytree_node=False, default=1.0)
+  source: str = flax.struct.field(pytree_node=False, default="")
+
+  def prepare(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, 3] RGB in [0, 1] -> the network's input."""
+    x = crop_and_resize(images, self.image_size, self.crop_fraction)
+    return normalize(x, self.normalization)
+
+  def _run(self, variables, images):
+    variables = jax.lax.stop_gradient(variables)
+    return self.forward(variables, self.prepare(images))
+
+  def log_probs(self, variables, images: jax.Array) -> jax.Array:
+    """[B, 101] log-probabilities over the ages 0..100."""
+    return self._run(variables, images)[1]
+
+  def age(self, variables, images: jax.Array) -> jax.Array:
+    """[B] estimated age in years."""
+    return self._run(variables, images)[0]
+
+  def features(self, variables, images: jax.Array) -> jax.Array:
+    """[B, C] penultimate features (DEX fc7, the regressor's pooled ones)."""
+    return self._run(variables, images)[2]
+
+
+def _dex_forward(apply_logits: Callable) -> ForwardFn:
+  def forward(variables, x):
+    logits, feats = apply_logits(variables, x)
+    return (expected_age(logits), jax.nn.log_softmax(logits, axis=-1),
+            feats)
+  return forward
+
+
+def _regressor_forward(apply_age: Callable, sigma: float) -> ForwardFn:
+  def forward(variables, x):
+    age, feats = apply_age(variables, x)
+    return age, soft_age_log_probs(age, sigma), feats
+  return forward
+
+
+def _check(cfg: ml_collections.ConfigDict) -> None:
+  """Validates the age_loss section; errors name the key."""
+  unknown = set(cfg.keys()) - set(default_age_loss_config().keys())
+  if unknown:
+    logging.info("age_loss: ignoring keys %s", sorted(unknown))
+  kind = cfg.get("estimator", "dex")
+  if kind not in ESTIMATORS:
+    raise ValueError(f"age_loss.estimator: unknown {kind!r}; choose one of "
+                     f"{ESTIMATORS}")
+  workdir, weights = cfg.get("workdir", ""), cfg.get("weights", "")
+  if weights and kind != "dex":
+    raise ValueError(f"age_loss.weights: official weights exist for "
+                     f"estimator 'dex' only, not {kind!r}; give "
+                     f"age_loss.workdir (a trained regressor) instead")
+  if workdir and weights:
+    raise ValueError("age_loss.weights: give either age_loss.workdir or "
+                     "age_loss.weights, not both")
+  if not (workdir or weights):
+    need = ("age_loss.workdir (a trained dex run) or age_loss.weights "
+            "(the official DEX .pth)" if kind == "dex" else
+            "age_loss.workdir (a trained age_regression run)")
+    raise ValueError(f"age_loss.workdir: empty; set {need}")
+  sigma = cfg.get("sigma", 3.0)
+  if kind == "regressor" and not (isinstance(sigma, (int, float))
+                                  and sigma > 0):
+    raise ValueError(f"age_loss.sigma: must be a number > 0 (years), got "
+                     f"{sigma!r}")
+
+
+def load_estimator(cfg: ml_collections.ConfigDict) -> FrozenEstimator:
+  """Builds the frozen estimator described by an `age_loss` config section.
+
+  Args:
+    cfg: see `default_age_loss_config` (a ConfigDict or a plain dict).
+
+  Returns:
+    A FrozenEstimator whose `variables` are host (numpy) arrays.
+
+  Raises:
+    ValueError: a bad value, naming the `age_loss.<key>`; also a workdir
+      without config.json or checkpoint, or of the wrong task.
+  """
+  _check(cfg)
+  if cfg.get("weights", ""):
+    return _load_dex_weights(cfg.get("weights"))
+  return _load_workdir(cfg.get("workdir"), cfg.get("estimator", "dex"),
+                       float(cfg.get("sigma", 3.0)))
+
+
+def _load_dex_weights(path: str) -> FrozenEstimator:
+  """Official DEX (Caffe-converted VGG-16) weights; 224 px for the release.
+
+  The VGG's shape and input size are read from the file (fc6's width
+  fixes the input size), so smaller DEX-format files work too.
+  """
+  from facejax.models import torch_import  # pylint: disable=g-import-not-at-top
+  from facejax.models import vgg  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise ValueError(f"age_loss.weights: no file at {path!r}")
+  try:
+    state_dict = torch_import.read_state_dict(path)
+    geo = torch_import.dex_geometry(state_dict)
+    model = vgg.DEX(backbone=vgg.VGG(
+        block_sizes=geo["block_sizes"], channels=geo["channels"],
+        fc_width=geo["fc_width"], include_fc=True, dropout_rate=0.0),
+                    num_ages=geo["num_ages"])
+    if geo["num_ages"] != NUM_AGES:
+      raise ValueError(f"{path}: age head has {geo['num_ages']} outputs, "
+                       f"DEX has {NUM_AGES} (ages 0..100)")
+    size = geo["image_size"]
+    abstract = jax.eval_shape(
+        lambda r: model.init(r, jnp.zeros((1, size, size, 3)), train=False),
+        jax.random.key(0))
+    variables = torch_import.dex_from_torch(state_dict, abstract,
+                                            source=path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"age_loss.weights: {e}") from e
+  variables = {"params": variables["params"]}
+
+  def apply_logits(v, x):
+    return model.apply(v, x, train=False)
+  return FrozenEstimator(
+      variables=variables, forward=_dex_forward(apply_logits), kind="dex",
+      image_size=size, normalization="caffe_bgr", source=path)
+
+
+def read_workdir_config(workdir: str, key: str = "age_loss.workdir"
+                        ) -> ml_collections.ConfigDict:
+  """A training workdir's config.json (written by the training loop)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"{key}: {path} not found; {workdir!r} is not a "
+                     f"facejax training workdir")
+  with open(path) as f:
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{key}: {path}:{e.lineno}: bad JSON ({e.msg})"
+                       ) from None
+
+
+def restore_variables(workdir: str, config: ml_collections.ConfigDict,
+                      task, key: str = "age_loss.workdir"
+                      ) -> tuple[dict[str, Any], int]:
+  """{'params', 'batch_stats'} (numpy) of the best, else latest, checkpoint.
+
+  Args:
+    workdir: the training workdir.
+    config: its config.
+    task: the *state-task* form of its task (has `init_state`).
+    key: config key named in errors.
+
+  Returns:
+    (variables, checkpoint step).
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from facejax import checkpoint as ckpt_lib
+  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed))
+  # One device is enough: the caller places the frozen variables on its
+  # own mesh.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = ckpt_lib.abstract_like(
+      abstract, jax.tree.map(lambda _: device, abstract))
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    step = checkpointer.best_step()
+    best = step is not None
+    if step is None:
+      step = checkpointer.latest_step()
+    if step is None:
+      raise ValueError(f"{key}: no checkpoint in {workdir!r}")
+    state = checkpointer.restore(step, abstract, best=best)
+  finally:
+    checkpointer.close()
+  variables = {"params": state.params,
+               "batch_stats": getattr(state, "batch_stats", {}) or {}}
+  logging.info("restored %s checkpoint %d of %s", "best" if best else
+               "latest", step, workdir)
+  return jax.device_get(variables), step
+
+
+def _load_workdir(workdir: str, kind: str, sigma: float) -> FrozenEstimator:
+  # pylint: disable=g-import-not-at-top
+  from facejax import tasks
+  from facejax.tasks import base
+  # pylint: enable=g-import-not-at-top
+  config = read_workdir_config(workdir)
+  task_name = config.get("task", "")
+  if task_name != _WORKDIR_TASKS[kind]:
+    raise ValueError(
+        f"age_loss.workdir: {workdir!r} holds a {task_name!r} run; "
+        f"age_loss.estimator={kind!r} needs a {_WORKDIR_TASKS[kind]!r} run "
+        f"(or set age_loss.estimator to match)")
+  inner = tasks.get(task_name)(config)
+  variables, step = restore_variables(workdir, config,
+                                      base.wrap(inner, config))
+  if not variables["batch_stats"]:
+    variables = {"params": variables["params"]}
+
+  def split(v):
+    return v["params"], v.get("batch_stats", {})
+
+  if kind == "dex":
+    forward = _dex_forward(lambda v, x: inner.logits(*split(v), x))
+  else:
+    forward = _regressor_forward(lambda v, x: inner.predict(*split(v), x),
+                                 sigma)
+  data = config.data
+  return FrozenEstimator(
+      variables=variables, forward=forward, kind=kind,
+      image_size=int(data.image_size),
+      normalization=data.get("normalize", "imagenet"),
+      crop_fraction=float(data.get("crop_fraction", 1.0)),
+      source=f"{workdir} (step {step})")
+
+
+def describe(est: FrozenEstimator) -> str:
+  """One line for logs."""
+  n = sum(int(np.size(x)) for x in jax.tree.leaves(est.variables))
+  return (f"{est.kind} age estimator from {est.source}: {n:,} frozen "
+          f"params, {est.image_size} px, {est.normalization}")
+
+
+__all__ = [
+    "NUM_AGES", "ESTIMATORS", "default_age_loss_config", "soft_age_labels",
+    "soft_age_log_probs", "expected_age", "normalize", "crop_and_resize",
+    "FrozenEstimator", "load_estimator", "read_workdir_config",
+    "restore_variables", "describe",
+]
