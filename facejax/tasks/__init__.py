@@ -8,6 +8,7 @@ TASKS = {
     "age_transformer": "facejax.tasks.age_transformer",
     "stargan": "facejax.tasks.stargan",
     "attribute_classifier": "facejax.tasks.attribute_classifier",
+    "swinface": "facejax.tasks.swinface",
 }
 
 
