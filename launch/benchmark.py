@@ -56,6 +56,7 @@ SUITE = (
     ("dex", "configs/dex.py", 8, 224),
     ("age_transformer", "configs/age_transformer.py", 8, 256),
     ("stargan", "configs/stargan.py", 16, 128),
+    ("swinface", "configs/swinface.py", 32, 112),
 )
 
 

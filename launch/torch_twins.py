@@ -36,13 +36,34 @@ def _resnet34_regressor(torch):
   return model, loss
 
 
+def _swinface_backbone(torch):
+  """timm's Swin-T at SwinFace's geometry (112 px, patch 2, window 7).
+
+  Only the backbone, a 512-d embedding and a softmax over 1,000 identities:
+  no analysis branches, so it does less work than facejax's SwinFace step.
+  """
+  import timm  # pylint: disable=g-import-not-at-top
+  model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
+                            img_size=112, patch_size=2, window_size=7,
+                            num_classes=512)
+  classifier = torch.nn.Linear(512, 1000, bias=False)
+  model = torch.nn.Sequential(model, classifier)
+  ce = torch.nn.CrossEntropyLoss()
+  loss = lambda out, target: ce(out, target.long() % 1000)
+  return model, loss
+
+
 TWINS: dict[str, Callable[[Any], tuple[Any, Callable]]] = {
     "age_regressor/resnet34": _resnet34_regressor,
+    "swinface/swin_t": _swinface_backbone,
 }
 
 
 def twin_name(config) -> str:
-  return f"{config.model.name}/{config.model.get('backbone', '')}"
+  backbone = config.model.get("backbone", "")
+  if config.model.get("name", "") == "swinface":
+    backbone = config.model.get("swin", {}).get("variant", backbone)
+  return f"{config.model.get('name', config.task)}/{backbone}"
 
 
 def time_train_step(name: str, batch_size: int, image_size: int,
