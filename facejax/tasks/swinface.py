@@ -1,0 +1,513 @@
+"""SwinFace multitask training: recognition + 42 analysis heads, masked.
+
+State-task form (`facejax.tasks.base`): one AdamW with two learning-rate
+groups (backbone at lr * optim.backbone_lr_scale, gradient clipping on the
+backbone only, as the reference) and the step-dependent age loss, which
+the supervised adapter cannot express.
+
+Each task's loss averages only over the samples that carry its label
+(`*_mask` fields of `facejax.data.multitask`); a sample without a label
+contributes exactly zero gradient to that head. Stage 1 trains the
+backbone, recognition subnet and identity classifier only; stage 2 starts
+from stage 1 (`model.init_from`) and trains everything.
+"""
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from facejax import optim
+from facejax.data import attribute_sets
+from facejax.data import multitask
+from facejax.data import transforms
+from facejax.models import swinface
+from facejax.tasks import base
+from facejax.train import state as state_lib
+
+NUM_ATTRS = len(swinface.BINARY_TASKS)
+# Columns of the binary heads in the `attrs` label vector.
+_ATTR_COL = {n: i for i, n in enumerate(swinface.BINARY_TASKS)}
+HIST_BINS = 400  # cosine-similarity histogram for verification metrics
+FAR_TARGET = 1e-3
+
+
+def _masked_mean(values, mask):
+  return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def verification_metrics(pos: np.ndarray, neg: np.ndarray,
+                         far: float = FAR_TARGET) -> dict[str, float]:
+  """Best-threshold accuracy and TAR@FAR from similarity histograms.
+
+  Bin i counts similarities in [-1 + i*w, -1 + (i+1)*w); a threshold at a
+  bin edge accepts every bin above it.
+  """
+  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+  n_pos, n_neg = max(pos.sum(), 1.0), max(neg.sum(), 1.0)
+  # Accepted above edge t (t = 0..bins): suffix sums.
+  tp = np.concatenate([np.cumsum(pos[::-1])[::-1], [0.0]])
+  fp = np.concatenate([np.cumsum(neg[::-1])[::-1], [0.0]])
+  acc = (tp + (n_neg - fp)) / (n_pos + n_neg)
+  ok = fp / n_neg <= far
+  tar = float(np.max(np.where(ok, tp / n_pos, 0.0)))
+  return {"verification_acc": float(acc.max()),
+          "tar_at_far": tar, "pairs": float(pos.sum() + neg.sum())}
+
+
+class Task:
+  """SwinFace (see module docstring)."""
+
+  best_metric = ("verification_acc", "max")
+  progress_keys = ("loss", "rec_loss", "analysis_loss")
+  finite_keys = ("loss", "grad_norm")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    if config.stage not in (1, 2):
+      raise ValueError(f"config key stage: 1 or 2, got {config.stage}")
+    self.stage = int(config.stage)
+    self.model = swinface.create(config.model)
+    size = self.model.backbone["img_size"]
+    if config.data.image_size != size:
+      raise ValueError(f"config key data.image_size={config.data.image_size}"
+                       f" differs from the backbone's img_size {size} "
+                       f"(config keys model.swin.*)")
+    if config.optim.name != "adamw":
+      raise ValueError("config key optim.name: SwinFace uses 'adamw'")
+    self.num_classes = self._num_classes()
+
+  # --- identity / shapes -------------------------------------------------
+  def meta(self) -> dict[str, Any]:
+    m = self.config.model
+    return {"task": "swinface", "model": m.name, "swin": m.swin.variant,
+            "num_classes": self.num_classes}
+
+  def _num_classes(self) -> int:
+    n = int(self.config.model.num_identities)
+    if not n:
+      n = len(self._identity_split()[0])
+    k = max(1, int(self.config.model.classifier_multiple))
+    return -(-n // k) * k
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    s = self.config.data.image_size
+    out = {"image": np.zeros((batch_size, s, s, 3), np.float32),
+           "mask": np.ones((batch_size,), np.float32)}
+    for k, v in multitask.empty_labels(NUM_ATTRS).items():
+      out[k] = np.zeros((batch_size,) + v.shape, v.dtype)
+    return out
+
+  def describe(self, state) -> str:
+    n = state_lib.count_params(state.params["model"])
+    c = state_lib.count_params(state.params["id_classifier"])
+    return (f"swinface stage {self.stage} ({self.config.model.swin.variant})"
+            f": {n:,} params + {c:,} classifier ({self.num_classes} ids)")
+
+  # --- variables and optimizer --------------------------------------------
+  def _init_variables(self, rng):
+    s = self.config.data.image_size
+    images = jnp.zeros((1, s, s, 3), jnp.float32)
+    v = self.model.init({"params": rng, "dropout": rng}, images)
+    clf = swinface.CosFaceClassifier(self.num_classes)
+    c = clf.init(jax.random.fold_in(rng, 1),
+                 jnp.zeros((1, self.config.model.embedding_dim)))
+    return {"params": {"model": v["params"], "id_classifier": c["params"]},
+            "batch_stats": v["batch_stats"]}
+
+  def _labels(self, params):
+    """'backbone' | 'heads' | 'frozen' per parameter."""
+    def label(path, _):
+      top = path[0].key
+      sub = path[1].key if len(path) > 1 else ""
+      if top == "model" and sub == "swin":
+        return "backbone"
+      if self.stage == 1 and top == "model" and sub == "branches":
+        return "frozen"   # stage 1: recognition only
+      return "heads"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  def _tx(self):
+    cfg = self.config.optim
+    schedule = optim.create_schedule(cfg, self.config.total_steps)
+    scale = float(cfg.backbone_lr_scale)
+    adamw = lambda sched: optax.adamw(sched, weight_decay=cfg.weight_decay)
+    backbone = adamw(lambda step: schedule(step) * scale)
+    if cfg.clip_norm:
+      backbone = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                             backbone)
+    return optax.multi_transform(
+        {"backbone": backbone, "heads": adamw(schedule),
+         "frozen": optax.set_to_zero()}, self._labels), schedule
+
+  def init_state(self, rng):
+    v = self._init_variables(rng)
+    tx, _ = self._tx()
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=v["params"],
+        batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]))
+
+  def has_import(self) -> bool:
+    return bool(self.config.model.get("init_from", ""))
+
+  def import_pretrained(self, state):
+    """model.init_from: a facejax workdir (stage 1) or a SwinFace .pt."""
+    path = self.config.model.init_from
+    params, stats = state.params, state.batch_stats
+    if os.path.isdir(path):
+      from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+      from facejax import tasks  # pylint: disable=g-import-not-at-top
+      cfg = age_estimators.read_workdir_config(path, "model.init_from")
+      other = base.wrap(tasks.get(cfg.task)(cfg), cfg)
+      loaded, step = age_estimators.restore_variables(
+          path, cfg, other, "model.init_from")
+      params, stats = _merge(params, loaded["params"], path), _merge(
+          stats, loaded["batch_stats"], path)
+      logging.info("stage 1 weights from %s (step %d)", path, step)
+    else:
+      from facejax.models import swinface_import  # pylint: disable=g-import-not-at-top
+      variables = swinface_import.load_checkpoint(
+          path, {"params": params["model"], "batch_stats": stats})
+      params = dict(params, model=variables["params"])
+      stats = variables["batch_stats"]
+    tx, _ = self._tx()
+    return state.replace(params=params, batch_stats=stats,
+                         opt_state=tx.init(params))
+
+  def load_frozen(self):
+    return base.Frozen()
+
+  def learning_rate(self, step: int) -> float:
+    return float(self._tx()[1](step))
+
+  # --- train / eval ------------------------------------------------------
+  def _forward(self, params, batch_stats, images, train, rng=None):
+    model = self.model if self.stage == 2 or not train else (
+        self.model.clone(analysis=False))
+    variables = {"params": params["model"], "batch_stats": batch_stats}
+    if not train:
+      return model.apply(variables, images, train=False), batch_stats
+    out, new = model.apply(variables, images, train=True,
+                           rngs={"dropout": rng}, mutable=["batch_stats"])
+    # Stage 1 updates only the recognition statistics.
+    return out, {**batch_stats, **new["batch_stats"]}
+
+  def losses(self, out, params, batch, lam):
+    """Dict of every task's masked-mean loss (and the total)."""
+    cfg = self.config.loss
+    valid = batch["mask"]
+    cos = swinface.CosFaceClassifier(self.num_classes).apply(
+        {"params": params["id_classifier"]}, out["embedding"])
+    rec = swinface.cosface_loss(cos, batch["identity"], cfg.margin,
+                                cfg.scale)
+    losses = {"rec_loss": _masked_mean(rec, batch["identity_mask"] * valid)}
+    total = cfg.recognition_weight * losses["rec_loss"]
+    if self.stage == 2:
+      age = swinface.age_loss(out["Age"], batch["age"], lam, cfg.age_sigma)
+      expr = optax.softmax_cross_entropy_with_integer_labels(
+          out["Expression"], batch["expression"])
+      logits = jnp.stack([out[n] for n in swinface.BINARY_TASKS], 1)
+      attr = optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch["attrs"].astype(jnp.int32))           # [B, 40]
+      attr_mask = batch["attrs_mask"] * valid[:, None]
+      per_attr = (attr * attr_mask).sum(0) / jnp.maximum(
+          attr_mask.sum(0), 1.0)                               # [40]
+      losses["age_loss"] = _masked_mean(age, batch["age_mask"] * valid)
+      losses["expression_loss"] = _masked_mean(
+          expr, batch["expression_mask"] * valid)
+      losses["attr_loss"] = per_attr.mean()
+      analysis = (cfg.age_weight * losses["age_loss"]
+                  + losses["expression_loss"]
+                  + per_attr.sum())
+      losses["analysis_loss"] = analysis
+      total = total + cfg.analysis_weight * analysis
+    else:
+      losses["analysis_loss"] = jnp.zeros(())
+    losses["loss"] = total
+    return losses
+
+  def train_step(self, state, batch, frozen):
+    del frozen
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    lam = state.step.astype(jnp.float32) / self.config.total_steps
+
+    def loss_fn(params):
+      out, stats = self._forward(params, state.batch_stats, batch["image"],
+                                 True, rng)
+      losses = self.losses(out, params, batch, lam)
+      return losses["loss"], (losses, stats)
+
+    (_, (metrics, stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    tx, _ = self._tx()
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    return state.replace(step=state.step + 1, params=params,
+                         batch_stats=stats, opt_state=opt_state), metrics
+
+  def predict(self, state, images):
+    """Every head's output plus the L2-normalised embedding."""
+    out, _ = self._forward(state.params, state.batch_stats, images, False)
+    emb = out["embedding"]
+    out["embedding"] = emb * jax.lax.rsqrt(
+        jnp.sum(emb**2, -1, keepdims=True) + 1e-12)
+    return out
+
+  def eval_step(self, state, batch, frozen):
+    """Per-batch sums; `summarize` turns them into metrics."""
+    del frozen
+    b = batch["image"].shape[0]
+    # One forward pass over [image; image_b]: one compiled network.
+    both = self.predict(state, jnp.concatenate([batch["image"],
+                                                batch["image_b"]]))
+    out = jax.tree.map(lambda x: x[:b], both)
+    emb_b = both["embedding"][b:]
+    valid = batch["mask"]
+    sums = {}
+    # Verification: histograms of cos(a, b) for same / different pairs.
+    pair = batch["pair_mask"] * valid
+    sim = jnp.sum(out["embedding"] * emb_b, -1)
+    idx = jnp.clip(((sim + 1.0) / 2.0 * HIST_BINS).astype(jnp.int32), 0,
+                   HIST_BINS - 1)
+    onehot = jax.nn.one_hot(idx, HIST_BINS)
+    sums["ver_pos"] = (onehot * (pair * batch["same"])[:, None]).sum(0)
+    sums["ver_neg"] = (onehot * (pair * (1 - batch["same"]))[:, None]).sum(0)
+    m = batch["age_mask"] * valid
+    sums["age_abs_err"] = (jnp.abs(out["Age"] - batch["age"]) * m).sum()
+    sums["age_count"] = m.sum()
+    m = batch["expression_mask"] * valid
+    ok = jnp.argmax(out["Expression"], -1) == batch["expression"]
+    sums["expr_correct"] = (ok * m).sum()
+    sums["expr_count"] = m.sum()
+    logits = jnp.stack([out[n] for n in swinface.BINARY_TASKS], 1)
+    m = batch["attrs_mask"] * valid[:, None]
+    ok = jnp.argmax(logits, -1) == batch["attrs"].astype(jnp.int32)
+    sums["attr_correct"] = (ok * m).sum(0)                  # [40]
+    sums["attr_count"] = m.sum(0)
+    # Channel attention per branch and level, over labelled analysis rows.
+    sums["attention"] = (out["attention"] * valid[:, None, None]).sum(0)
+    sums["count"] = valid.sum()
+    return sums
+
+  @staticmethod
+  def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
+    out = verification_metrics(sums["ver_pos"], sums["ver_neg"])
+    if sums["age_count"]:
+      out["age_mae"] = float(sums["age_abs_err"] / sums["age_count"])
+    if sums["expr_count"]:
+      out["expression_acc"] = float(sums["expr_correct"] /
+                                    sums["expr_count"])
+    have = sums["attr_count"] > 0
+    if have.any():
+      acc = sums["attr_correct"][have] / sums["attr_count"][have]
+      out["attr_mean_acc"] = float(acc.mean())
+      g = _ATTR_COL["Gender"]
+      if have[g]:
+        out["gender_acc"] = float(sums["attr_correct"][g] /
+                                  sums["attr_count"][g])
+    return out
+
+  # --- data --------------------------------------------------------------
+  def data_root(self) -> str:
+    """Folder of the synthetic stand-ins (recorded by the training loop)."""
+    d = self.config.data
+    return os.path.abspath(d.root or d.synthetic_dir)
+
+  def _roots(self) -> dict[str, str]:
+    """Each source's folder; synthetic stand-ins written when empty."""
+    d = self.config.data
+    out = {}
+    writers = {"identity": ("fiw", dict(
+        num_families=int(d.identity.synthetic_families))),
+               "age": ("age_csv", dict(num=int(d.age.synthetic_num))),
+               "celeba": ("celeba", dict(num=int(d.celeba.synthetic_num))),
+               "expression": ("rafd", dict(
+                   num=int(d.expression.synthetic_num)))}
+    for kind, (layout, kwargs) in writers.items():
+      root = d[kind].root
+      if not root:
+        from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
+        root = synthetic.ensure(
+            layout, os.path.join(self.data_root(), kind),
+            size=int(d.synthetic_size), seed=int(d.synthetic_seed), **kwargs)
+        if kind == "identity":
+          root = os.path.join(root, "images")
+      out[kind] = root
+    return out
+
+  def _identity_split(self):
+    d = self.config.data.identity
+    folders = multitask.identity_folders(self._roots()["identity"],
+                                         "data.identity")
+    return multitask.split_identities(folders, d.valid_fraction,
+                                      self.config.seed)
+
+  def _sources(self, split: str) -> list:
+    """[identity, age, celeba, expression] sources of `split`."""
+    d = self.config.data
+    roots = self._roots()
+    train_ids, valid_ids = self._identity_split()
+    if split == "train":
+      ident = multitask.identity_source(train_ids, NUM_ATTRS)
+    else:
+      ident = multitask.PairSource(valid_ids, int(d.identity.num_pairs),
+                                   self.config.seed + (split == "test"),
+                                   NUM_ATTRS)
+    name = {"train": d.age.train_file, "valid": d.age.eval_file,
+            "test": d.age.test_file}[split]
+    age = multitask.age_source(os.path.join(roots["age"], name), NUM_ATTRS,
+                               d.age.gender_column, _ATTR_COL["Gender"],
+                               "data.age")
+    columns = [swinface.celeba_column(t) for t in swinface.BINARY_TASKS]
+    celeba = multitask.celeba_source(roots["celeba"], columns, split,
+                                     d.celeba, "data.celeba")
+    expr = multitask.expression_source(
+        roots["expression"], split, NUM_ATTRS, d.expression,
+        swinface.EXPRESSION_CLASSES, "data.expression")
+    return [ident, age, celeba, expr]
+
+  def source(self, split: str):
+    if split not in ("train", "valid", "test"):
+      raise ValueError(f"split {split!r}: train | valid | test")
+    srcs = self._sources(split)
+    if split == "train":
+      return srcs[0] if self.stage == 1 else attribute_sets.ConcatSource(
+          srcs)
+    cap = int(self.config.data.eval_max_per_source)
+    from facejax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
+    srcs = [s if len(s) <= cap else sources_lib.SubsetSource(s, range(cap))
+            for s in srcs]
+    return attribute_sets.ConcatSource(srcs[:1] if self.stage == 1 else srcs)
+
+  def balance(self, src):
+    return src
+
+  def expression_classes(self) -> tuple[str, ...]:
+    d = self.config.data.expression
+    return tuple(d.classes) or attribute_sets.rafd_classes(
+        self._roots()["expression"], d.train_dir, "data.expression")
+
+  def _base_preprocess(self, train: bool, k: int = 0):
+    d = self.config.data
+    aug = None
+    if train and d.augment.enabled:
+      aug = transforms.Augment(flip=d.augment.flip,
+                               scale_jitter=d.augment.scale_jitter,
+                               color_jitter=d.augment.color_jitter)
+    return transforms.Preprocess(
+        image_size=d.image_size, normalize=d.normalize, augment=aug,
+        seed=self.config.seed + k, skip_bad=d.skip_bad_records,
+        label_keys=())
+
+  def preprocess(self, train: bool):
+    return multitask.MultitaskPreprocess(self._base_preprocess(train),
+                                         NUM_ATTRS, pairs=not train)
+
+  def train_dataset(self, start_step: int = 0):
+    d = self.config.data
+    srcs = self._sources("train")
+    mix = (1.0, 0.0, 0.0, 0.0) if self.stage == 1 else tuple(d.mix)
+    if len(mix) != len(multitask.KINDS):
+      raise ValueError(f"config key data.mix: one share per source "
+                       f"{multitask.KINDS}, got {mix}")
+    counts = multitask.share_counts(d.batch_size, mix, "data.mix")
+    pres = [multitask.MultitaskPreprocess(self._base_preprocess(True, k),
+                                          NUM_ATTRS)
+            for k in range(len(srcs))]
+    return multitask.mixed_dataset(srcs, pres, counts, self.config.seed,
+                                   d.num_workers, start_step)
+
+  def baseline(self, train_src, eval_src) -> dict[str, float]:
+    del train_src, eval_src
+    return {"chance_verification_acc": 0.5}
+
+  # --- evaluation report -------------------------------------------------
+  def report(self, setup, state, split: str, out_dir: str) -> str:
+    """Per-task metrics and channel attention over FM1..FM4 (table + PNG).
+
+    Written to out_dir/swinface_<split>.{md,json,png}.
+    """
+    sums = setup.evaluate(state, self.source(split))
+    m = self.summarize(sums)
+    fmt = lambda k: f"{m[k]:.4f}" if k in m else "n/a"
+    lines = [f"## SwinFace on {split}", "",
+             "| task | metric | value |", "|---|---|---|",
+             f"| recognition | verification accuracy ({int(m['pairs'])} "
+             f"pairs) | {fmt('verification_acc')} |",
+             f"| recognition | TAR@FAR={FAR_TARGET:g} | {fmt('tar_at_far')} |",
+             f"| expression | accuracy | {fmt('expression_acc')} |",
+             f"| age | MAE (years) | {fmt('age_mae')} |",
+             f"| gender | accuracy | {fmt('gender_acc')} |",
+             f"| attributes | mean accuracy | {fmt('attr_mean_acc')} |"]
+    have = sums["attr_count"] > 0
+    if have.any():
+      lines += ["", "| attribute | accuracy | count |", "|---|---|---|"]
+      for i, name in enumerate(swinface.BINARY_TASKS):
+        if have[i]:
+          lines.append(f"| {name} | "
+                       f"{sums['attr_correct'][i] / sums['attr_count'][i]:.4f}"
+                       f" | {int(sums['attr_count'][i])} |")
+    att = np.asarray(sums["attention"]) / max(float(sums["count"]), 1.0)
+    levels = [f"FM{i + 1}" for i in range(att.shape[-1])]
+    lines += ["", "Channel attention (mean sigmoid gate) per branch over "
+              "the feature levels:", "",
+              "| branch | " + " | ".join(levels) + " |",
+              "|---|" + "---|" * len(levels)]
+    for (name, _), row in zip(swinface.BRANCHES, att):
+      lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row)
+                   + " |")
+    text = "\n".join(lines) + "\n"
+    if jax.process_index() == 0:
+      import json  # pylint: disable=g-import-not-at-top
+      os.makedirs(out_dir, exist_ok=True)
+      stem = os.path.join(out_dir, f"swinface_{split}")
+      with open(stem + ".md", "w") as f:
+        f.write(text)
+      with open(stem + ".json", "w") as f:
+        json.dump({"metrics": m, "attention": att.tolist(),
+                   "branches": [b for b, _ in swinface.BRANCHES]}, f,
+                  indent=2)
+      _attention_png(att, stem + ".png")
+    return text
+
+
+def _attention_png(att: np.ndarray, path: str) -> None:
+  """Grouped bars: per branch, the mean gate of each feature level."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(10, 3.5), dpi=100)
+  n_branch, n_level = att.shape
+  width = 0.8 / n_level
+  for lv in range(n_level):
+    ax.bar(np.arange(n_branch) + lv * width, att[:, lv], width,
+           label=f"FM{lv + 1}")
+  ax.set_xticks(np.arange(n_branch) + 0.4 - width / 2)
+  ax.set_xticklabels([b for b, _ in swinface.BRANCHES], rotation=30)
+  ax.set_ylabel("mean channel attention")
+  ax.legend(ncol=n_level)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _merge(current: Any, loaded: Any, path: str) -> Any:
+  """`loaded` values where the paths match (shapes checked), else current."""
+  flat_cur = {jax.tree_util.keystr(p): v for p, v in
+              jax.tree_util.tree_leaves_with_path(current)}
+  flat_new = {jax.tree_util.keystr(p): v for p, v in
+              jax.tree_util.tree_leaves_with_path(loaded)}
+  for k, v in flat_new.items():
+    if k in flat_cur and np.shape(flat_cur[k]) != np.shape(v):
+      raise ValueError(f"model.init_from {path}: {k} has shape "
+                       f"{np.shape(v)}, this model {np.shape(flat_cur[k])} "
+                       f"(same model.* and identities needed)")
+  leaves = [np.asarray(flat_new.get(jax.tree_util.keystr(p), v))
+            for p, v in jax.tree_util.tree_leaves_with_path(current)]
+  return jax.tree.unflatten(jax.tree.structure(current), leaves)

@@ -1,0 +1,120 @@
+r"""Every SwinFace prediction for face photos, and their embeddings.
+
+  python -m launch.analyze --workdir=runs/swinface_s2 face1.jpg dir/ \
+      [--npy_dir=embeddings] [--detect=false]
+
+Prints per image: expression, age, gender and the attributes predicted
+present (probability > 0.5); with --npy_dir writes the L2-normalised
+recognition embedding to <npy_dir>/<image name>.npy. Faces are detected
+and cropped as in launch.predict (--detect=false for aligned crops).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from facejax import parallel
+from facejax.data import face_detect
+from facejax.data import sources
+from facejax.data import transforms
+from facejax.models import swinface
+from launch import common
+from launch import restore
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "SwinFace training workdir.")
+_NPY = flags.DEFINE_string("npy_dir", "", "Write embeddings here (.npy).")
+_DETECT = flags.DEFINE_bool("detect", True, "Detect and crop the face.")
+_WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                           "Which checkpoint to use.")
+flags.mark_flag_as_required("workdir")
+
+
+def _expand_paths(args: list[str]) -> list[str]:
+  """Files as given; folders expanded to their image files (sorted)."""
+  paths = []
+  for arg in args:
+    if os.path.isdir(arg):
+      paths += sorted(os.path.join(arg, f) for f in os.listdir(arg)
+                      if f.lower().endswith(sources.IMAGE_EXTENSIONS))
+    else:
+      paths.append(arg)
+  return paths
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def analyze(setup, state, paths, npy_dir: str = "", detector=None
+            ) -> list[dict]:
+  """One dict of predictions per readable image (errors as 'error')."""
+  task = setup.task
+  pre = task.preprocess(train=False).base
+  classes = task.expression_classes()
+  rows = []
+  if npy_dir:
+    os.makedirs(npy_dir, exist_ok=True)
+  for path in paths:
+    try:
+      image = np.asarray(transforms.load_image(path))
+    except sources.DataError as e:
+      rows.append({"path": path, "error": str(e)})
+      continue
+    if detector is not None:
+      crop, _ = detector.detect_and_crop(image, margin=0.4)
+      image = image if crop is None else crop
+    x = pre((0, {"image": image}))["image"]
+    images = np.repeat(x[None], jax.local_device_count(), 0)
+    images = parallel.shard_batch({"image": images}, setup.mesh)["image"]
+    out = jax.tree.map(lambda a: np.asarray(a)[0],
+                       jax.device_get(setup.predict(state, images)))
+    row = {"path": path, "age": float(out["Age"]),
+           "expression": classes[int(np.argmax(out["Expression"]))],
+           "gender": "male" if _softmax(out["Gender"])[1] > 0.5
+                     else "female",
+           "attributes": {n: float(_softmax(out[n])[1])
+                          for n in swinface.BINARY_TASKS if n != "Gender"}}
+    if npy_dir:
+      np.save(os.path.join(npy_dir, os.path.basename(path) + ".npy"),
+              out["embedding"].astype(np.float32))
+    rows.append(row)
+  return rows
+
+
+def main(argv):
+  paths = _expand_paths(argv[1:])
+  if not paths:
+    common.fail("give one or more image files or folders after the flags")
+  common.start_jax()
+  try:
+    setup, state, _ = restore.restore(_WORKDIR.value, which=_WHICH.value)
+  except (FileNotFoundError, ValueError) as e:
+    common.fail(str(e))
+  if setup.config.task != "swinface":
+    common.fail(f"{_WORKDIR.value} is a {setup.config.task!r} workdir; "
+                "launch.analyze needs a swinface one")
+  detector = (face_detect.FaceDetector(multiple_faces="largest")
+              if _DETECT.value else None)
+  rows = analyze(setup, state, paths, _NPY.value, detector)
+  for r in rows:
+    if "error" in r:
+      print(f"{r['path']}\terror: {r['error']}", flush=True)
+      continue
+    present = [n for n, p in r["attributes"].items() if p > 0.5]
+    print(f"{r['path']}\texpression {r['expression']}\tage {r['age']:.1f}\t"
+          f"gender {r['gender']}\tattributes: {', '.join(present) or '-'}",
+          flush=True)
+  failures = sum("error" in r for r in rows)
+  if failures:
+    print(f"{failures} of {len(paths)} file(s) could not be read",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=common.parse_flags)
