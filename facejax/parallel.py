@@ -10,6 +10,7 @@ The same config runs on 1 CPU device, 8 fake ones or a pod: `-1` in
 """
 
 import math
+import os
 import re
 from typing import Any, Sequence
 
@@ -184,8 +185,60 @@ def check_batch_size(global_batch: int, mesh: Mesh, key: str) -> int:
   return global_batch // jax.process_count()
 
 
+# XLA:CPU flags facejax applies before the CPU backend starts. This jaxlib
+# hands convolutions to YNNPACK by default; its kernels, and their gradients
+# above all, are 2-3x slower on this 2-core AVX2 CPU than XLA's Eigen
+# convolutions (measured, docs/performance.md section 4). Dots and
+# reductions stay on YNNPACK. A flag the user already put in XLA_FLAGS wins.
+CPU_XLA_FLAGS = {
+    "xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
+_cpu_flags_active = False
+
+
+def cpu_native_conv_is_fast() -> bool:
+  """True when CPU convolutions run on XLA's Eigen path (CPU_XLA_FLAGS).
+
+  `facejax.models.layers.Conv(impl='auto')` then uses the native
+  convolution on CPU; otherwise it falls back to im2col matmuls.
+  """
+  return _cpu_flags_active
+
+
+def apply_cpu_xla_flags() -> bool:
+  """Adds CPU_XLA_FLAGS to XLA_FLAGS if JAX's backends have not started.
+
+  The flags only change how XLA:CPU compiles, so they are harmless on
+  GPU/TPU hosts. Returns whether they are in effect.
+  """
+  global _cpu_flags_active
+  # pylint: disable-next=g-import-not-at-top
+  from jax._src import xla_bridge
+  current = os.environ.get("XLA_FLAGS", "")
+  user_set = [k for k in CPU_XLA_FLAGS if f"--{k}=" in current]
+  if xla_bridge.backends_are_initialized():
+    # XLA reads XLA_FLAGS once, when the first backend starts.
+    if not _cpu_flags_active and not user_set:
+      logging.warning("JAX backends started before configure_runtime: "
+                      "XLA:CPU flags %s not applied", CPU_XLA_FLAGS)
+    return _cpu_flags_active
+  extra = " ".join(f"--{k}={v}" for k, v in CPU_XLA_FLAGS.items()
+                   if k not in user_set)
+  if extra:
+    os.environ["XLA_FLAGS"] = f"{current} {extra}".strip()
+  # The user's own value of a flag may keep YNNPACK convolutions.
+  _cpu_flags_active = not user_set or all(
+      "CONVOLUTION" not in (current.split(f"--{k}=")[1].split() or [""])[0]
+      for k in user_set)
+  return _cpu_flags_active
+
+
 def configure_runtime(compilation_cache_dir: str = "") -> None:
   """Process-wide JAX settings facejax relies on.
+
+  Call it before anything starts a JAX backend (jax.devices(), arrays):
+  it first adds the XLA:CPU flags of CPU_XLA_FLAGS to XLA_FLAGS.
 
   On CPU, non-partitionable threefry compiles parameter initialisation
   about 4x faster (measured: tiny ResNet init 36 s -> 9 s on 2 cores); its
@@ -193,6 +246,7 @@ def configure_runtime(compilation_cache_dir: str = "") -> None:
   initialise identically. Accelerators keep the partitionable default,
   which never materialises a full random tensor per device.
   """
+  apply_cpu_xla_flags()
   if jax.default_backend() == "cpu":
     jax.config.update("jax_threefry_partitionable", False)
   if compilation_cache_dir:

@@ -91,3 +91,39 @@ def test_im2col_conv_matches_xla_conv_and_its_gradients(kernel, strides,
   for a, b in zip(jax.tree.leaves(grads["im2col"]),
                   jax.tree.leaves(grads["xla"])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("window,strides,padding,size", [
+    (3, 2, 1, 9), (3, 2, 1, 8), (2, 2, 0, 6), (3, 1, 1, 5)])
+def test_max_pool_matches_flax_values_and_gradients(window, strides, padding,
+                                                    size):
+  from facejax.models.layers import max_pool  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  pads = ((padding, padding), (padding, padding))
+  ref = lambda x: nn.max_pool(x, (window,) * 2, (strides,) * 2, pads)
+  new = lambda x: max_pool(x, (window,) * 2, (strides,) * 2, pads)
+  np.testing.assert_array_equal(new(x), ref(x))
+  w = jax.random.normal(jax.random.key(1), ref(x).shape)
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * w))(x)
+  np.testing.assert_allclose(grad(new), grad(ref), rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_of_a_tie():
+  from facejax.models.layers import max_pool  # pylint: disable=g-import-not-at-top
+  x = jnp.zeros((1, 2, 2, 1))
+  g = jax.grad(lambda x: jnp.sum(max_pool(x, (2, 2), (2, 2),
+                                          ((0, 0), (0, 0)))))(x)
+  np.testing.assert_array_equal(g[0, :, :, 0], [[1, 0], [0, 0]])
+
+
+def test_cpu_xla_flags_route_convolutions_to_eigen():
+  # conftest calls configure_runtime before the backend starts.
+  from facejax import parallel  # pylint: disable=g-import-not-at-top
+  assert parallel.cpu_native_conv_is_fast()
+  # Shapes YNNPACK would take by default (small convs stay on Eigen anyway).
+  x, k = jnp.ones((32, 28, 28, 64)), jnp.ones((3, 3, 64, 64))
+  hlo = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                ).lower(x, k).compile().as_text()
+  assert "convolution(" in hlo and "__ynn_fusion" not in hlo, hlo

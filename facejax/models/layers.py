@@ -2,20 +2,24 @@
 
 `Conv` is a drop-in for `flax.linen.Conv` (same `kernel` [kh, kw, in, out]
 and `bias` parameters, so checkpoints and importers are unaffected) that
-can compute the convolution as patches @ kernel ("im2col"). XLA:CPU's
-native convolution is pathologically slow for some shapes that ResNets hit
-(measured on 2 cores, batch 32: a 3x3, 512-channel conv on a 2x2 map takes
-470 ms vs 12 ms as im2col; the gradient of a 3x3, 64-channel conv on 28x28
-takes 470 ms vs 138 ms), while a matmul runs near the machine's peak.
-`impl='auto'` uses im2col on CPU and the native convolution on GPU/TPU,
-where cuDNN and the TPU convolution units are the fast path.
+can compute the convolution as patches @ kernel ("im2col").
+`impl='auto'` picks the native convolution, except on a CPU backend whose
+convolutions still run on YNNPACK (facejax.parallel.configure_runtime was
+not called before the backend started): there im2col is faster. With the
+flags of `parallel.CPU_XLA_FLAGS`, XLA's Eigen convolutions beat im2col on
+every ResNet34 layer shape measured (docs/performance.md section 4).
+
+`max_pool` is `flax.linen.max_pool` with a cheaper gradient on CPU.
 """
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from facejax import parallel
 
 CONV_IMPLS = ("auto", "xla", "im2col")
 
@@ -62,7 +66,8 @@ class Conv(nn.Module):
       raise ValueError(f"config key model.conv_impl: unknown {impl!r}; "
                        f"choose one of {CONV_IMPLS}")
     if impl == "auto":
-      impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+      impl = ("im2col" if jax.default_backend() == "cpu"
+              and not parallel.cpu_native_conv_is_fast() else "xla")
     padding = tuple(tuple(p) for p in self.padding)
     if impl == "im2col":
       y = _im2col_conv(x, kernel, tuple(self.strides), padding)
@@ -74,3 +79,72 @@ class Conv(nn.Module):
       y = y + self.param("bias", self.bias_init, (self.features,),
                          jnp.float32).astype(self.dtype)
     return y
+
+
+def _pool_windows(xp, window, strides, out_hw):
+  """(dy, dx, strided window slice [B, H', W', C]) in row-major order."""
+  (kh, kw), (sh, sw), (ho, wo) = window, strides, out_hw
+  for dy in range(kh):
+    for dx in range(kw):
+      yield dy, dx, xp[:, dy:dy + sh * (ho - 1) + 1:sh,
+                       dx:dx + sw * (wo - 1) + 1:sw, :]
+
+
+def _max_pool_fwd(x, window, strides, padding):
+  (pt, pb), (pl, pr) = padding
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)),
+               constant_values=-jnp.inf)
+  ho = (xp.shape[1] - window[0]) // strides[0] + 1
+  wo = (xp.shape[2] - window[1]) // strides[1] + 1
+  y = None
+  for _, _, s in _pool_windows(xp, window, strides, (ho, wo)):
+    y = s if y is None else jnp.maximum(y, s)
+  return y, (xp, y)
+
+
+def _max_pool_bwd(window, strides, padding, res, g):
+  # Each output's gradient goes to the first maximum of its window (as
+  # in PyTorch), scattered back with strided (interior) padding: plain
+  # elementwise work that XLA fuses, where the reduce-window gradient
+  # builds index arrays and a scatter (2.7x slower, measured).
+  xp, y = res
+  (pt, pb), (pl, pr) = padding
+  ho, wo = y.shape[1], y.shape[2]
+  taken = jnp.zeros(y.shape, bool)
+  dxp = jnp.zeros(xp.shape, g.dtype)
+  zero = jnp.zeros((), g.dtype)
+  for dy, dx, s in _pool_windows(xp, window, strides, (ho, wo)):
+    hit = (s == y) & ~taken
+    taken = taken | hit
+    dxp = dxp + jax.lax.pad(jnp.where(hit, g, zero), zero, [
+        (0, 0, 0),
+        (dy, xp.shape[1] - dy - strides[0] * (ho - 1) - 1, strides[0] - 1),
+        (dx, xp.shape[2] - dx - strides[1] * (wo - 1) - 1, strides[1] - 1),
+        (0, 0, 0)])
+  h, w = xp.shape[1] - pt - pb, xp.shape[2] - pl - pr
+  return (dxp[:, pt:pt + h, pl:pl + w, :],)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, padding):
+  return _max_pool_fwd(x, window, strides, padding)[0]
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """NHWC max pooling, -inf padded; values equal `flax.linen.max_pool`.
+
+  Args:
+    x: [B, H, W, C] floats.
+    window: (kh, kw).
+    strides: (sh, sw).
+    padding: ((top, bottom), (left, right)).
+
+  Returns:
+    [B, H', W', C].
+  """
+  return _max_pool(x, tuple(window), tuple(strides),
+                   tuple(tuple(p) for p in padding))

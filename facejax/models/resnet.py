@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from facejax.models.layers import Conv
+from facejax.models.layers import max_pool
 
 # torchvision initialises convs with kaiming_normal(mode='fan_out').
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -77,7 +78,7 @@ class ResNet(nn.Module):
                      momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
