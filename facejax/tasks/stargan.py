@@ -1,0 +1,610 @@
+"""StarGAN on any number of CelebA- and RaFD-format data sets at once.
+
+State task (see `facejax.tasks.base`). One jitted step per global step:
+the discriminator is updated every step (WGAN-GP + masked domain
+classification), the generator every `loss.n_critic`-th step (adversarial
++ masked classification of the translation + L1 cycle reconstruction),
+selected with `lax.cond` so one compiled program serves every step and
+every data set (all examples carry the full label vector + mask).
+Data sets take turns per critic group (`pipeline.round_robin_dataset`
+with group = n_critic), so the generator steps cycle through them.
+
+Learning rates: 'linear' (the paper: constant, then linear decay to zero
+over the last `optim.decay_steps`, default the second half), 'official'
+(the official code's quirk: lr_init / decay_steps subtracted every
+`optim.lr_update_step` steps in the decay phase, i.e. almost no decay),
+or 'constant'.
+
+Evaluation: reconstruction L1 and the discriminator's opinion always;
+with `eval.classifier_workdir` (an `attribute_classifier` workdir on the
+same data sets) the classifier's accuracy on the requested attribute of
+translated images, vs on the untranslated inputs. `report()` gives the
+per-attribute table; `on_eval` writes workdir/samples/step_N.png.
+"""
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from PIL import Image
+
+from facejax import image_grid
+from facejax import parallel
+from facejax.data import attribute_sets as sets_lib
+from facejax.data import pipeline
+from facejax.data import transforms
+from facejax.models import stargan as model_lib
+
+SCHEDULES = ("linear", "official", "constant")
+_EVAL_SEED = 2**30  # fold_in offset of the evaluation targets
+
+
+@flax.struct.dataclass
+class GanState:
+  step: jax.Array          # int32 scalar: discriminator steps done
+  gen: Any                 # generator params
+  disc: Any                # discriminator params
+  gen_opt: Any
+  disc_opt: Any
+  g_metrics: Any           # the latest generator losses (for logging)
+
+
+@flax.struct.dataclass
+class Classifier:
+  """The frozen attribute classifier (evaluation only)."""
+  params: Any
+  batch_stats: Any
+
+
+@flax.struct.dataclass
+class NoClassifier:
+  """No classifier configured (eval.classifier_workdir empty)."""
+
+
+def learning_rate(cfg: ml_collections.ConfigDict, lr0: float,
+                  total_steps: int, step):
+  """The generator's or discriminator's lr at `step` (jnp or Python)."""
+  decay = int(cfg.decay_steps) if cfg.decay_steps >= 0 else total_steps // 2
+  decay = max(1, decay)
+  start = total_steps - decay
+  if cfg.schedule == "constant":
+    return lr0 * jnp.ones_like(jnp.asarray(step, jnp.float32))
+  if cfg.schedule == "linear":
+    frac = jnp.clip((jnp.asarray(step, jnp.float32) - start) / decay, 0, 1)
+    return lr0 * (1.0 - frac)
+  if cfg.schedule == "official":
+    # lr -= lr0 / decay after each step i+1 with (i+1) % U == 0, i+1 > start.
+    u = int(cfg.lr_update_step)
+    n = jnp.maximum(0, jnp.asarray(step) // u - start // u)
+    return lr0 * (1.0 - n.astype(jnp.float32) / decay)
+  raise ValueError(f"config key optim.schedule: unknown {cfg.schedule!r}; "
+                   f"choose one of {SCHEDULES}")
+
+
+def _wmean(x, w):
+  """Mean of per-example values x [B] with weights (the batch mask)."""
+  return (x * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def gradient_penalty(src_fn, x_hat: jax.Array) -> jax.Array:
+  """[B] (||d sum(D_src(x_hat)) / d x_hat_b||_2 - 1)^2 per example.
+
+  D has no batch-coupling layers, so the gradient of the sum gives every
+  example its own gradient (the reference's grad_outputs=ones).
+  """
+  grad = jax.grad(lambda x: src_fn(x).sum())(x_hat)
+  sq = jnp.sum(jnp.square(grad.reshape(grad.shape[0], -1)), axis=-1)
+  # The tiny epsilon keeps the second derivative finite at a zero gradient.
+  return jnp.square(jnp.sqrt(sq + 1e-12) - 1.0)
+
+
+class Task:
+  """StarGAN with multi-data-set masked labels."""
+
+  progress_keys = ("d_loss", "g_loss", "g_rec")
+  finite_keys = ("d_loss", "g_loss")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    m, d = config.model, config.data
+    self.layout = sets_lib.make_layout(d)
+    model_lib.check_geometry(d.image_size, m.d_repeat_num)
+    if config.loss.n_critic < 1:
+      raise ValueError("config key loss.n_critic must be >= 1")
+    if config.optim.schedule not in SCHEDULES:
+      raise ValueError(f"config key optim.schedule: unknown "
+                       f"{config.optim.schedule!r}; choose one of "
+                       f"{SCHEDULES}")
+    if m.target_mode not in sets_lib.TARGET_MODES:
+      raise ValueError(f"config key model.target_mode: unknown "
+                       f"{m.target_mode!r}; choose one of "
+                       f"{sets_lib.TARGET_MODES}")
+    dtype = jnp.dtype(m.get("dtype", "float32"))
+    self.gen = model_lib.Generator(m.g_conv_dim, m.g_repeat_num,
+                                   m.conv_impl, dtype)
+    self.disc = model_lib.Discriminator(d.image_size, m.d_conv_dim,
+                                        self.layout.cls_dim, m.d_repeat_num,
+                                        m.conv_impl, dtype)
+    o = config.optim
+    self.tx = optax.scale_by_adam(b1=o.b1, b2=o.b2)
+    self.classifier = None  # set by load_frozen when configured
+    self.best_metric = (("clf_target_acc", "max")
+                        if config.eval.classifier_workdir
+                        else ("rec_l1", "min"))
+
+  # --- identity / shapes -------------------------------------------------
+  def meta(self) -> dict[str, Any]:
+    m = self.config.model
+    return {"task": "stargan", "labels": self.layout.to_json(),
+            "image_size": self.config.data.image_size,
+            "g": [m.g_conv_dim, m.g_repeat_num],
+            "d": [m.d_conv_dim, m.d_repeat_num]}
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    s = self.config.data.image_size
+    label = np.zeros((batch_size, self.layout.label_dim), np.float32)
+    label[:, self.layout.cls_dim] = 1.0  # examples of data set 0
+    return {"image": np.zeros((batch_size, s, s, 3), np.float32),
+            "label": label, "dataset": np.zeros((batch_size,), np.int32),
+            "mask": np.ones((batch_size,), np.float32)}
+
+  def describe(self, state) -> str:
+    return (f"StarGAN: G {model_lib.count(state.gen):,} + D "
+            f"{model_lib.count(state.disc):,} params; labels "
+            f"{self.layout.summary()}")
+
+  # --- state -------------------------------------------------------------
+  def init_state(self, rng: jax.Array) -> GanState:
+    g_rng, d_rng = jax.random.split(rng)
+    s = self.config.data.image_size
+    x = jnp.zeros((1, s, s, 3), jnp.float32)
+    c = jnp.zeros((1, self.layout.label_dim), jnp.float32)
+    gen = self.gen.init(g_rng, x, c)["params"]
+    disc = self.disc.init(d_rng, x)["params"]
+    return self._state(gen, disc)
+
+  def _state(self, gen, disc) -> GanState:
+    zero = jnp.zeros((), jnp.float32)
+    return GanState(step=jnp.zeros((), jnp.int32), gen=gen, disc=disc,
+                    gen_opt=self.tx.init(gen), disc_opt=self.tx.init(disc),
+                    g_metrics={k: zero for k in ("g_loss", "g_fake",
+                                                 "g_rec", "g_cls")})
+
+  def has_import(self) -> bool:
+    return bool(self.config.model.get("init_from", ""))
+
+  def import_pretrained(self, state: GanState) -> GanState:
+    from facejax.models import stargan_import  # pylint: disable=g-import-not-at-top
+    m = self.config.model
+    logging.info("importing StarGAN weights from %s", m.init_from)
+    gen, disc = stargan_import.load(m.init_from, state.gen, state.disc,
+                                    m.g_repeat_num, m.d_repeat_num)
+    return self._state(gen, disc)
+
+  def learning_rate(self, step: int) -> float:
+    o = self.config.optim
+    return float(learning_rate(o, o.g_lr, self.config.total_steps, step))
+
+  # --- frozen classifier (evaluation) ------------------------------------
+  def load_frozen(self):
+    workdir = self.config.eval.classifier_workdir
+    if not workdir:
+      return NoClassifier()
+    params, batch_stats, clf_task, clf_config = load_classifier(workdir)
+    if clf_task.layout.to_json() != self.layout.to_json():
+      raise ValueError(
+          f"config key eval.classifier_workdir={workdir!r}: the classifier "
+          f"was trained on other labels ({clf_task.layout.summary()}) than "
+          f"this model's ({self.layout.summary()})")
+    self.classifier = clf_task
+    self.classifier_size = clf_config.data.image_size
+    return Classifier(params, batch_stats)
+
+  def _classify(self, frozen, images):
+    s = self.classifier_size
+    if images.shape[1] != s:
+      images = jax.image.resize(images, images.shape[:1] + (s, s, 3),
+                                "linear")
+    logits, _ = self.classifier.predict(frozen.params, frozen.batch_stats,
+                                        images)
+    return logits
+
+  # --- train / eval ------------------------------------------------------
+  def _d_losses(self, disc, gen, x, c_org, c_trg, w, rng):
+    lam = self.config.loss
+    src_real, cls_real = self.disc.apply({"params": disc}, x)
+    x_fake = jax.lax.stop_gradient(self.gen.apply({"params": gen}, x,
+                                                  c_trg))
+    src_fake, _ = self.disc.apply({"params": disc}, x_fake)
+    d_real = -_wmean(src_real.mean((1, 2, 3)), w)
+    d_fake = _wmean(src_fake.mean((1, 2, 3)), w)
+    d_cls = _wmean(sets_lib.masked_cls_loss(cls_real, c_org, self.layout), w)
+    alpha = jax.random.uniform(rng, (x.shape[0], 1, 1, 1))
+    x_hat = alpha * x + (1.0 - alpha) * x_fake
+    src_fn = lambda xh: self.disc.apply({"params": disc}, xh)[0]
+    d_gp = _wmean(gradient_penalty(src_fn, x_hat), w)
+    loss = d_real + d_fake + lam.lambda_cls * d_cls + lam.lambda_gp * d_gp
+    return loss, {"d_loss": loss, "d_real": d_real, "d_fake": d_fake,
+                  "d_cls": d_cls, "d_gp": d_gp}
+
+  def _g_losses(self, gen, disc, x, c_org, c_trg, w):
+    lam = self.config.loss
+    x_fake = self.gen.apply({"params": gen}, x, c_trg)
+    src, cls = self.disc.apply({"params": disc}, x_fake)
+    g_fake = -_wmean(src.mean((1, 2, 3)), w)
+    g_cls = _wmean(sets_lib.masked_cls_loss(cls, c_trg, self.layout), w)
+    x_rec = self.gen.apply({"params": gen}, x_fake, c_org)
+    g_rec = _wmean(jnp.abs(x - x_rec).mean((1, 2, 3)), w)
+    loss = g_fake + lam.lambda_rec * g_rec + lam.lambda_cls * g_cls
+    return loss, {"g_loss": loss, "g_fake": g_fake, "g_rec": g_rec,
+                  "g_cls": g_cls}
+
+  def _apply(self, params, opt_state, grads, lr):
+    updates, opt_state = self.tx.update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+    return params, opt_state
+
+  def train_step(self, state: GanState, batch: dict, frozen):
+    del frozen  # the classifier is for evaluation only
+    cfg, o = self.config, self.config.optim
+    rng = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
+    r_trg, r_gp = jax.random.split(rng)
+    x, c_org, w = batch["image"], batch["label"], batch["mask"]
+    c_trg = sets_lib.sample_targets(r_trg, c_org, self.layout,
+                                    cfg.model.target_mode)
+
+    d_grad = jax.grad(self._d_losses, has_aux=True)
+    grads, d_metrics = d_grad(state.disc, state.gen, x, c_org, c_trg, w,
+                              r_gp)
+    d_lr = learning_rate(o, o.d_lr, cfg.total_steps, state.step)
+    disc, disc_opt = self._apply(state.disc, state.disc_opt, grads, d_lr)
+
+    def g_update(operand):
+      gen, gen_opt = operand
+      g_grad = jax.grad(self._g_losses, has_aux=True)
+      grads, metrics = g_grad(gen, disc, x, c_org, c_trg, w)
+      g_lr = learning_rate(o, o.g_lr, cfg.total_steps, state.step)
+      gen, gen_opt = self._apply(gen, gen_opt, grads, g_lr)
+      return gen, gen_opt, metrics
+
+    def keep(operand):
+      gen, gen_opt = operand
+      return gen, gen_opt, state.g_metrics
+
+    # One program for both kinds of step (no recompiles): lax.cond runs
+    # only the taken branch.
+    is_g = (state.step + 1) % cfg.loss.n_critic == 0
+    gen, gen_opt, g_metrics = jax.lax.cond(
+        is_g, g_update, keep, (state.gen, state.gen_opt))
+    new_state = state.replace(step=state.step + 1, gen=gen, disc=disc,
+                              gen_opt=gen_opt, disc_opt=disc_opt,
+                              g_metrics=g_metrics)
+    metrics = {**d_metrics, **g_metrics, "g_step": is_g.astype(jnp.float32),
+               "image_mean": x.mean()}
+    return new_state, metrics
+
+  def translate(self, gen, images, labels):
+    """G(images, target labels) in [-1, 1]."""
+    return self.gen.apply({"params": gen}, images, labels)
+
+  def eval_step(self, state: GanState, batch: dict, frozen):
+    """Sums over a batch at fixed random targets (same for every batch)."""
+    x, c_org, w = batch["image"], batch["label"], batch["mask"]
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), _EVAL_SEED)
+    c_trg = sets_lib.sample_targets(rng, c_org, self.layout, "random")
+    x_fake = self.translate(state.gen, x, c_trg)
+    x_rec = self.translate(state.gen, x_fake, c_org)
+    cols = sets_lib.active_columns(c_org, self.layout) * w[:, None]
+    _, d_cls = self.disc.apply({"params": state.disc}, x_fake)
+    sums = {"count": w.sum(), "cols": cols.sum(),
+            "rec_l1": (jnp.abs(x - x_rec).mean((1, 2, 3)) * w).sum(),
+            "d_fake_acc": (sets_lib.block_correct(d_cls, c_trg, self.layout)
+                           * cols).sum()}
+    if isinstance(frozen, Classifier):
+      fake = self._classify(frozen, x_fake)
+      real = self._classify(frozen, x)
+      # Columns the target changed: did the classifier see the change?
+      changed = (jnp.abs(c_trg - c_org)[:, :self.layout.cls_dim] > 0.5)
+      changed = changed * cols
+      sums["changed"] = changed.sum()
+      for name, logits in (("clf_target_acc", fake), ("clf_input_acc", real)):
+        ok = sets_lib.block_correct(logits, c_trg, self.layout)
+        sums[name] = (ok * changed).sum()
+      sums["clf_real_acc"] = (sets_lib.block_correct(real, c_org,
+                                                     self.layout)
+                              * cols).sum()
+    return sums
+
+  @staticmethod
+  def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
+    n, cols = max(float(sums["count"]), 1.0), max(float(sums["cols"]), 1.0)
+    out = {"rec_l1": float(sums["rec_l1"]) / n,
+           "d_fake_acc": float(sums["d_fake_acc"]) / cols,
+           "count": float(sums["count"])}
+    if "changed" in sums:
+      changed = max(float(sums["changed"]), 1.0)
+      out["clf_target_acc"] = float(sums["clf_target_acc"]) / changed
+      out["clf_input_acc"] = float(sums["clf_input_acc"]) / changed
+      out["clf_real_acc"] = float(sums["clf_real_acc"]) / cols
+    return out
+
+  # --- data --------------------------------------------------------------
+  def data_root(self) -> str:
+    """Writes the synthetic stand-ins of sets without a root."""
+    sets_lib.ensure_synthetic(self.config.data)
+    return self.config.data.root or os.getcwd()
+
+  def sources(self, split: str) -> list:
+    self.data_root()
+    return [sets_lib.open_source(self.config.data, self.layout, k, split)
+            for k in range(self.layout.num_sets)]
+
+  def source(self, split: str):
+    """All data sets' `split` one after another (mixed eval batches)."""
+    return sets_lib.ConcatSource(self.sources(split))
+
+  def balance(self, src):
+    return src
+
+  def preprocess(self, train: bool) -> sets_lib.FacePreprocess:
+    d = self.config.data
+    return sets_lib.FacePreprocess(d.image_size, flip=train and d.flip,
+                                   seed=self.config.seed)
+
+  def train_dataset(self, start_step: int = 0):
+    """Data sets in turn, one critic group (n_critic steps) each."""
+    d = self.config.data
+    srcs = self.sources("train")
+    group = d.round_robin_group or self.config.loss.n_critic
+    pre = self.preprocess(train=True)
+    return pipeline.round_robin_dataset(
+        srcs, [pre] * len(srcs), d.batch_size, self.config.seed,
+        d.num_workers, start_step=start_step, group=group)
+
+  def baseline(self, train_src, eval_src) -> dict[str, float]:
+    del train_src, eval_src
+    return {}
+
+  # --- samples and report ------------------------------------------------
+  def sample_rows(self, split: str = "valid", per_set: int = 2):
+    """[(data set index, preprocessed example)] for sample grids."""
+    pre = self.preprocess(train=False)
+    rows = []
+    for k, src in enumerate(self.sources(split)):
+      for i in range(min(per_set, len(src))):
+        rows.append((k, pre((i, src[i]))))
+    return rows
+
+  def grid_columns(self) -> list[tuple[str, tuple[int, str] | None]]:
+    """[(title, (data set, attribute) or None for the input)]."""
+    columns = [("input", None)]
+    for k, block in enumerate(self.layout.blocks):
+      for name in block.names:
+        columns.append((f"{block.name}:{name}", (k, name)))
+    return columns
+
+  def grid_targets(self, k: int, label: np.ndarray) -> np.ndarray:
+    """[columns - 1, label_dim] targets of one example of data set k."""
+    settings = {n: t for n, _, t in
+                self.layout.target_settings(k, label[None])}
+    out = []
+    for _, (tk, name) in self.grid_columns()[1:]:
+      if tk == k:
+        out.append(settings[name][0])
+      else:
+        # Another data set's attribute: its block with the other mask
+        # (the reference's zero_rafd + mask_celeba and vice versa).
+        out.append(self.layout.encode(tk, self._first_setting(tk, name)))
+    return np.stack(out)
+
+  def translation_grid(self, gen, examples) -> Image.Image:
+    """Input + one column per target setting of every data set.
+
+    One generator call per row (all of the row's targets as one batch),
+    so every row runs the same compiled program.
+    """
+    columns = self.grid_columns()
+    rows = []
+    for k, ex in examples:
+      targets = self.grid_targets(k, np.asarray(ex["label"], np.float32))
+      images = np.repeat(np.asarray(ex["image"])[None], len(targets), 0)
+      fakes = np.asarray(self._translate_jit(gen, images, targets))
+      rows.append([ex["image"], *fakes])
+    return make_grid(rows, [c for c, _ in columns])
+
+  def _first_setting(self, k: int, name: str):
+    block = self.layout.blocks[k]
+    i = block.names.index(name)
+    if block.format == "rafd":
+      return i
+    values = np.zeros((block.size,), np.float32)
+    values[i] = 1.0
+    return values
+
+  @property
+  def _translate_jit(self):
+    if not hasattr(self, "_tj"):
+      self._tj = jax.jit(self.translate)
+    return self._tj
+
+  def on_eval(self, state, frozen, step: int, workdir: str) -> None:
+    del frozen
+    if jax.process_index() != 0:
+      return
+    n = self.config.eval.samples_per_set
+    if not n:
+      return
+    gen = jax.device_get(state.gen)
+    grid = self.translation_grid(gen, self.sample_rows("valid", n))
+    out = os.path.join(workdir, "samples")
+    os.makedirs(out, exist_ok=True)
+    grid.save(os.path.join(out, f"step_{step}.png"))
+
+  def _report_step(self, state, frozen, batch):
+    """Per example of a batch translated to `batch['target']`.
+
+    Returns rec [B] (L1 of the cycle reconstruction) and, with a
+    classifier, hit / base [B, cls_dim]: whether the classifier finds
+    each target column's value in the translation / in the input.
+    """
+    x, c_org, c_trg = batch["image"], batch["label"], batch["target"]
+    x_fake = self.translate(state.gen, x, c_trg)
+    x_rec = self.translate(state.gen, x_fake, c_org)
+    out = {"rec": jnp.abs(x_rec - x).mean((1, 2, 3)), "mask": batch["mask"]}
+    if isinstance(frozen, Classifier):
+      for key, images in (("hit", x_fake), ("base", x)):
+        logits = self._classify(frozen, images)
+        out[key] = sets_lib.block_correct(logits, c_trg, self.layout)
+    return out
+
+  def report(self, setup, state, split: str, out_dir: str) -> str:
+    """Per target attribute: classifier accuracy and reconstruction L1.
+
+    For each data set and each of its test-time target settings (hair
+    colour set / attribute flipped / expression), every image of the
+    split (up to eval.max_images per set) is translated; the separately
+    trained classifier is asked for the targeted attribute in the
+    translation and, as the baseline, in the untranslated input.
+    One compiled program serves every batch and target (padded batches).
+    """
+    frozen = setup.frozen
+    has_clf = isinstance(frozen, Classifier)
+    step_fn = setup.compile(self._report_step)
+    limit = self.config.eval.max_images
+    rows = []
+    for k, src in enumerate(self.sources(split)):
+      if limit and len(src) > limit:
+        src = _Head(src, limit)
+      block = self.layout.blocks[k]
+      stats = {}
+      for batch in pipeline.eval_batches(src, self.preprocess(False),
+                                         setup.eval_batch,
+                                         self.config.data.num_workers):
+        for name, j, c_trg in self.layout.target_settings(
+            k, batch["label"]):
+          inputs = {"image": batch["image"], "label": batch["label"],
+                    "target": c_trg, "mask": batch["mask"]}
+          out = jax.device_get(step_fn(
+              state, frozen, parallel.shard_batch(inputs, setup.mesh)))
+          keep = out["mask"] > 0
+          s = stats.setdefault(name, {"n": 0, "rec": 0.0, "hit": 0,
+                                      "base": 0})
+          s["n"] += int(keep.sum())
+          s["rec"] += float(out["rec"][keep].sum())
+          if has_clf:
+            s["hit"] += int(out["hit"][keep, j].sum())
+            s["base"] += int(out["base"][keep, j].sum())
+      for name, s in stats.items():
+        rows.append((block.name, name, s))
+    return _report_table(rows, split, int(jax.device_get(state.step)),
+                         has_clf, out_dir)
+
+
+def _report_table(rows, split: str, step: int, has_clf: bool,
+                  out_dir: str) -> str:
+  """The Markdown table (also written to out_dir with a JSON summary)."""
+  lines = [f"StarGAN {split} split, step {step}"
+           + ("" if has_clf else " (no eval.classifier_workdir: "
+              "classifier columns empty)"), "",
+           "| data set | target | images | classifier: translated | "
+           "classifier: input | rec L1 |",
+           "|---|---|---|---|---|---|"]
+  summary = {}
+  for set_name, name, s in rows:
+    n = max(s["n"], 1)
+    hit = f"{s['hit'] / n:.3f}" if has_clf else "-"
+    base = f"{s['base'] / n:.3f}" if has_clf else "-"
+    lines.append(f"| {set_name} | {name} | {s['n']} | {hit} | {base} | "
+                 f"{s['rec'] / n:.4f} |")
+    summary[f"{set_name}:{name}"] = {
+        "images": s["n"], "translated_acc": s["hit"] / n if has_clf
+        else None, "input_acc": s["base"] / n if has_clf else None,
+        "rec_l1": s["rec"] / n}
+  if has_clf and rows:
+    for set_name in dict.fromkeys(r[0] for r in rows):
+      mine = [s for name, _, s in rows if name == set_name]
+      tot = sum(s["n"] for s in mine)
+      hit = sum(s["hit"] for s in mine) / max(tot, 1)
+      base = sum(s["base"] for s in mine) / max(tot, 1)
+      lines.append(f"| {set_name} | mean | {tot} | {hit:.3f} | "
+                   f"{base:.3f} | |")
+      summary[f"{set_name}:mean"] = {"translated_acc": hit,
+                                     "input_acc": base}
+    tot = sum(s["n"] for _, _, s in rows)
+    hit = sum(s["hit"] for _, _, s in rows) / max(tot, 1)
+    base = sum(s["base"] for _, _, s in rows) / max(tot, 1)
+    lines.append(f"| all | mean | {tot} | {hit:.3f} | {base:.3f} | |")
+    summary["all"] = {"translated_acc": hit, "input_acc": base}
+  table = "\n".join(lines) + "\n"
+  if out_dir and jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"stargan_{split}.md"), "w") as f:
+      f.write(table)
+    with open(os.path.join(out_dir, f"stargan_{split}.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return table
+
+
+class _Head:
+  """The first `n` records of a source."""
+
+  def __init__(self, source, n: int):
+    self.source, self.n = source, n
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> dict:
+    return self.source[i]
+
+
+def load_classifier(workdir: str):
+  """(params, batch_stats, task, config) of an attribute_classifier run."""
+  from facejax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
+  from facejax.tasks import base  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found (config key eval.classifier_workdir): train the "
+        f"classifier first with configs/attribute_classifier.py")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if config.task != "attribute_classifier":
+    raise ValueError(f"config key eval.classifier_workdir={workdir!r} is a "
+                     f"{config.task!r} workdir, not attribute_classifier")
+  task = base.wrap(tasks.get(config.task)(config), config)
+  abstract = jax.eval_shape(task.init_state, jax.random.key(0))
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  step, best = checkpointer.best_step(), True
+  if step is None:
+    step, best = checkpointer.latest_step(), False
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir!r} (config key "
+                            f"eval.classifier_workdir)")
+  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  state = checkpointer.restore(
+      step, ckpt_lib.abstract_like(abstract,
+                                   jax.tree.map(lambda _: dev, abstract)),
+      best=best)
+  checkpointer.close()
+  state = jax.device_get(state)
+  return state.params, state.batch_stats, task.inner, config
+
+
+def make_grid(rows: list[list[np.ndarray]],
+              titles: list[str]) -> Image.Image:
+  """A grid of [-1, 1] images: one row per input, titled columns."""
+  size = rows[0][0].shape[1]
+  # Titles cut to the cell width (the default font is ~6 px a character).
+  short = [t.split(":")[-1][:max(3, (size + 2) // 6)] for t in titles]
+  return image_grid.make_grid(
+      [[transforms.denormalize(im, "unit") for im in row] for row in rows],
+      col_labels=short)
