@@ -1,0 +1,98 @@
+"""Spectrally normalised 2-D convolution, as torch.nn.utils.spectral_norm.
+
+`flax.linen.SpectralNorm` exists but differs from PyTorch in what it keeps:
+it stores only `u` and runs a power iteration even in inference, so an
+imported PyTorch model would not reproduce PyTorch's eval output. This
+module keeps PyTorch's semantics exactly, which the HRFAE importer needs:
+
+  training (update_stats=True): one power iteration from the stored u,
+      v = normalize(W^T u), u = normalize(W v)  (no gradient), store u, v;
+  inference (update_stats=False): the stored u and v, no iteration;
+  both: sigma = u . (W v) (gradient flows through W), kernel / sigma.
+
+W is the kernel as a matrix [O, kh*kw*I]. Here the kernel is [kh, kw, I, O]
+so the stored `v` is ordered (kh, kw, I); PyTorch orders it (I, kh, kw),
+which `facejax.models.hrfae_import` permutes. u, v live in the
+'spectral' collection (not trained, checkpointed with the model).
+"""
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from facejax.models import layers
+
+SPECTRAL = "spectral"  # variable collection of the u, v vectors
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """x / max(||x||, eps), as torch.nn.functional.normalize."""
+  return x / jnp.maximum(jnp.linalg.norm(x), eps)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+           impl: str) -> jax.Array:
+  """Unpadded NHWC convolution (the callers pad explicitly).
+
+  impl 'auto' is XLA's native convolution everywhere: this GAN step
+  differentiates through the discriminator twice (R1), and im2col's
+  kh*kw slices per conv made its CPU compile 2-4x slower (measured: 40 s
+  vs 17 s for the tiny discriminator's gradient) for no faster steps.
+  'im2col' (facejax.models.layers) can still be chosen.
+  """
+  if impl not in layers.CONV_IMPLS:
+    raise ValueError(f"config key model.conv_impl: unknown {impl!r}; "
+                     f"choose one of {layers.CONV_IMPLS}")
+  if impl == "auto":
+    impl = "xla"
+  if impl == "im2col":
+    return layers._im2col_conv(  # pylint: disable=protected-access
+        x, kernel, tuple(strides), ((0, 0), (0, 0)))
+  return jax.lax.conv_general_dilated(
+      x, kernel, tuple(strides), "VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class Conv(nn.Module):
+  """Unpadded conv with bias; spectral norm when `spectral` is True.
+
+  Parameters: `kernel` [kh, kw, I, O], `bias` [O]; spectral state:
+  `u` [O], `v` [kh*kw*I].
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  spectral: bool = True
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+  bias_init: Callable = nn.initializers.constant(0.01)
+  eps: float = 1e-12
+  dtype: Any = jnp.float32
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init,
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    if self.spectral:
+      w = kernel.reshape(-1, self.features).T  # [O, kh*kw*I] (PyTorch's W)
+      u_var = self.variable(
+          SPECTRAL, "u", lambda: l2_normalize(jax.random.normal(
+              self.make_rng("params"), (w.shape[0],)), self.eps))
+      v_var = self.variable(
+          SPECTRAL, "v", lambda: l2_normalize(jax.random.normal(
+              self.make_rng("params"), (w.shape[1],)), self.eps))
+      u, v = u_var.value, v_var.value
+      if update_stats and not self.is_initializing():
+        w_sg = jax.lax.stop_gradient(w)
+        v = l2_normalize(w_sg.T @ u, self.eps)
+        u = l2_normalize(w_sg @ v, self.eps)
+        u_var.value, v_var.value = u, v
+      sigma = jnp.dot(u, w @ v)
+      kernel = kernel / sigma
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype),
+               (self.strides, self.strides), self.impl)
+    return y + bias.astype(self.dtype)
