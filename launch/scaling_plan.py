@@ -86,7 +86,19 @@ def plan_state(config, mesh_shape: dict[str, int]) -> dict:
   fake_mesh = types.SimpleNamespace(shape=mesh_shape)
   sh = config.sharding
   d, f = mesh_shape["data"], mesh_shape["fsdp"]
-  out = {"params": 0, "optimizer": 0, "other": 0, "params_total": 0,
+  # Frozen networks (e.g. the age estimator) are step arguments: counted
+  # by their own shardings, with no gradients or optimizer state.
+  frozen = 0.0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(task.load_frozen()):
+    if hasattr(leaf, "shape"):
+      spec = parallel.spec_for(
+          parallel._path_str(path), leaf.shape,  # pylint: disable=protected-access
+          types.SimpleNamespace(shape=mesh_shape), tuple(
+              config.sharding.rules), config.sharding.fsdp_min_size_mb,
+          np.dtype(leaf.dtype).itemsize)
+      frozen += _bytes(leaf) / _shards(spec, mesh_shape)
+  out = {"frozen": frozen, "params": 0, "optimizer": 0, "other": 0,
+         "params_total": 0,
          "grad_allreduce": 0.0, "fsdp_gather": 0.0, "fsdp_scatter": 0.0,
          "sharded_over_model": [], "num_params": 0}
   for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
@@ -161,9 +173,10 @@ def report(config, mesh_shape, global_batch, act_config=None) -> str:
            f"{s['params_total']/gib:.2f} GiB unsharded) | "
            f"{s['params']/gib:.3f} |",
            f"| optimizer state | {s['optimizer']/gib:.3f} |",
+           f"| frozen networks (loss estimators) | {s['frozen']/gib:.3f} |",
            f"| other state (BN stats, SN vectors, step) | "
            f"{s['other']/gib:.4f} |"]
-  total = s["params"] + s["optimizer"] + s["other"]
+  total = s["params"] + s["optimizer"] + s["other"] + s["frozen"]
   flops = float("nan")
   if act_config is not None:
     act, flops = activation_bytes(act_config, local)
