@@ -193,7 +193,7 @@ def smoke_run(tmp_path_factory):
 
 def test_report_and_analyze(smoke_run, tmp_path):
   workdir, _ = smoke_run
-  from launch import analyze  # pylint: disable=g-import-not-at-top
+  from facejax import swinface_analysis  # pylint: disable=g-import-not-at-top
   from launch import restore  # pylint: disable=g-import-not-at-top
   setup, state, _ = restore.restore(workdir, which="latest")
   text = setup.task.report(setup, state, "valid", str(tmp_path))
@@ -201,7 +201,7 @@ def test_report_and_analyze(smoke_run, tmp_path):
   assert os.path.getsize(tmp_path / "swinface_valid.png") > 1000
   images = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(
       setup.task._roots()["expression"]) for f in fs if f.endswith(".png"))
-  rows = analyze.analyze(setup, state, images[:3], npy_dir=str(tmp_path))
+  rows = swinface_analysis.analyze(setup, state, images[:3], npy_dir=str(tmp_path))
   assert len(rows) == 3 and rows[0]["expression"] in (
       setup.task.expression_classes())
   emb = np.load(tmp_path / (os.path.basename(images[0]) + ".npy"))
