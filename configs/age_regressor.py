@@ -46,21 +46,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.age_scale = 30.0
   c.model.init_from = ""     # .pth/.safetensors in torchvision/timm names
 
-  c.data = ml_collections.ConfigDict()
-  c.data.root = ""           # empty: the bundled synthetic data set
-  c.data.synthetic_dir = "data/synthetic/age_csv"
-  c.data.synthetic_num = 1500 if smoke else 4000
-  c.data.synthetic_size = 64 if smoke else 128
-  c.data.synthetic_seed = 0
-  c.data.train_file = "train.csv"
-  c.data.eval_file = "valid.csv"
-  c.data.test_file = "test.csv"
-  c.data.image_dir = ""      # default: the CSV's folder
-  c.data.path_column = "path"
-  c.data.age_column = "age"
-  c.data.min_age = 0.0
-  c.data.max_age = 100.0
-  c.data.tfds_dir = ""       # a data set written by launch.prepare_data
+  c.data = common.age_csv_data(smoke, synthetic_size=64 if smoke else 128)
   c.data.image_size = 32 if smoke else 64
   c.data.crop_fraction = 1.0
   c.data.normalize = "imagenet"

@@ -24,3 +24,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.wandb.project = "facejax"
   c.wandb.mode = "offline"
   return c
+
+
+def age_csv_data(smoke: bool, synthetic_size: int) -> ml_collections.ConfigDict:
+  """The `data` keys of an age-CSV data set (the bundled synthetic one by
+  default); models add image size, normalisation and batching."""
+  d = ml_collections.ConfigDict()
+  d.root = ""           # empty: the bundled synthetic data set
+  d.synthetic_dir = "data/synthetic/age_csv"
+  d.synthetic_num = 1500 if smoke else 4000
+  d.synthetic_size = synthetic_size
+  d.synthetic_seed = 0
+  d.train_file = "train.csv"
+  d.eval_file = "valid.csv"
+  d.test_file = "test.csv"
+  d.image_dir = ""      # default: the CSV's folder
+  d.path_column = "path"
+  d.age_column = "age"
+  d.min_age = 0.0
+  d.max_age = 100.0
+  d.tfds_dir = ""       # a data set written by launch.prepare_data
+  return d

@@ -50,21 +50,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # DEX .pth (keys conv*_*, fc6, fc7, fc8_101) or ImageNet VGG-16 weights.
   c.model.init_from = ""
 
-  c.data = ml_collections.ConfigDict()
-  c.data.root = ""           # empty: the bundled synthetic data set
-  c.data.synthetic_dir = "data/synthetic/age_csv"
-  c.data.synthetic_num = 1500 if smoke else 4000
-  c.data.synthetic_size = 64 if smoke else 128
-  c.data.synthetic_seed = 0
-  c.data.train_file = "train.csv"
-  c.data.eval_file = "valid.csv"
-  c.data.test_file = "test.csv"
-  c.data.image_dir = ""      # default: the CSV's folder
-  c.data.path_column = "path"
-  c.data.age_column = "age"
-  c.data.min_age = 0.0
-  c.data.max_age = 100.0
-  c.data.tfds_dir = ""       # a data set written by launch.prepare_data
+  c.data = common.age_csv_data(smoke, synthetic_size=64 if smoke else 128)
   # The released model is 224 px; fc6's width follows the input size.
   c.data.image_size = 32 if smoke else 224
   c.data.crop_fraction = 1.0
