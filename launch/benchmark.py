@@ -47,6 +47,10 @@ _PEAK = flags.DEFINE_bool("measure_peak", True, "Time a large f32 matmul "
 _SUITE = flags.DEFINE_bool("suite", False, "Benchmark every model in SUITE "
                            "(and its PyTorch twin where one exists).")
 _ONLY = flags.DEFINE_list("only", [], "With --suite: these entries only.")
+_LOADER = flags.DEFINE_integer(
+    "loader_batches", 10, "Also time this many batches of the config's "
+    "real input pipeline (decode + augment) for data-loader images/s; 0: "
+    "skip.")
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
                                    "also time the twin under torch.compile.")
 
@@ -137,16 +141,41 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
       "loss_finite": all(bool(np.isfinite(float(metrics[k])))
                          for k in setup.task.finite_keys),
   }
+  result.update(loader_throughput(setup, _LOADER.value))
   if peak:
     result["matmul_peak_gflops"] = peak
     result["fraction_of_peak"] = result["achieved_gflops"] / peak
   return result
 
 
+def loader_throughput(setup, batches: int) -> dict:
+  """Images/s of this process's training input pipeline alone.
+
+  The step is fed if this is well above the step's images/s; the first
+  batch (worker start-up, file listing) is not timed.
+  """
+  if batches <= 0:
+    return {}
+  try:
+    it = loop.train_iterator(setup)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+      next(it)
+    seconds = time.perf_counter() - t0
+  except Exception as e:  # pylint: disable=broad-except
+    # No data on disk for this config: the step timing still stands.
+    first = (str(e).splitlines() or [""])[0]
+    return {"loader_note": f"not measured: {type(e).__name__}: {first}"}
+  return {"loader_images_per_s": batches * setup.local_batch / seconds,
+          "loader_workers": setup.config.data.num_workers}
+
+
 def markdown(rows: list[dict]) -> str:
   head = ("| model | batch | size | devices | compile s | step s (p10-p90) "
-          "| img/s | GFLOP/step | GFLOP/s | % peak | peak MB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "| img/s | loader img/s | GFLOP/step | GFLOP/s | % peak "
+          "| peak MB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
   lines = [head]
   for r in rows:
     frac = r.get("fraction_of_peak")
@@ -156,6 +185,7 @@ def markdown(rows: list[dict]) -> str:
         f"{r['image_size']} | {r['devices']} | {r['compile_s']:.1f} | "
         f"{r['step_s_median']:.3f} ({r['step_s_p10']:.3f}-"
         f"{r['step_s_p90']:.3f}) | {r['images_per_s']:.1f} | "
+        f"{r.get('loader_images_per_s', float('nan')):.0f} | "
         f"{r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | "
         f"{'' if frac is None else f'{100 * frac:.0f}%'} | "
         f"{'' if mem is None else f'{mem:.0f}'} |")

@@ -63,14 +63,17 @@ def test_evaluate_prints_decade_table_and_plot(trained):
   assert Image.open(os.path.join(trained, "eval_test.png")).size[0] > 100
 
 
-def test_benchmark_writes_table_and_json(tmp_path):
+def test_benchmark_writes_table_and_json(age_data, tmp_path):
   out = _run(["launch.benchmark", "--config=configs/age_regressor.py:smoke",
+              f"--config.data.root={age_data}", "--loader_batches=3",
               "--steps=3", "--warmup=1", f"--workdir={tmp_path}",
               "--measure_peak=false"])
   assert "| model | batch |" in out.stdout
   row = json.loads(open(tmp_path / "benchmark.jsonl").readline())
   assert row["gflop_per_step"] > 0 and row["step_s_median"] > 0
   assert row["loss_finite"]
+  # The input pipeline alone, on the smoke data, is timed beside the step.
+  assert row["loader_images_per_s"] > 0, row
 
 
 def test_unknown_config_key_on_the_command_line(tmp_path):
