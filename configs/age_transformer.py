@@ -62,6 +62,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.num_res_blocks = 1 if smoke else 4  # reference: 4
   c.model.dtype = "float32"  # 'bfloat16' for compute on GPU/TPU
   c.model.conv_impl = "auto"  # auto | xla | im2col
+  # jax.checkpoint per conv block: recompute activations in the backward
+  # pass (about 1/3 more compute) to fit 1024 px batches in memory.
+  c.model.remat = False
   # The official checkpoint (logs/001/checkpoint, or a folder holding
   # enc/dec/mlp_style[/dis].pth.tar); see facejax.models.hrfae_import.
   c.model.init_from = ""

@@ -51,6 +51,16 @@ def _upsample2(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def _conv_block(remat: bool):
+  """ConvBlock, or a rematerialised one (`model.remat`: large images).
+
+  With remat only each block's input is kept for the backward pass; the
+  padded input, conv output and normalised map are recomputed. Parameter
+  names are unchanged, so checkpoints load either way.
+  """
+  return nn.remat(ConvBlock, static_argnums=(2,)) if remat else ConvBlock
+
+
 class ConvBlock(nn.Module):
   """Reflect pad k//2 -> conv (spectral norm) -> norm -> LeakyReLU(0.2)."""
   features: int
@@ -84,12 +94,14 @@ class ResBlock(nn.Module):
   features: int
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
     kw = dict(dtype=self.dtype, conv_impl=self.conv_impl)
-    y = ConvBlock(self.features, 3, name="block_0", **kw)(x, update_stats)
-    y = ConvBlock(self.features, 3, name="block_1", **kw)(y, update_stats)
+    block = _conv_block(self.remat)
+    y = block(self.features, 3, name="block_0", **kw)(x, update_stats)
+    y = block(self.features, 3, name="block_1", **kw)(y, update_stats)
     return x + y
 
 
@@ -99,18 +111,20 @@ class Encoder(nn.Module):
   num_res_blocks: int = 4
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
     kw = dict(dtype=self.dtype, conv_impl=self.conv_impl)
     w = self.width
-    x = ConvBlock(w, 9, name="conv_1", **kw)(x, update_stats)
-    skip_2 = ConvBlock(2 * w, 3, 2, name="conv_2", **kw)(x, update_stats)
-    skip_1 = ConvBlock(4 * w, 3, 2, name="conv_3", **kw)(skip_2,
-                                                         update_stats)
+    block = _conv_block(self.remat)
+    x = block(w, 9, name="conv_1", **kw)(x, update_stats)
+    skip_2 = block(2 * w, 3, 2, name="conv_2", **kw)(x, update_stats)
+    skip_1 = block(4 * w, 3, 2, name="conv_3", **kw)(skip_2, update_stats)
     x = skip_1
     for i in range(self.num_res_blocks):
-      x = ResBlock(4 * w, name=f"res_block_{i}", **kw)(x, update_stats)
+      x = ResBlock(4 * w, name=f"res_block_{i}", remat=self.remat, **kw)(
+          x, update_stats)
     return x, skip_1, skip_2
 
 
@@ -133,17 +147,19 @@ class Decoder(nn.Module):
   width: int = 32
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  remat: bool = False
 
   @nn.compact
   def __call__(self, content, age_vec, skip_1, skip_2,
                update_stats: bool = False):
     kw = dict(dtype=self.dtype, conv_impl=self.conv_impl)
     w = self.width
+    block = _conv_block(self.remat)
     x = content * age_vec[:, None, None, :].astype(content.dtype)
     x = jnp.concatenate([x, skip_1], axis=-1)               # [B, H/4, 8w]
-    x = ConvBlock(2 * w, 3, name="conv_1", **kw)(_upsample2(x), update_stats)
+    x = block(2 * w, 3, name="conv_1", **kw)(_upsample2(x), update_stats)
     x = jnp.concatenate([x, skip_2], axis=-1)               # [B, H/2, 4w]
-    x = ConvBlock(w, 3, name="conv_2", **kw)(_upsample2(x), update_stats)
+    x = block(w, 3, name="conv_2", **kw)(_upsample2(x), update_stats)
     x = _reflect(x, 4)
     x = spectral_norm.Conv(3, 9, spectral=False, name="conv_3",
                            **{"dtype": self.dtype, "impl": self.conv_impl})(x)
@@ -160,9 +176,10 @@ class Generator(nn.Module):
   num_res_blocks: int = 4
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  remat: bool = False  # jax.checkpoint per conv block (1024 px training)
 
   def setup(self):
-    kw = dict(dtype=self.dtype, conv_impl=self.conv_impl)
+    kw = dict(dtype=self.dtype, conv_impl=self.conv_impl, remat=self.remat)
     self.enc = Encoder(self.width, self.num_res_blocks, **kw)
     self.dec = Decoder(self.width, **kw)
     self.mod = ModNet(4 * self.width)

@@ -211,6 +211,8 @@ class SwinBackbone(nn.Module):
   mlp_ratio: float = 4.0
   drop_path_rate: float = 0.1
   dtype: Any = jnp.float32
+  # jax.checkpoint per block: keep only block inputs for the backward pass.
+  remat: bool = False
 
   def stage_resolutions(self) -> list[int]:
     r = self.img_size // self.patch_size
@@ -235,10 +237,12 @@ class SwinBackbone(nn.Module):
     rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
     fms, k = [], 0
     n_stages = len(self.depths)
+    block = (nn.remat(SwinBlock, static_argnums=(2,)) if self.remat
+             else SwinBlock)
     for s, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
       window, shift = stage_geometry(x.shape[1], self.window)
       for b in range(depth):
-        x = SwinBlock(heads, window, shift if b % 2 else 0, self.mlp_ratio,
+        x = block(heads, window, shift if b % 2 else 0, self.mlp_ratio,
                       float(rates[k]), name=f"layers_{s}_blocks_{b}")(
                           x, train)
         k += 1

@@ -243,6 +243,7 @@ def create(cfg) -> SwinFace:
     if cfg.swin.get(key, ()):
       backbone[key] = tuple(int(v) for v in cfg.swin[key])
   backbone["drop_path_rate"] = float(cfg.swin.drop_path_rate)
+  backbone["remat"] = bool(cfg.swin.get("remat", False))
   if len(backbone["depths"]) != len(backbone["num_heads"]):
     raise ValueError("config keys model.swin.depths / num_heads: lengths "
                      "differ")

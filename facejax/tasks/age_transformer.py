@@ -193,7 +193,8 @@ class Task(age_regression.Task):
     dtype = jnp.dtype(m.get("dtype", "float32"))
     self.gen = hrfae.Generator(width=m.gen_width,
                                num_res_blocks=m.num_res_blocks, dtype=dtype,
-                               conv_impl=m.conv_impl)
+                               conv_impl=m.conv_impl,
+                               remat=bool(m.get("remat", False)))
     self.disc = hrfae.Discriminator(width=m.disc_width, dtype=dtype,
                                     conv_impl=m.conv_impl)
     self.stages = self._check_stages()
