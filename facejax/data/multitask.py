@@ -37,7 +37,6 @@ from facejax.data import transforms
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
 
 KINDS = ("identity", "age", "celeba", "expression")
-_ENDLESS = 2**40
 
 
 def empty_labels(num_attrs: int) -> dict[str, np.ndarray]:
@@ -298,9 +297,6 @@ def mixed_dataset(sources: Sequence, preprocesses: Sequence,
       order = pipeline.GlobalOrder(len(src), seed + k, n,
                                    jax.process_index(), jax.process_count())
       parts.append((src, order, pre))
-  ds = grain.MapDataset.range(start_step, _ENDLESS).map(
+  ds = grain.MapDataset.range(start_step, pipeline.ENDLESS).map(
       _LoadMixedBatch(parts))
-  ds = ds.to_iter_dataset()
-  if num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-  return ds
+  return pipeline.prefetch(ds.to_iter_dataset(), num_workers)

@@ -19,7 +19,7 @@ import numpy as np
 
 from facejax.data.transforms import Preprocess
 
-_ENDLESS = 2**40  # number of (lazily built) training steps
+ENDLESS = 2**40  # number of (lazily built) training steps
 
 
 class ProcessSlice:
@@ -147,7 +147,7 @@ class _LoadEvalBatch:
     return _stack(examples)
 
 
-def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+def prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   if num_workers > 0:
     return ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers))
@@ -165,9 +165,9 @@ def train_dataset(source, preprocess: Preprocess | Staged, global_batch: int,
   """
   order = GlobalOrder(len(source), seed, global_batch, jax.process_index(),
                       jax.process_count())
-  ds = grain.MapDataset.range(start_step, _ENDLESS).map(
+  ds = grain.MapDataset.range(start_step, ENDLESS).map(
       _LoadTrainBatch(source, order, preprocess))
-  return _prefetch(ds.to_iter_dataset(), num_workers)
+  return prefetch(ds.to_iter_dataset(), num_workers)
 
 
 def round_robin_dataset(sources: Sequence, preprocesses: Sequence,
@@ -191,9 +191,9 @@ def round_robin_dataset(sources: Sequence, preprocesses: Sequence,
                                        jax.process_index(),
                                        jax.process_count()), pre)
       for k, (src, pre) in enumerate(zip(sources, preprocesses))]
-  ds = grain.MapDataset.range(start_step, _ENDLESS).map(
+  ds = grain.MapDataset.range(start_step, ENDLESS).map(
       _LoadRoundRobinBatch(loaders, group))
-  return _prefetch(ds.to_iter_dataset(), num_workers)
+  return prefetch(ds.to_iter_dataset(), num_workers)
 
 
 def eval_batches(source, preprocess: Preprocess, global_batch: int,
@@ -203,4 +203,4 @@ def eval_batches(source, preprocess: Preprocess, global_batch: int,
   load = _LoadEvalBatch(source, preprocess, ProcessSlice(
       global_batch, jax.process_index(), jax.process_count()))
   ds = grain.MapDataset.range(num_batches).map(load)
-  return iter(_prefetch(ds.to_iter_dataset(), num_workers))
+  return iter(prefetch(ds.to_iter_dataset(), num_workers))

@@ -9,6 +9,9 @@ TASKS = {
     "stargan": "facejax.tasks.stargan",
     "attribute_classifier": "facejax.tasks.attribute_classifier",
     "swinface": "facejax.tasks.swinface",
+    "kinship": "facejax.tasks.kinship",
+    "caricature": "facejax.tasks.caricature",
+    "sphereface": "facejax.tasks.sphereface",
 }
 
 

@@ -1,0 +1,671 @@
+"""Kinship verification on FIW-format data (a state task, tasks/base.py).
+
+config.model.head:
+  cosine  a shared backbone embeds both faces (one pass over [a; b]); the
+          loss (config.loss.name) trains it: 'contrastive' (TeamCNU) or
+          'hcl' on a projection head, 'triplet' on the L2-normalised
+          backbone embeddings (batch-hard with loss.batch_hard). The
+          verification score is the cosine of the backbone embeddings.
+  rbkin   both faces rendered at rbkin.ages (20..60) by a frozen age
+          transformer (config rbkin.age_transformer: a trained
+          age_transformer workdir), embedded by the backbone and fused by
+          the RBKin net into 2 logits; 'ce' on positives (a_i, b_i) and
+          in-batch negatives (a_i, b_{i+1}). Score: P(kin).
+Training batches come from the kinship batch sampler (facejax.data.kinship):
+positive pairs of distinct families, so in-batch cross pairs are
+non-relatives. Options: model.relation_head (multitask: relation type of
+each positive pair), debias.enabled (KFC: a demographic-group head behind a
+gradient-reversal layer on the backbone embeddings, plus per-pair fair
+margins in the contrastive loss whose per-group means are logged).
+model.backbone: an age_regressor backbone name (tiny | resnet18 |
+resnet34 | ...) trained here, or 'frozen': the backbone of
+model.frozen_workdir (an age_regression or kinship run), never optimised;
+then the projection head trains with any loss and verification uses the
+cosine of the projections.
+
+Evaluation (`report`, launch.evaluate): the RFIW protocol -- the threshold
+maximising Youden's J (TPR - FPR) on the validation list, then accuracy per
+relation and over all pairs (micro), ROC AUC, TAR at FAR 1e-2 / 1e-3,
+accuracy per demographic group, a Markdown table and a ROC PNG.
+"""
+
+import json
+import os
+import types
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facejax import kinship_losses as losses
+from facejax import optim
+from facejax import parallel
+from facejax import verification
+from facejax.data import kinship as kin_data
+from facejax.data import pipeline
+from facejax.data import transforms
+from facejax.models import age_regressor
+from facejax.models import kinship as kin_models
+from facejax.tasks import base
+from facejax.train import state as state_lib
+
+HEADS = ("cosine", "rbkin")
+LOSSES = {"cosine": ("contrastive", "hcl", "triplet"), "rbkin": ("ce",)}
+THRESHOLD_FILE = "kinship_threshold.json"
+
+
+@jax.jit
+def _cosine(a, b):
+  a, b = kin_models.l2_normalize(a), kin_models.l2_normalize(b)
+  return (a * b).sum(-1)
+
+
+# ---------------------------------------------------------------------------
+# Frozen networks from other workdirs.
+# ---------------------------------------------------------------------------
+
+
+def _restore_state(workdir: str, task, seed: int, key: str):
+  """The state-task state of `workdir`'s best (else latest) checkpoint."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax import checkpoint as ckpt_lib
+  abstract = jax.eval_shape(task.init_state, jax.random.key(seed))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = ckpt_lib.abstract_like(
+      abstract, jax.tree.map(lambda _: device, abstract))
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    step = checkpointer.best_step()
+    best = step is not None
+    step = step if best else checkpointer.latest_step()
+    if step is None:
+      raise ValueError(f"config key {key}: no checkpoint in {workdir!r}")
+    state = checkpointer.restore(step, abstract, best=best)
+  finally:
+    checkpointer.close()
+  logging.info("%s: restored checkpoint %d of %s", key, step, workdir)
+  return jax.device_get(state)
+
+
+def _workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
+  from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
+  if not workdir:
+    raise ValueError(f"config key {key} is empty: give a trained "
+                     f"{' or '.join(tasks_ok)} workdir")
+  cfg = age_estimators.read_workdir_config(workdir, key)
+  if cfg.get("task") not in tasks_ok:
+    raise ValueError(f"config key {key}: {workdir!r} holds a "
+                     f"{cfg.get('task')!r} run; expected "
+                     f"{' or '.join(tasks_ok)}")
+  return cfg, base.wrap(tasks.get(cfg.task)(cfg), cfg)
+
+
+# ---------------------------------------------------------------------------
+# The task.
+# ---------------------------------------------------------------------------
+
+
+class Task:
+  """Kinship verification (see the module docstring)."""
+
+  best_metric = ("auc", "max")
+  progress_keys = ("loss", "kin_loss")
+  finite_keys = ("loss", "grad_norm")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    m, lc = config.model, config.loss
+    if m.head not in HEADS:
+      raise ValueError(f"config key model.head: unknown {m.head!r}; choose "
+                       f"one of {HEADS}")
+    if lc.name not in LOSSES[m.head]:
+      raise ValueError(f"config key loss.name: {lc.name!r} does not fit "
+                       f"model.head={m.head!r}; choose one of "
+                       f"{LOSSES[m.head]}")
+    self.frozen_backbone = m.backbone == "frozen"
+    if self.frozen_backbone:
+      self._frozen_cfg, _ = _workdir_task(m.frozen_workdir,
+                                          "model.frozen_workdir",
+                                          ("age_regression", "kinship"))
+      name = self._frozen_cfg.model.backbone
+    else:
+      name = m.backbone
+    self.backbone = age_regressor.create_backbone(
+        name, dtype=jnp.dtype(m.get("dtype", "float32")),
+        conv_impl=m.get("conv_impl", "auto"))
+    self.heads = {}
+    # A frozen backbone learns nothing: then the projection trains (with
+    # any loss) and verification uses the cosine of the projections.
+    if m.head == "cosine" and (lc.name in ("contrastive", "hcl")
+                               or self.frozen_backbone):
+      self.heads["proj"] = kin_models.ProjectionHead(m.proj_hidden,
+                                                     m.proj_out)
+    if m.head == "rbkin":
+      self.heads["fusion"] = kin_models.RBKinNet(m.dropout)
+    if m.relation_head:
+      self.heads["relation"] = kin_models.ClassHead(
+          kin_data.NUM_RELATIONS, m.relation_hidden)
+    if config.debias.enabled:
+      self.heads["group"] = kin_models.ClassHead(config.debias.num_groups,
+                                                 config.debias.hidden)
+      if lc.name == "contrastive" and config.debias.max_margin > 0:
+        self.heads["margin"] = kin_models.FairMargin(
+            config.debias.max_margin)
+    self.tx, self.schedule = optim.create_optimizer(
+        config.optim, config.total_steps, None)
+    self._at_task = None
+    if m.head == "rbkin" and config.rbkin.render:
+      self._at_task = self._age_transformer_task()
+    self._fns = {}
+
+  # --- identity / shapes -------------------------------------------------
+  def meta(self) -> dict[str, Any]:
+    m = self.config.model
+    return {"task": "kinship", "head": m.head, "backbone": m.backbone,
+            "loss": self.config.loss.name, "heads": sorted(self.heads)}
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    s = self.config.data.image_size
+    image = np.zeros((batch_size, s, s, 3), np.float32)
+    ints = lambda v: np.full((batch_size,), v, np.int32)
+    return {"image_a": image, "image_b": image.copy(),
+            "label": np.ones((batch_size,), np.float32),
+            "relation": ints(1), "family": np.arange(batch_size,
+                                                     dtype=np.int32),
+            "gender_a": ints(0), "gender_b": ints(0), "group_a": ints(0),
+            "group_b": ints(0), "mask": np.ones((batch_size,), np.float32)}
+
+  def describe(self, state) -> str:
+    n = state_lib.count_params(state.params)
+    m = self.config.model
+    return (f"kinship {m.head} ({m.backbone}, loss {self.config.loss.name}"
+            f", heads {sorted(self.heads)}): {n:,} trainable params")
+
+  def learning_rate(self, step: int) -> float:
+    return float(self.schedule(step))
+
+  # --- state -------------------------------------------------------------
+  def _embed_dim(self) -> int:
+    x = jnp.zeros((1,) + (self.config.data.image_size,) * 2 + (3,))
+    feats = jax.eval_shape(lambda r: self.backbone.apply(
+        self.backbone.init(r, x, train=False), x, train=False),
+                           jax.random.key(0))
+    return feats.shape[-1]
+
+  def init_state(self, rng: jax.Array) -> state_lib.TrainState:
+    s = self.config.data.image_size
+    params, stats = {}, {}
+
+    def add(name, variables):
+      params[name] = variables["params"]
+      if variables.get("batch_stats"):
+        stats[name] = variables["batch_stats"]
+    keys = iter(jax.random.split(rng, 8))
+    if not self.frozen_backbone:
+      add("backbone", self.backbone.init(next(keys), jnp.zeros((1, s, s, 3)),
+                                         train=False))
+    d = self._embed_dim()
+    feat = jnp.zeros((2, d))
+    for name, head in self.heads.items():
+      r = next(keys)
+      if name == "fusion":
+        ages = jnp.zeros((2, len(self.config.rbkin.ages), d))
+        add(name, head.init(r, ages, ages, train=False))
+      elif name == "relation":
+        add(name, head.init(r, jnp.zeros((2, 2 * d)), train=False))
+      elif name == "margin":
+        add(name, head.init(r, feat, feat))
+      else:
+        add(name, head.init(r, feat, train=False))
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                batch_stats=stats,
+                                opt_state=self.tx.init(params))
+
+  def has_import(self) -> bool:
+    return False
+
+  def import_pretrained(self, state):
+    return state
+
+  # --- frozen networks ---------------------------------------------------
+  def _age_transformer_task(self):
+    from facejax import config_lib  # pylint: disable=g-import-not-at-top
+    from facejax import tasks  # pylint: disable=g-import-not-at-top
+    r = self.config.rbkin
+    if r.random_init:
+      # Tests and benchmarks only: an untrained tiny transformer.
+      root = os.path.dirname(os.path.dirname(os.path.dirname(
+          os.path.abspath(__file__))))
+      cfg = config_lib.load_config(
+          os.path.join(root, "configs", "age_transformer.py:smoke"),
+          {"age_loss.random_init": "tiny"})
+      self._at_cfg = cfg
+      return tasks.get("age_transformer")(cfg)
+    self._at_cfg, at_task = _workdir_task(
+        r.age_transformer, "rbkin.age_transformer", ("age_transformer",))
+    return at_task
+
+  def load_frozen(self):
+    frozen = {}
+    if self.frozen_backbone:
+      wd = self.config.model.frozen_workdir
+      _, task = _workdir_task(wd, "model.frozen_workdir",
+                              ("age_regression", "kinship"))
+      state = _restore_state(wd, task, self._frozen_cfg.seed,
+                             "model.frozen_workdir")
+      frozen["backbone"] = {
+          "params": state.params["backbone"],
+          "batch_stats": (state.batch_stats or {}).get("backbone", {})}
+    if self._at_task is not None:
+      if self.config.rbkin.random_init:
+        state = jax.device_get(jax.jit(self._at_task.init_state)(
+            jax.random.key(0)))
+      else:
+        state = _restore_state(self.config.rbkin.age_transformer,
+                               self._at_task, self._at_cfg.seed,
+                               "rbkin.age_transformer")
+      frozen["age_transformer"] = {"gen_params": state.gen_params,
+                                   "gen_stats": state.gen_stats}
+    return frozen if frozen else base.Frozen()
+
+  # --- networks ----------------------------------------------------------
+  def _apply(self, name, params, stats, *args, train, rng=None, **kw):
+    """(output, new batch stats of head `name`)."""
+    module = self.heads[name]
+    variables = {"params": params[name]}
+    if name in stats:
+      variables["batch_stats"] = stats[name]
+    if name == "margin":
+      return module.apply(variables, *args), {}
+    if train and name in stats:
+      out, new = module.apply(variables, *args, train=True,
+                              rngs={"dropout": rng}, mutable=["batch_stats"],
+                              **kw)
+      return out, {name: new["batch_stats"]}
+    return module.apply(variables, *args, train=train,
+                        rngs={"dropout": rng} if rng is not None else None,
+                        **kw), {}
+
+  def embed(self, params, stats, frozen, images, train: bool):
+    """Backbone features [N, D] and new backbone stats."""
+    if self.frozen_backbone:
+      v = frozen["backbone"]
+      variables = {"params": v["params"]}
+      if v["batch_stats"]:
+        variables["batch_stats"] = v["batch_stats"]
+      return jax.lax.stop_gradient(
+          self.backbone.apply(variables, images, train=False)), {}
+    variables = {"params": params["backbone"]}
+    if "backbone" in stats:
+      variables["batch_stats"] = stats["backbone"]
+    if train and "backbone" in stats:
+      out, new = self.backbone.apply(variables, images, train=True,
+                                     mutable=["batch_stats"])
+      return out, {"backbone": new["batch_stats"]}
+    return self.backbone.apply(variables, images, train=train), {}
+
+  def render_ages(self, frozen, images):
+    """[N, H, W, 3] in [-1, 1] -> [A, N, H, W, 3] at rbkin.ages."""
+    ages = jnp.asarray(self.config.rbkin.ages, jnp.float32)
+    n, h, w, c = images.shape
+    if not self.config.rbkin.render:  # ablation: no age normalisation
+      return jnp.broadcast_to(images[None], (ages.shape[0],) + images.shape)
+    size = self._at_cfg.data.image_size
+    x = images
+    if (h, w) != (size, size):
+      x = jax.image.resize(images, (n, size, size, c), "bilinear")
+    a = ages.shape[0]
+    tiled = jnp.broadcast_to(x[None], (a,) + x.shape).reshape(
+        (a * n, size, size, c))
+    at = types.SimpleNamespace(**frozen["age_transformer"])
+    out = self._at_task.edit(at, tiled, jnp.repeat(ages, n))  # [0, 1]
+    out = jax.lax.stop_gradient(out) * 2.0 - 1.0
+    if (h, w) != (size, size):
+      out = jax.image.resize(out, (a * n, h, w, c), "bilinear")
+    return out.reshape((a, n, h, w, c))
+
+  def _multi_age_feats(self, params, stats, frozen, images, train):
+    """[N, A, D] normalised embeddings of the faces rendered at A ages."""
+    rendered = self.render_ages(frozen, images)
+    a, n = rendered.shape[:2]
+    f, new = self.embed(params, stats, frozen,
+                        rendered.reshape((a * n,) + rendered.shape[2:]),
+                        train)
+    f = kin_models.l2_normalize(f).reshape((a, n, -1))
+    return jnp.swapaxes(f, 0, 1), new
+
+  def _forward(self, params, stats, frozen, batch, train, rng):
+    """Everything the losses and scores need, and the new stats."""
+    b = batch["image_a"].shape[0]
+    images = jnp.concatenate([batch["image_a"], batch["image_b"]])
+    new, out = {}, {}
+    if self.config.model.head == "rbkin":
+      feats, upd = self._multi_age_feats(params, stats, frozen, images,
+                                         train)
+      new.update(upd)
+      out["multi_a"], out["multi_b"] = feats[:b], feats[b:]
+      f = feats.mean(axis=1)
+    else:
+      f, upd = self.embed(params, stats, frozen, images, train)
+      new.update(upd)
+    out["f_a"], out["f_b"] = f[:b], f[b:]
+    return out, new
+
+  def _score(self, params, stats, frozen, out, rng=None):
+    if self.config.model.head == "rbkin":
+      logits, _ = self._apply("fusion", params, stats, out["multi_a"],
+                              out["multi_b"], train=False)
+      return jax.nn.softmax(logits)[:, 1]
+    if self.frozen_backbone:
+      b = out["f_a"].shape[0]
+      z, _ = self._apply("proj", params, stats,
+                         jnp.concatenate([out["f_a"], out["f_b"]]),
+                         train=False)
+      return _cosine(z[:b], z[b:])
+    return _cosine(out["f_a"], out["f_b"])
+
+  def score_fn(self, state, frozen, batch):
+    """Per pair: score, relation prediction; labels passed through."""
+    out, _ = self._forward(state.params, state.batch_stats, frozen, batch,
+                           False, None)
+    res = {"score": self._score(state.params, state.batch_stats, frozen,
+                                out)}
+    if "relation" in self.heads:
+      logits, _ = self._apply(
+          "relation", state.params, state.batch_stats,
+          jnp.concatenate([out["f_a"], out["f_b"]], -1), train=False)
+      res["relation_pred"] = jnp.argmax(logits[:, 1:], -1) + 1
+    for k in ("label", "relation", "group_a", "group_b", "mask"):
+      res[k] = batch[k]
+    return res
+
+  # --- train / eval ------------------------------------------------------
+  def _loss(self, params, stats, frozen, batch, rng, step):
+    cfg, lc = self.config, self.config.loss
+    mask = batch["mask"]
+    out, new_stats = self._forward(params, stats, frozen, batch, True, rng)
+    f_a, f_b = out["f_a"], out["f_b"]
+    metrics = {}
+    rngs = iter(jax.random.split(rng, 4))
+    margins = None
+    if "margin" in self.heads:
+      margins, _ = self._apply("margin", params, stats,
+                               kin_models.l2_normalize(f_a),
+                               kin_models.l2_normalize(f_b), train=True)
+      for g in range(cfg.debias.num_groups):
+        sel = (batch["group_a"] == g) * mask
+        metrics[f"margin_g{g}"] = ((margins * sel).sum()
+                                   / jnp.maximum(sel.sum(), 1.0))
+    if lc.name in ("contrastive", "hcl"):
+      z, upd = self._apply("proj", params, stats, jnp.concatenate([f_a, f_b]),
+                           train=True, rng=next(rngs))
+      new_stats.update(upd)
+      b = f_a.shape[0]
+      if lc.name == "contrastive":
+        kin = losses.contrastive(z[:b], z[b:], lc.tau, mask, margins)
+      else:
+        kin = losses.hcl(z[:b], z[b:], batch["label"], lc.tau,
+                         lc.alpha_neg, lc.alpha_pos,
+                         step >= lc.hcl_from_step, mask)
+    elif lc.name == "triplet":
+      if "proj" in self.heads:  # frozen backbone: train the projection
+        z, upd = self._apply("proj", params, stats,
+                             jnp.concatenate([f_a, f_b]), train=True,
+                             rng=next(rngs))
+        new_stats.update(upd)
+        f_a, f_b = z[:f_a.shape[0]], z[f_a.shape[0]:]
+      if lc.batch_hard:
+        kin, _ = losses.batch_hard_triplet(f_a, f_b, lc.margin, mask)
+      else:  # the next pair's face: another family (the sampler)
+        n = kin_models.l2_normalize
+        kin = losses.triplet(n(f_a), n(f_b), n(jnp.roll(f_b, 1, 0)),
+                             lc.margin, mask)
+    else:  # rbkin + ce: positives and rolled in-batch negatives
+      multi_b = jnp.concatenate([out["multi_b"],
+                                 jnp.roll(out["multi_b"], 1, 0)])
+      multi_a = jnp.concatenate([out["multi_a"], out["multi_a"]])
+      logits, upd = self._apply("fusion", params, stats, multi_a, multi_b,
+                                train=True, rng=next(rngs))
+      new_stats.update(upd)
+      b = f_a.shape[0]
+      labels = jnp.concatenate([jnp.ones((b,), jnp.int32),
+                                jnp.zeros((b,), jnp.int32)])
+      kin = losses.cross_entropy(logits, labels, jnp.concatenate([mask,
+                                                                  mask]))
+      metrics["train_acc"] = ((jnp.argmax(logits, -1) == labels)
+                              .astype(jnp.float32).mean())
+    loss = kin
+    metrics["kin_loss"] = kin
+    if "relation" in self.heads:
+      logits, upd = self._apply("relation", params, stats,
+                                jnp.concatenate([f_a, f_b], -1), train=True,
+                                rng=next(rngs))
+      new_stats.update(upd)
+      labels = jnp.where(batch["label"] > 0, batch["relation"], -1)
+      rel = losses.cross_entropy(logits, labels, mask)
+      metrics["relation_loss"] = rel
+      loss = loss + cfg.model.relation_weight * rel
+    if "group" in self.heads:
+      feats = kin_models.grad_reverse(jnp.concatenate([f_a, f_b]),
+                                      cfg.debias.alpha)
+      logits, upd = self._apply("group", params, stats, feats, train=True,
+                                rng=next(rngs))
+      new_stats.update(upd)
+      labels = jnp.concatenate([batch["group_a"], batch["group_b"]])
+      grp = losses.cross_entropy(logits, labels, jnp.concatenate([mask,
+                                                                  mask]))
+      metrics["group_loss"] = grp
+      loss = loss + cfg.debias.weight * grp
+    return loss, (metrics, {**stats, **new_stats})
+
+  def train_step(self, state, batch, frozen):
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    (loss, (metrics, stats)), grads = grad_fn(
+        state.params, state.batch_stats, frozen, batch, rng, state.step)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(jnp.add, state.params, updates)
+    metrics = dict(metrics, loss=loss, grad_norm=jnp.sqrt(sum(
+        jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
+    return state.replace(step=state.step + 1, params=params,
+                         batch_stats=stats, opt_state=opt_state), metrics
+
+  def _range(self) -> tuple[float, float]:
+    return (0.0, 1.0) if self.config.model.head == "rbkin" else (-1.0, 1.0)
+
+  def eval_step(self, state, batch, frozen):
+    """Score histograms of kin / non-kin pairs (summed over the split)."""
+    res = self.score_fn(state, frozen, batch)
+    lo, hi = self._range()
+    bins = self.config.eval.hist_bins
+    k = jnp.clip(((res["score"] - lo) / (hi - lo) * bins).astype(jnp.int32),
+                 0, bins - 1)
+    onehot = jax.nn.one_hot(k, bins) * batch["mask"][:, None]
+    kin = (batch["label"] > 0)[:, None]
+    return {"hist_pos": (onehot * kin).sum(0),
+            "hist_neg": (onehot * ~kin).sum(0),
+            "count": batch["mask"].sum()}
+
+  @staticmethod
+  def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
+    pos, neg = sums["hist_pos"], sums["hist_neg"]
+    return {"auc": verification.hist_auc(pos, neg),
+            # Best threshold chosen on this split itself (optimistic).
+            "acc_best": verification.hist_best_accuracy(pos, neg),
+            "count": float(sums["count"])}
+
+  # --- evaluation report -------------------------------------------------
+  def scores(self, setup, state, source) -> dict[str, np.ndarray]:
+    """Per-pair scores and labels of a whole split (host arrays)."""
+    if "score" not in self._fns:
+      self._fns["score"] = setup.compile(self.score_fn)
+    fn, parts = self._fns["score"], []
+    for batch in pipeline.eval_batches(source, self.preprocess(False),
+                                       setup.eval_batch,
+                                       self.config.data.num_workers):
+      out = jax.device_get(fn(state, setup.frozen,
+                              parallel.shard_batch(batch, setup.mesh)))
+      keep = out.pop("mask") > 0
+      parts.append({k: np.asarray(v)[keep] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def report(self, setup, state, split: str, out_dir: str) -> str:
+    """RFIW protocol on `split` (threshold from the validation list)."""
+    val = self.scores(setup, state, self.source("valid"))
+    threshold = verification.youden_threshold(val["score"], val["label"])
+    r = self.scores(setup, state, self.source(split))
+    res = verification_report(r, threshold)
+    res.update(split=split, step=int(jax.device_get(state.step)),
+               val_auc=verification.roc_auc(val["score"], val["label"]))
+    name = os.path.basename(split).replace(".txt", "")
+    text = report_markdown(res, self.config, name)
+    if jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
+      with open(os.path.join(out_dir, f"kinship_{name}.md"), "w") as f:
+        f.write(text)
+      with open(os.path.join(out_dir, f"kinship_{name}.json"), "w") as f:
+        json.dump({k: v for k, v in res.items() if k != "roc"}, f, indent=2)
+      with open(os.path.join(out_dir, THRESHOLD_FILE), "w") as f:
+        json.dump({"threshold": threshold, "head": self.config.model.head,
+                   "step": res["step"]}, f, indent=2)
+      png = os.path.join(out_dir, f"kinship_roc_{name}.png")
+      plot_roc(res["roc"], png, f"{name}: AUC {res['auc']:.3f}")
+      text += f"\nROC curve: {png}\n"
+    return text
+
+  # --- data --------------------------------------------------------------
+  def data_root(self) -> str:
+    cfg = self.config.data
+    if cfg.root:
+      return cfg.root
+    from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.ensure("fiw", cfg.synthetic_dir,
+                            num_families=cfg.synthetic_families,
+                            size=cfg.synthetic_size, seed=cfg.synthetic_seed)
+
+  def source(self, split: str) -> kin_data.PairSource:
+    cfg = self.config.data
+    name = {"train": cfg.train_file, "valid": cfg.val_file,
+            "val": cfg.val_file, "test": cfg.test_file}.get(split, split)
+    if os.path.exists(name):
+      name = os.path.abspath(name)
+    return kin_data.load_split(self.data_root(), name)
+
+  def balance(self, src):
+    return src
+
+  def preprocess(self, train: bool) -> kin_data.PairPreprocess:
+    cfg = self.config.data
+    aug = transforms.Augment(flip=True) if train and cfg.flip else None
+    return kin_data.PairPreprocess(transforms.Preprocess(
+        image_size=cfg.image_size, normalize=cfg.normalize,
+        crop_fraction=cfg.crop_fraction, augment=aug, seed=self.config.seed,
+        label_keys=()))
+
+  def train_dataset(self, start_step: int = 0):
+    cfg = self.config
+    return kin_data.kinship_train_dataset(
+        self.source("train").positives(), self.preprocess(True),
+        cfg.data.batch_size, cfg.seed, cfg.data.num_workers, start_step)
+
+  def baseline(self, train_src, eval_src) -> dict[str, float]:
+    """ROC AUC of the raw-pixel cosine (16 px grey) on the eval pairs."""
+    del train_src
+    return {"pixel_auc": pixel_baseline_auc(eval_src)}
+
+
+def pixel_baseline_auc(source, size: int = 16, limit: int = 1000) -> float:
+  """AUC of the cosine of mean-centred 16 px greyscale images."""
+  pre = transforms.Preprocess(image_size=size, normalize="unit",
+                              label_keys=())
+  scores, labels = [], []
+  for i in range(min(len(source), limit)):
+    rec = source[i]
+    x = [pre((0, {"image_path": rec[f"image_{s}_path"]}))["image"]
+         .mean(-1).ravel() for s in ("a", "b")]
+    x = [v - v.mean() for v in x]
+    scores.append(float(np.dot(x[0], x[1]) / (np.linalg.norm(x[0]) *
+                                              np.linalg.norm(x[1]) + 1e-8)))
+    labels.append(float(rec["label"]))
+  return verification.roc_auc(scores, labels)
+
+
+def verification_report(r: dict[str, np.ndarray], threshold: float) -> dict:
+  """Accuracies at `threshold`, AUC, TAR@FAR, per relation and group."""
+  score, label = r["score"], r["label"] > 0
+  correct = (score >= threshold) == label
+  res = {"threshold": threshold, "pairs": int(len(score)),
+         "accuracy": float(correct.mean()),
+         "auc": verification.roc_auc(score, label),
+         "tar_far_1e-2": verification.tar_at_far(score, label, 1e-2),
+         "tar_far_1e-3": verification.tar_at_far(score, label, 1e-3),
+         "roc": verification.roc_curve(score, label)[:2]}
+  names = {v: k for k, v in kin_data.RELATION_LABELS.items()}
+  res["relations"] = {
+      names[int(k)]: {"pairs": int((r["relation"] == k).sum()),
+                      "accuracy": float(correct[r["relation"] == k].mean())}
+      for k in np.unique(r["relation"])}
+  groups = {}
+  for g in np.unique(r["group_a"]):
+    sel = r["group_a"] == g
+    groups[int(g)] = {"pairs": int(sel.sum()),
+                      "accuracy": float(correct[sel].mean())}
+  res["groups"] = groups
+  if "relation_pred" in r:
+    pos = label
+    res["relation_acc"] = float((r["relation_pred"][pos] ==
+                                 r["relation"][pos]).mean())
+  return res
+
+
+def report_markdown(res: dict, config, name: str) -> str:
+  m = config.model
+  lines = [f"## Kinship verification on {name} (step {res['step']})", "",
+           f"model.head={m.head}, model.backbone={m.backbone}, "
+           f"loss.name={config.loss.name}, debias.enabled="
+           f"{config.debias.enabled}; threshold {res['threshold']:.4f} "
+           f"(Youden's J on the validation list, val AUC "
+           f"{res['val_auc']:.3f}).", "",
+           "| metric | value |", "|---|---|",
+           f"| accuracy (all {res['pairs']} pairs, micro) | "
+           f"{res['accuracy']:.3f} |",
+           f"| ROC AUC | {res['auc']:.3f} |",
+           f"| TAR @ FAR 1e-2 | {res['tar_far_1e-2']:.3f} |",
+           f"| TAR @ FAR 1e-3 | {res['tar_far_1e-3']:.3f} |"]
+  if "relation_acc" in res:
+    lines.append(f"| relation-type accuracy (kin pairs) | "
+                 f"{res['relation_acc']:.3f} |")
+  lines += ["", "| relation | pairs | accuracy |", "|---|---|---|"]
+  for rel in kin_data.RELATIONS:
+    if rel in res["relations"]:
+      v = res["relations"][rel]
+      lines.append(f"| {rel} | {v['pairs']} | {v['accuracy']:.3f} |")
+  if any(g >= 0 for g in res["groups"]):
+    lines += ["", "| group (of face a) | pairs | accuracy |", "|---|---|---|"]
+    for g, v in sorted(res["groups"].items()):
+      lines.append(f"| {g if g >= 0 else 'unknown'} | {v['pairs']} | "
+                   f"{v['accuracy']:.3f} |")
+    accs = [v["accuracy"] for g, v in res["groups"].items() if g >= 0]
+    lines.append(f"\nGroup accuracy spread (max - min): "
+                 f"{max(accs) - min(accs):.3f}")
+  return "\n".join(lines) + "\n"
+
+
+def plot_roc(roc, path: str, title: str) -> None:
+  """ROC curve PNG (matplotlib, Agg)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fpr, tpr = roc
+  fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+  ax.plot(fpr, tpr, lw=1.5)
+  ax.plot([0, 1], [0, 1], "k--", lw=1)
+  ax.set(xlabel="false positive rate", ylabel="true positive rate",
+         title=title, xlim=(0, 1), ylim=(0, 1))
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
