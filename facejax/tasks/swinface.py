@@ -424,8 +424,42 @@ class Task:
                                    d.num_workers, start_step)
 
   def baseline(self, train_src, eval_src) -> dict[str, float]:
-    del train_src, eval_src
-    return {"chance_verification_acc": 0.5}
+    """What label statistics alone score: the bar a trained model beats.
+
+    Majority class of the training labels for gender, every attribute and
+    expression; the mean training age for age; 0.5 for balanced pairs.
+    """
+    def stack(src, key):
+      recs = [src[i] for i in range(len(src))]  # labels only, no pixels
+      return (np.stack([np.asarray(r[key]) for r in recs]),
+              np.stack([np.asarray(r[key + "_mask"]) for r in recs]))
+
+    out = {"chance_verification_acc": 0.5}
+    if self.stage == 1:
+      return out
+    (a_tr, m_tr), (a_ev, m_ev) = stack(train_src, "attrs"), stack(
+        eval_src, "attrs")
+    majority = (a_tr * m_tr).sum(0) * 2 >= m_tr.sum(0)     # [40] bool
+    hit = (a_ev == majority) * m_ev
+    have = m_ev.sum(0) > 0
+    if have.any():
+      acc = hit.sum(0)[have] / m_ev.sum(0)[have]
+      out["majority_attr_mean_acc"] = float(acc.mean())
+      g = _ATTR_COL["Gender"]
+      if have[g]:
+        out["majority_gender_acc"] = float(hit[:, g].sum() / m_ev[:, g].sum())
+    (e_tr, n_tr), (e_ev, n_ev) = stack(train_src, "expression"), stack(
+        eval_src, "expression")
+    if n_tr.any() and n_ev.any():
+      top = np.bincount(e_tr[n_tr > 0].astype(int)).argmax()
+      out["majority_expression_acc"] = float(
+          (e_ev[n_ev > 0] == top).mean())
+    (y_tr, w_tr), (y_ev, w_ev) = stack(train_src, "age"), stack(
+        eval_src, "age")
+    if w_tr.any() and w_ev.any():
+      out["mean_age_mae"] = float(
+          np.abs(y_ev[w_ev > 0] - y_tr[w_tr > 0].mean()).mean())
+    return out
 
   # --- evaluation report -------------------------------------------------
   def report(self, setup, state, split: str, out_dir: str) -> str:
