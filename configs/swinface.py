@@ -64,6 +64,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.dropout = 0.1 if smoke else 0.5
   c.model.num_identities = 0     # 0: the training identities in the data
   c.model.classifier_multiple = 8  # pad classes so `model` can split them
+  # Partial FC: share of class centres in each step's softmax (every class
+  # of the batch plus random others); the reference: 0.3 in stage 2.
+  c.model.sample_rate = 0.3 if (arg.stage == 2 and not smoke) else 1.0
   # Stage 2: a stage-1 workdir, or an official SwinFace .pt checkpoint.
   c.model.init_from = ""
 

@@ -148,9 +148,10 @@ def _random_batch(task, b, seed):
 
 
 def test_sharded_data_x_model_equals_single_device():
+  # Partial FC on: the sampled centres are gathered from the split kernel.
   config = _config(**{"model.num_identities": 16, "data.batch_size": 8,
                       "model.swin.depths": (2, 1, 1, 1),
-                      "model.dropout": 0.0})
+                      "model.dropout": 0.0, "model.sample_rate": 0.5})
   results = []
   for mesh in (ONE, (("data", 4), ("fsdp", 1), ("model", 2))):
     c = config.copy_and_resolve_references()
@@ -384,3 +385,33 @@ def test_backbone_matches_timm_swin():
   diff_t = np.abs(np.asarray(tokens) - pooled.numpy()).max()
   print(f"timm parity: FM4 max abs diff {diff4:.2e}, pooled {diff_t:.2e}")
   assert diff4 < 1e-4 and diff_t < 1e-4
+
+
+def test_partial_fc_keeps_batch_classes_and_trains_only_sampled_centres():
+  labels = jnp.array([3, 17, 3, 40])
+  mask = jnp.array([1.0, 1.0, 1.0, 0.0])       # the last has no identity
+  index, local = swinface.partial_fc_sample(jax.random.key(0), labels, mask,
+                                            64, 0.25)
+  index = np.asarray(index)
+  assert index.shape == (16,) and len(set(index.tolist())) == 16
+  assert {3, 17} <= set(index.tolist())
+  np.testing.assert_array_equal(index[np.asarray(local)[:3]], [3, 17, 3])
+
+  clf = swinface.CosFaceClassifier(64)
+  emb = jax.random.normal(jax.random.key(1), (4, 8))
+  params = clf.init(jax.random.key(2), emb)
+
+  def loss(p, idx, lab):
+    rec = swinface.cosface_loss(clf.apply(p, emb, idx), lab, 0.2, 16.0)
+    return jnp.sum(rec * mask) / mask.sum()
+
+  g = np.asarray(jax.grad(loss)(params, jnp.asarray(index), local)[
+      "params"]["kernel"])
+  unsampled = np.setdiff1d(np.arange(64), index)
+  assert np.all(g[:, unsampled] == 0)          # untouched this step
+  assert np.abs(g[:, [3, 17]]).min(axis=0).max() > 0
+  # Rate 1 keeps every centre (in another order): the full softmax loss.
+  full_index, full_local = swinface.partial_fc_sample(
+      jax.random.key(0), labels, mask, 64, 1.0)
+  np.testing.assert_allclose(loss(params, full_index, full_local),
+                             loss(params, None, labels), rtol=1e-5)

@@ -201,13 +201,36 @@ class CosFaceClassifier(nn.Module):
   init_std: float = 0.01
 
   @nn.compact
-  def __call__(self, embedding):
+  def __call__(self, embedding, index=None):
+    """Cosines to every centre, or to the centres `index` [K] only."""
     w = self.param("kernel", nn.initializers.normal(self.init_std),
                    (embedding.shape[-1], self.num_classes))
+    if index is not None:
+      w = jnp.take(w, index, axis=1)
     e = embedding * jax.lax.rsqrt(
         jnp.sum(embedding**2, -1, keepdims=True) + 1e-12)
     w = w * jax.lax.rsqrt(jnp.sum(w**2, 0, keepdims=True) + 1e-12)
     return jnp.clip(e @ w, -1.0, 1.0)                     # [B, classes]
+
+
+def partial_fc_sample(rng: jax.Array, labels: jax.Array, mask: jax.Array,
+                      num_classes: int, sample_rate: float
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Partial FC: the centres one step trains, and labels into them.
+
+  Every class labelled in the batch is kept, the rest of the
+  ceil(sample_rate * classes) slots are random other classes (the
+  reference's sample_rate 0.3). Returns (index [K], local labels [B]);
+  K is static: max(ceil(rate * C), B), at most C.
+  """
+  b = labels.shape[0]
+  k = min(num_classes, max(int(np.ceil(sample_rate * num_classes)), b))
+  positive = jnp.zeros((num_classes,), jnp.float32).at[labels].max(
+      (mask > 0).astype(jnp.float32))
+  score = jax.random.uniform(rng, (num_classes,)) + 2.0 * positive
+  _, index = jax.lax.top_k(score, k)
+  local = jnp.argmax(index[None, :] == labels[:, None], axis=1)
+  return index, local.astype(labels.dtype)
 
 
 def cosface_loss(cos: jax.Array, labels: jax.Array, margin: float,
@@ -250,3 +273,42 @@ def create(cfg) -> SwinFace:
   return SwinFace(backbone=backbone, embedding_dim=cfg.embedding_dim,
                   fam_dim=cfg.fam_dim, tss_dim=cfg.tss_dim,
                   dropout=cfg.dropout)
+
+
+class RecognitionNet(nn.Module):
+  """SwinFace's backbone + recognition subnet alone: images -> embedding.
+
+  Its variables are exactly SwinFace's 'swin' and 'recognition' subtrees,
+  so a trained SwinFace's weights apply to it unchanged (e.g. as a kinship
+  backbone). Returns the un-normalised [B, embedding_dim] embedding.
+  """
+  backbone: dict
+  embedding_dim: int = 512
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    _, tokens = swin.SwinBackbone(**self.backbone, name="swin")(images, train)
+    return Recognition(self.embedding_dim, name="recognition")(tokens, train)
+
+
+def create_recognition(cfg, dtype=jnp.float32) -> RecognitionNet:
+  """RecognitionNet from a config section with `swin` and `embedding_dim`.
+
+  The same keys (and errors) as `create`: model.swin.variant plus its
+  overrides; `dtype` is the Swin activation dtype.
+  """
+  # `create` holds the variant/override logic; the analysis sizes are
+  # irrelevant here.
+  full = create(_RecognitionKeys(cfg.swin, int(cfg.embedding_dim)))
+  return RecognitionNet(backbone=dict(full.backbone, dtype=dtype),
+                        embedding_dim=full.embedding_dim)
+
+
+class _RecognitionKeys:
+  """The config keys `create` reads, with placeholder analysis sizes."""
+
+  def __init__(self, swin_cfg, embedding_dim: int):
+    self.swin = swin_cfg
+    self.embedding_dim = embedding_dim
+    self.fam_dim = self.tss_dim = 1
+    self.dropout = 0.0

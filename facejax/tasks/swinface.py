@@ -197,14 +197,23 @@ class Task:
     # Stage 1 updates only the recognition statistics.
     return out, {**batch_stats, **new["batch_stats"]}
 
-  def losses(self, out, params, batch, lam):
-    """Dict of every task's masked-mean loss (and the total)."""
+  def losses(self, out, params, batch, lam, rng=None):
+    """Dict of every task's masked-mean loss (and the total).
+
+    With `rng` and model.sample_rate < 1 the CosFace softmax runs over a
+    partial-FC sample of the class centres.
+    """
     cfg = self.config.loss
     valid = batch["mask"]
+    labels, index = batch["identity"], None
+    rate = float(self.config.model.get("sample_rate", 1.0))
+    if rng is not None and rate < 1.0:
+      index, labels = swinface.partial_fc_sample(
+          jax.random.fold_in(rng, 1), labels, batch["identity_mask"] * valid,
+          self.num_classes, rate)
     cos = swinface.CosFaceClassifier(self.num_classes).apply(
-        {"params": params["id_classifier"]}, out["embedding"])
-    rec = swinface.cosface_loss(cos, batch["identity"], cfg.margin,
-                                cfg.scale)
+        {"params": params["id_classifier"]}, out["embedding"], index)
+    rec = swinface.cosface_loss(cos, labels, cfg.margin, cfg.scale)
     losses = {"rec_loss": _masked_mean(rec, batch["identity_mask"] * valid)}
     total = cfg.recognition_weight * losses["rec_loss"]
     if self.stage == 2:
@@ -239,7 +248,7 @@ class Task:
     def loss_fn(params):
       out, stats = self._forward(params, state.batch_stats, batch["image"],
                                  True, rng)
-      losses = self.losses(out, params, batch, lam)
+      losses = self.losses(out, params, batch, lam, rng)
       return losses["loss"], (losses, stats)
 
     (_, (metrics, stats)), grads = jax.value_and_grad(
