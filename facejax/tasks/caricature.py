@@ -1,0 +1,704 @@
+"""Photo <-> caricature translation: MUNIT + SAGAN + SN + TTUR + hinge +
+a frozen SphereFace identity loss (the seed's SATNet), state-task form.
+
+One jitted `train_step(state, batch, frozen)` does, as the reference's
+trainer (shared/reference/caricature.md sections 1 and 3), with domain
+'photo' (P) and 'cari' (C) and fresh style codes s ~ N(0, I):
+  D step: x_p2c = G_C(c_P, s_C), x_c2p = G_P(c_C, s_P) (no gradient to G);
+    L_D = w_gan * sum_scales [hinge_D(D_C(x_c), D_C(x_p2c)) +
+    hinge_D(D_P(x_p), D_P(x_c2p))];
+  G step (new style codes, the updated D):
+    L_G = w_gan * (adv(D_C(x_p2c)) + adv(D_P(x_c2p)))
+        + w_x * (|G_P(E_P(x_p)) - x_p| + |G_C(E_C(x_c)) - x_c|)
+        + w_s * (|s^_C - s_C| + |s^_P - s_P|) + w_c * (|c^_P - c_P| + ...)
+        + w_cyc * (|G_P(c^_P, s'_P) - x_p| + |G_C(c^_C, s'_C) - x_c|)
+        + w_id * (relu(thd - cos(f(x_p), f(x_p2c))) +
+                  relu(thd - cos(f(x_c), f(x_c2p))))
+  with (c^, s^) the re-encodings of the translations, f the frozen
+  identity network's fc5 feature (cosine per example; the reference's
+  batch of 1). L1 terms are means; hinge: D = mean relu(1 - D(real)) +
+  mean relu(1 + D(fake)), G = -mean D(fake); 'lsgan' is MUNIT's.
+TTUR: separate optax optimizers (config.optim_g / optim_d: the reference's
+lr 1e-4 / 4e-4, Adam betas (0, 0.9), weight decay 1e-4).
+
+The identity network (config.identity): a `sphereface` workdir (trained
+with configs/sphereface.py, restored like facejax.age_estimators loads
+DEX), sphereface_pytorch weights, or 'random' (a randomly initialised
+SphereFace, for tests and benchmarks only).
+
+Evaluation: within-domain reconstruction L1, identity cosine per
+direction, and the discriminators' accuracy at telling translated from
+real images. `report()` writes the table: FID-small (facejax.fid), the
+identity cosine, and cross-domain verification (TAR at FAR 0.1% / 1%,
+ROC AUC; the WebCaricature protocol's metrics) of translated vs real
+target-domain images, with the untranslated baselines.
+"""
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facejax import fid as fid_lib
+from facejax import image_grid
+from facejax import optim
+from facejax import parallel
+from facejax import verification as verification_lib
+from facejax.data import caricature as data_lib
+from facejax.data import pipeline
+from facejax.data import transforms
+from facejax.models import munit
+from facejax.tasks import sphereface as sphere_task
+
+SPECTRAL = munit.SPECTRAL
+DOMAINS = ("photo", "cari")
+DIRECTIONS = {"photo2cari": ("photo", "cari"), "cari2photo": ("cari", "photo")}
+GAN_LOSSES = ("hinge", "lsgan")
+IDENTITY_SOURCES = ("workdir", "weights", "random", "none")
+_EVAL_SEED = 2**30
+NEED_IDENTITY = (
+    "the identity loss needs a trained identity network: train one first,\n"
+    "  python -m launch.train --config=configs/sphereface.py:smoke "
+    "--workdir=runs/sphereface_smoke\n"
+    "then pass --config.identity.workdir=runs/sphereface_smoke (or "
+    "identity.source='weights' with identity.weights=<sphere20a .pth>, or "
+    "loss.identity_w=0 / identity.source='none')")
+
+
+@flax.struct.dataclass
+class GanState:
+  step: jax.Array      # int32 scalar
+  gen: Any             # {'photo': params, 'cari': params}
+  gen_stats: Any       # {'photo': {'spectral': ...}, 'cari': ...}
+  disc: Any
+  disc_stats: Any
+  gen_opt: Any
+  disc_opt: Any
+
+
+@flax.struct.dataclass
+class Identity:
+  """The frozen identity network's parameters (SphereFace trunk)."""
+  params: Any
+
+
+@flax.struct.dataclass
+class NoIdentity:
+  """No identity network (identity.source='none')."""
+
+
+# ---------------------------------------------------------------------------
+# Losses and metrics.
+# ---------------------------------------------------------------------------
+
+
+def hinge_d(real: list, fake: list) -> jax.Array:
+  """Sum over scales of mean relu(1 - D(real)) + mean relu(1 + D(fake))."""
+  return sum(jnp.mean(jax.nn.relu(1.0 - r)) + jnp.mean(jax.nn.relu(1.0 + f))
+             for r, f in zip(real, fake))
+
+
+def hinge_g(fake: list) -> jax.Array:
+  """Sum over scales of -mean D(fake)."""
+  return sum(-jnp.mean(f) for f in fake)
+
+
+def lsgan_d(real: list, fake: list) -> jax.Array:
+  return sum(jnp.mean(jnp.square(f)) + jnp.mean(jnp.square(r - 1.0))
+             for r, f in zip(real, fake))
+
+
+def lsgan_g(fake: list) -> jax.Array:
+  return sum(jnp.mean(jnp.square(f - 1.0)) for f in fake)
+
+
+def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+  """[B] cosine similarity of [B, D] rows."""
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+  return jnp.sum(a * b, axis=-1)
+
+
+def identity_loss(emb_x: jax.Array, emb_y: jax.Array,
+                  threshold: float) -> jax.Array:
+  """[B] relu(threshold - cos(emb_x, emb_y)) (the seed's hinge)."""
+  return jax.nn.relu(threshold - cosine(emb_x, emb_y))
+
+
+def tar_at_far(pos: np.ndarray, neg: np.ndarray, far: float) -> float:
+  """TAR at `far` (the seed's wc_eval rule on sorted negative scores)."""
+  neg = np.sort(np.asarray(neg))
+  i = int(np.floor(len(neg) - 1 - len(neg) * far))
+  thr = neg[min(max(i, 0), len(neg) - 1)]
+  return float(np.mean(np.asarray(pos) >= thr))
+
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+  """P(score_pos > score_neg) + 0.5 P(tie)."""
+  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+  return verification_lib.roc_auc(
+      np.concatenate([pos, neg]),
+      np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]))
+
+
+def verification(emb_a: np.ndarray, id_a: np.ndarray, emb_b: np.ndarray,
+                 id_b: np.ndarray) -> dict[str, float]:
+  """All (a, b) pairs: TAR@FAR 0.1% / 1% and AUC of cosine scores."""
+  a = emb_a / np.maximum(np.linalg.norm(emb_a, axis=1, keepdims=True), 1e-12)
+  b = emb_b / np.maximum(np.linalg.norm(emb_b, axis=1, keepdims=True), 1e-12)
+  scores = a @ b.T
+  same = id_a[:, None] == id_b[None, :]
+  known = (id_a[:, None] >= 0) & (id_b[None, :] >= 0)
+  pos, neg = scores[same & known], scores[~same & known]
+  if not len(pos) or not len(neg):
+    return {"tar@far0.1%": float("nan"), "tar@far1%": float("nan"),
+            "auc": float("nan"), "pairs": 0}
+  return {"tar@far0.1%": tar_at_far(pos, neg, 0.001),
+          "tar@far1%": tar_at_far(pos, neg, 0.01),
+          "auc": roc_auc(pos, neg), "pairs": int(len(pos) + len(neg)),
+          "mean_pos": float(pos.mean()), "mean_neg": float(neg.mean())}
+
+
+# ---------------------------------------------------------------------------
+# The task.
+# ---------------------------------------------------------------------------
+
+
+class Task:
+  """MUNIT/SATNet photo <-> caricature translator."""
+
+  progress_keys = ("d_loss", "g_loss", "g_id", "g_recon_x")
+  finite_keys = ("d_loss", "g_loss")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    m, lw = config.model, config.loss
+    if lw.gan not in GAN_LOSSES:
+      raise ValueError(f"config key loss.gan: unknown {lw.gan!r}; choose "
+                       f"one of {GAN_LOSSES}")
+    if config.identity.source not in IDENTITY_SOURCES:
+      raise ValueError(f"config key identity.source: unknown "
+                       f"{config.identity.source!r}; choose one of "
+                       f"{IDENTITY_SOURCES}")
+    munit.check_geometry(config.data.image_size, m.n_downsample,
+                         m.n_style_downsample, m.d_layers, m.d_scales)
+    self.gen = munit.Generator(
+        dim=m.dim, style_dim=m.style_dim, n_downsample=m.n_downsample,
+        n_style_downsample=m.n_style_downsample, n_res=m.n_res,
+        mlp_dim=m.mlp_dim, attention=m.attention,
+        attention_sn=m.attention_sn, gamma_init=m.gamma_init,
+        conv_impl=m.conv_impl)
+    self.disc = munit.MsDiscriminator(
+        dim=m.d_dim, n_layer=m.d_layers, num_scales=m.d_scales,
+        attention=m.d_attention, gamma_init=m.gamma_init,
+        conv_impl=m.conv_impl)
+    self.tx_g, self.schedule_g = optim.create_optimizer(
+        config.optim_g, config.total_steps, None)
+    self.tx_d, self.schedule_d = optim.create_optimizer(
+        config.optim_d, config.total_steps, None)
+    self._identity = None  # (sphereface Task-like features fn) once loaded
+    self.best_metric = (("id_cos", "max")
+                        if config.identity.source != "none"
+                        else ("recon_x", "min"))
+    self._jit = {}
+
+  # --- identity / shapes -------------------------------------------------
+  def meta(self) -> dict[str, Any]:
+    m = self.config.model
+    return {"task": "caricature", "image_size": self.config.data.image_size,
+            "g": [m.dim, m.style_dim, m.n_downsample, m.n_res, m.mlp_dim,
+                  bool(m.attention)],
+            "d": [m.d_dim, m.d_layers, m.d_scales, bool(m.d_attention)]}
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    s = self.config.data.image_size
+    image = np.zeros((batch_size, s, s, 3), np.float32)
+    return {"photo": image, "cari": image.copy(),
+            "photo_id": np.zeros((batch_size,), np.int32),
+            "cari_id": np.zeros((batch_size,), np.int32),
+            "mask": np.ones((batch_size,), np.float32)}
+
+  def describe(self, state) -> str:
+    return (f"SATNet/MUNIT: G {munit.count(state.gen):,} + D "
+            f"{munit.count(state.disc):,} params (2 domains); identity "
+            f"{self.config.identity.source}")
+
+  def learning_rate(self, step: int) -> float:
+    return float(self.schedule_g(step))
+
+  # --- state -------------------------------------------------------------
+  def init_state(self, rng: jax.Array) -> GanState:
+    """Both domains' networks stacked on a leading axis of 2 (photo, cari).
+
+    Stacked so both domains' networks go through the same code paths
+    (index 0 photo, 1 caricature).
+    """
+    s = self.config.data.image_size
+    x = jnp.zeros((1, s, s, 3), jnp.float32)
+    keys = jax.random.split(rng, 4)
+    gv = jax.vmap(lambda r: self.gen.init(r, x))(keys[:2])
+    dv = jax.vmap(lambda r: self.disc.init(r, x))(keys[2:])
+    stats = lambda v: {SPECTRAL: v[SPECTRAL]} if SPECTRAL in v else {}
+    return GanState(step=jnp.zeros((), jnp.int32), gen=gv["params"],
+                    gen_stats=stats(gv), disc=dv["params"],
+                    disc_stats=stats(dv),
+                    gen_opt=self.tx_g.init(gv["params"]),
+                    disc_opt=self.tx_d.init(dv["params"]))
+
+  def has_import(self) -> bool:
+    return False
+
+  def import_pretrained(self, state: GanState) -> GanState:
+    return state
+
+  # --- frozen identity network -------------------------------------------
+  def identity_net(self) -> sphere_task.Task:
+    """The SphereFace task object describing the frozen network."""
+    if self._identity is None:
+      self.load_frozen()
+    return self._identity
+
+  def load_frozen(self):
+    idc = self.config.identity
+    if idc.source == "none":
+      if self.config.loss.identity_w:
+        raise ValueError("config key identity.source='none' but "
+                         "loss.identity_w != 0\n" + NEED_IDENTITY)
+      return NoIdentity()
+    if idc.source == "workdir":
+      if not idc.workdir:
+        raise ValueError("config key identity.workdir is empty: "
+                         + NEED_IDENTITY)
+      from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+      from facejax.tasks import base  # pylint: disable=g-import-not-at-top
+      cfg = age_estimators.read_workdir_config(idc.workdir,
+                                               "identity.workdir")
+      if cfg.get("task") != "sphereface":
+        raise ValueError(f"config key identity.workdir={idc.workdir!r} is "
+                         f"a {cfg.get('task')!r} workdir, not sphereface")
+      task = sphere_task.Task(cfg)
+      variables, step = age_estimators.restore_variables(
+          idc.workdir, cfg, base.wrap(task, cfg), "identity.workdir")
+      logging.info("identity network: %s step %d", idc.workdir, step)
+      self._identity = task
+      return Identity(jax.device_get(variables["params"]))
+    # 'weights' or 'random': a network of identity.variant / input_size.
+    cfg = ml_collections.ConfigDict({
+        "model": {"variant": idc.variant, "input_size": idc.input_size,
+                  "num_classes": 1, "margin": 4, "lambda_min": 5.0,
+                  "init_from": ""},
+        "data": {"domains": ["photo"], "image_size":
+                 self.config.data.image_size},
+        "optim": {"name": "sgd", "lr": 0.0}, "total_steps": 1, "seed": 0})
+    task = sphere_task.Task(cfg)
+    h, w = task.input_size
+    params = task.model.init(jax.random.key(idc.seed),
+                             jnp.zeros((1, h, w, 3)))["params"]
+    if idc.source == "weights":
+      # pylint: disable-next=g-import-not-at-top
+      from facejax.models import sphereface_import
+      if not idc.weights:
+        raise ValueError("config key identity.weights is empty: "
+                         + NEED_IDENTITY)
+      params = sphereface_import.load(idc.weights, jax.device_get(params),
+                                      task.input_size)
+    self._identity = task
+    return Identity(jax.device_get(params))
+
+  def _embed(self, frozen, images):
+    return self.identity_net().features(frozen.params, images)
+
+  # --- networks ----------------------------------------------------------
+  # Every function takes both domains stacked: params [2, ...] and images
+  # [2, B, H, W, 3] (index 0 photo, 1 caricature).
+
+  def _apply(self, module, method, params, stats, *args, update=False):
+    """module.apply per domain, outputs stacked; (out, new stats or None).
+
+    A Python loop over the two domains. Measured on 2 CPU cores (smoke
+    step): jax.vmap turns each conv into a grouped conv over the two
+    kernels (10x slower steps) and jax.lax.map runs a while loop (5x
+    slower steps), neither compiling faster.
+    """
+    outs, news = [], []
+    for i in range(2):
+      # pylint: disable-next=cell-var-from-loop
+      pick = lambda t: jax.tree.map(lambda a: a[i], t)
+      v = {"params": pick(params), **pick(stats)}
+      a = [pick(x) for x in args]
+      if update and stats:
+        out, new = module.apply(v, *a, True, method=method,
+                                mutable=[SPECTRAL])
+        news.append(dict(new))
+      else:
+        out = module.apply(v, *a, method=method)
+      outs.append(out)
+    stack = lambda *xs: jnp.stack(xs)
+    return (jax.tree.map(stack, *outs),
+            jax.tree.map(stack, *news) if news else None)
+
+  def encode(self, gen, stats, x2, update=False):
+    """-> ((content, style) stacked, new stats or None)."""
+    return self._apply(self.gen, "encode", gen, stats, x2, update=update)
+
+  def decode(self, gen, stats, c2, s2, update=False):
+    return self._apply(self.gen, "decode", gen, stats, c2, s2,
+                       update=update)
+
+  def discriminate(self, disc, stats, x2, update=False):
+    """-> (list over scales of [2, B, h, w, 1], new stats or None)."""
+    return self._apply(self.disc, "__call__", disc, stats, x2,
+                       update=update)
+
+  def translate(self, gen, gen_stats, images, direction: str, styles):
+    """images of the source domain -> the target domain with `styles`."""
+    src, dst = (DOMAINS.index(d) for d in DIRECTIONS[direction])
+    pick = lambda t, i: jax.tree.map(lambda a: a[i], t)
+    v_src = {"params": pick(gen, src), **pick(gen_stats, src)}
+    v_dst = {"params": pick(gen, dst), **pick(gen_stats, dst)}
+    c, _ = self.gen.apply(v_src, images, method="encode")
+    return self.gen.apply(v_dst, c, styles, method="decode")
+
+  def _losses(self):
+    return ((hinge_d, hinge_g) if self.config.loss.gan == "hinge"
+            else (lsgan_d, lsgan_g))
+
+  # --- train / eval ------------------------------------------------------
+  def _embed2(self, frozen, x2):
+    """Identity features of stacked images [2, B, ...] -> [2, B, D]."""
+    flat = x2.reshape((-1,) + x2.shape[2:])
+    return self._embed(frozen, flat).reshape(x2.shape[:2] + (-1,))
+
+  def train_step(self, state: GanState, batch: dict, frozen):
+    cfg, lw = self.config, self.config.loss
+    d_fn, g_fn = self._losses()
+    rng = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
+    r_d, r_g = jax.random.split(rng)
+    x2 = jnp.stack([batch["photo"], batch["cari"]])  # [2, B, H, W, 3]
+    b, sd = x2.shape[1], cfg.model.style_dim
+    swap = lambda t: t[::-1]  # domain d's content -> the other domain
+
+    # D step: translations with fresh styles, no gradient to G. fake2[d]
+    # is in domain d (translated from the other domain).
+    (c2, _), _ = self.encode(state.gen, state.gen_stats, x2)
+    fake2, _ = self.decode(state.gen, state.gen_stats, swap(c2),
+                           jax.random.normal(r_d, (2, b, sd)))
+    fake2 = jax.lax.stop_gradient(fake2)
+
+    def d_loss_fn(disc):
+      # Real and translated images in one call per domain (one power
+      # iteration per step, as torch's spectral_norm in training).
+      both, st = self.discriminate(disc, state.disc_stats,
+                                   jnp.concatenate([x2, fake2], axis=1),
+                                   update=True)
+      new_stats = st if st is not None else state.disc_stats
+      real = [o[:, :b] for o in both]
+      fake = [o[:, b:] for o in both]
+      parts = [d_fn([r[i] for r in real], [f[i] for f in fake])
+               for i in range(2)]
+      return lw.gan_w * (parts[0] + parts[1]), (new_stats, parts)
+
+    (d_loss, (disc_stats, d_parts)), grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(state.disc)
+    upd, disc_opt = self.tx_d.update(grads, state.disc_opt, state.disc)
+    disc = jax.tree.map(lambda p, u: p + u, state.disc, upd)
+
+    # G step with the updated D and new style codes.
+    def g_loss_fn(gen):
+      stats = state.gen_stats
+      (c2, s2), st_enc = self.encode(gen, stats, x2, update=True)
+      rand2 = jax.random.normal(r_g, (2, b, sd))
+      # One decoder call per domain: its own content with its own style
+      # (reconstruction) and the other domain's with a random style.
+      out2, st_dec = self.decode(
+          gen, stats, jnp.concatenate([c2, swap(c2)], axis=1),
+          jnp.concatenate([s2, rand2], axis=1), update=True)
+      recon2, trans2 = out2[:, :b], out2[:, b:]
+      new_stats = stats
+      if st_enc is not None:
+        # Each call iterated its own attention blocks' u, v: take the
+        # encoder's from encode and the decoder's from decode.
+        new_stats = {SPECTRAL: {
+            k: (st_dec if k.startswith("dec") else st_enc)[SPECTRAL][k]
+            for k in st_enc[SPECTRAL]}}
+      (re_c2, re_s2), _ = self.encode(gen, stats, trans2)
+      terms = {
+          "recon_x": 2 * jnp.mean(jnp.abs(recon2 - x2)),
+          "recon_s": 2 * jnp.mean(jnp.abs(re_s2 - rand2)),
+          # re_c2[d] re-encodes a translation *from* the other domain.
+          "recon_c": 2 * jnp.mean(jnp.abs(swap(re_c2) - c2)),
+      }
+      if lw.recon_cyc_w:
+        back2, _ = self.decode(gen, stats, swap(re_c2), s2)
+        terms["recon_cyc"] = 2 * jnp.mean(jnp.abs(back2 - x2))
+      else:
+        terms["recon_cyc"] = jnp.zeros(())
+      out, _ = self.discriminate(disc, disc_stats, trans2)
+      terms["adv"] = sum(g_fn([o[i] for o in out]) for i in range(2))
+      if isinstance(frozen, Identity):
+        emb = self._embed2(frozen, jnp.concatenate([x2, trans2], axis=1))
+        e_x, e_t = emb[:, :b], swap(emb[:, b:])
+        terms["id"] = 2 * jnp.mean(identity_loss(e_x, e_t,
+                                                 lw.identity_thd))
+        terms["id_cos"] = jnp.mean(cosine(e_x, e_t))
+      else:
+        terms["id"] = jnp.zeros(())
+        terms["id_cos"] = jnp.zeros(())
+      loss = (lw.gan_w * terms["adv"] + lw.recon_x_w * terms["recon_x"]
+              + lw.recon_s_w * terms["recon_s"]
+              + lw.recon_c_w * terms["recon_c"]
+              + lw.recon_cyc_w * terms["recon_cyc"]
+              + lw.identity_w * terms["id"])
+      return loss, (new_stats, terms)
+
+    (g_loss, (gen_stats, terms)), grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(state.gen)
+    upd, gen_opt = self.tx_g.update(grads, state.gen_opt, state.gen)
+    gen = jax.tree.map(lambda p, u: p + u, state.gen, upd)
+    new_state = state.replace(step=state.step + 1, gen=gen,
+                              gen_stats=gen_stats, disc=disc,
+                              disc_stats=disc_stats, gen_opt=gen_opt,
+                              disc_opt=disc_opt)
+    metrics = {"d_loss": d_loss, "g_loss": g_loss,
+               "d_photo": d_parts[0], "d_cari": d_parts[1],
+               **{f"g_{k}": v for k, v in terms.items()}}
+    return new_state, metrics
+
+  def _eval_styles(self, b: int):
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), _EVAL_SEED)
+    return jax.random.normal(rng, (b, self.config.model.style_dim))
+
+  def eval_step(self, state: GanState, batch: dict, frozen):
+    """Sums: reconstruction, identity cosine, D accuracy (real vs fake)."""
+    w = batch["mask"]
+    x2 = jnp.stack([batch["photo"], batch["cari"]])
+    b = x2.shape[1]
+    (c2, s2), _ = self.encode(state.gen, state.gen_stats, x2)
+    recon2, _ = self.decode(state.gen, state.gen_stats, c2, s2)
+    styles = jnp.broadcast_to(self._eval_styles(b), (2,) + s2.shape[1:])
+    fake2, _ = self.decode(state.gen, state.gen_stats, c2[::-1], styles)
+    sums = {"count": w.sum(),
+            "recon_x": (jnp.abs(recon2 - x2).mean((0, 2, 3, 4)) * w).sum()}
+    real, _ = self.discriminate(state.disc, state.disc_stats, x2)
+    fake, _ = self.discriminate(state.disc, state.disc_stats, fake2)
+    # Per domain and example: mean logit over scales and patches.
+    real_s = sum(o.mean((2, 3, 4)) for o in real) / len(real)  # [2, B]
+    fake_s = sum(o.mean((2, 3, 4)) for o in fake) / len(fake)
+    if isinstance(frozen, Identity):
+      cos = cosine(self._embed2(frozen, x2),
+                   self._embed2(frozen, fake2)[::-1])  # [2, B] by source
+    for name, (src, dst) in DIRECTIONS.items():
+      i, j = DOMAINS.index(src), DOMAINS.index(dst)
+      acc = ((real_s[j] > 0).astype(jnp.float32)
+             + (fake_s[j] < 0).astype(jnp.float32)) / 2
+      sums[f"d_acc_{name}"] = (acc * w).sum()
+      sums[f"d_margin_{name}"] = ((real_s[j] - fake_s[j]) * w).sum()
+      if isinstance(frozen, Identity):
+        sums[f"id_cos_{name}"] = (cos[i] * w).sum()
+    return sums
+
+  def summarize(self, sums) -> dict[str, float]:
+    n = max(float(sums["count"]), 1.0)
+    out = {k: float(v) / n for k, v in sums.items() if k != "count"}
+    out["count"] = float(sums["count"])
+    if "id_cos_photo2cari" in out:
+      out["id_cos"] = 0.5 * (out["id_cos_photo2cari"]
+                             + out["id_cos_cari2photo"])
+    return out
+
+  # --- data --------------------------------------------------------------
+  def data_root(self) -> str:
+    d = self.config.data
+    if d.root:
+      return d.root
+    return data_lib.ensure_synthetic(
+        d.synthetic_dir, num_identities=d.synthetic_identities,
+        photos=d.synthetic_photos, caricatures=d.synthetic_caricatures,
+        size=d.synthetic_size, seed=d.synthetic_seed)
+
+  def domains(self, split: str):
+    """(photo, caricature) DomainSources of a split."""
+    cfg = ml_collections.ConfigDict(self.config.data.to_dict())
+    cfg.root = self.data_root()
+    return data_lib.open_domains(cfg, "train" if split == "train" else
+                                 "test")
+
+  def source(self, split: str):
+    return data_lib.PairSource(*self.domains(split), seed=self.config.seed)
+
+  def balance(self, src):
+    return src
+
+  def face_preprocess(self, train: bool) -> data_lib.FacePreprocess:
+    d = self.config.data
+    return data_lib.FacePreprocess(d.image_size, flip=train and d.flip,
+                                   seed=self.config.seed,
+                                   crop_fraction=d.crop_fraction,
+                                   align_size=d.align_size)
+
+  def preprocess(self, train: bool) -> data_lib.PairPreprocess:
+    return data_lib.PairPreprocess(self.face_preprocess(train))
+
+  def train_dataset(self, start_step: int = 0):
+    d = self.config.data
+    return pipeline.train_dataset(self.source("train"),
+                                  self.preprocess(True), d.batch_size,
+                                  self.config.seed, d.num_workers,
+                                  start_step=start_step)
+
+  def baseline(self, train_src, eval_src) -> dict[str, float]:
+    del train_src, eval_src
+    return {}
+
+  # --- samples -----------------------------------------------------------
+  def _jitted(self, name, fn):
+    if name not in self._jit:
+      self._jit[name] = jax.jit(fn, static_argnums=(3,))
+    return self._jit[name]
+
+  def style_grid(self, gen, gen_stats, images: np.ndarray, direction: str,
+                 num_styles: int, seed: int = 0):
+    """[input, K translations] per row, as a PIL image (titled columns)."""
+    fn = self._jitted("translate", self.translate)
+    styles = np.asarray(jax.random.normal(
+        jax.random.key(seed), (num_styles, self.config.model.style_dim)))
+    rows = []
+    for im in images:
+      batch = np.repeat(np.asarray(im)[None], num_styles, 0)
+      out = np.asarray(fn(gen, gen_stats, batch, direction, styles))
+      rows.append([im, *out])
+    titles = ["input"] + [f"s{k}" for k in range(num_styles)]
+    return image_grid.make_grid(
+        [[transforms.denormalize(x, "unit") for x in row] for row in rows],
+        col_labels=titles)
+
+  def on_eval(self, state, frozen, step: int, workdir: str) -> None:
+    del frozen
+    e = self.config.eval
+    if jax.process_index() != 0 or not e.samples:
+      return
+    gen = jax.device_get(state.gen)
+    stats = jax.device_get(state.gen_stats)
+    pre = self.face_preprocess(False)
+    photo, cari = self.domains("valid")
+    out = os.path.join(workdir, "samples")
+    os.makedirs(out, exist_ok=True)
+    for direction, src in (("photo2cari", photo), ("cari2photo", cari)):
+      n = min(e.samples, len(src))
+      images = [pre((i, src[i]))["image"] for i in range(n)]
+      self.style_grid(gen, stats, images, direction, e.styles).save(
+          os.path.join(out, f"{direction}_step_{step}.png"))
+
+  # --- report ------------------------------------------------------------
+  def split_features(self, setup, state, src, direction: str | None):
+    """(identity emb, fid feats, ids) of src's images (translated or not)."""
+    e = self.config.eval
+    feat_fn = (fid_lib.random_features_fn() if e.fid_features == "random"
+               else None)
+    has_id = isinstance(setup.frozen, Identity)
+    key = ("report", direction)
+
+    def fn(st, frozen, batch):
+      x = batch["image"]
+      if direction is not None:
+        x = self.translate(st.gen, st.gen_stats, x, direction,
+                           self._eval_styles(x.shape[0]))
+      out = {"mask": batch["mask"]}
+      if has_id:
+        out["emb"] = self._embed(frozen, x)
+      out["fid"] = (feat_fn(x) if feat_fn is not None else
+                    self._embed(frozen, x))
+      return out
+
+    if key not in self._jit:
+      self._jit[key] = setup.compile(fn)
+    step_fn = self._jit[key]
+    embs, feats, ids = [], [], []
+    limit = e.max_images
+    if limit and len(src) > limit:
+      src = data_lib.DomainSource(src.paths[:limit],
+                                  src.identities[:limit], src.names,
+                                  src.points[:limit], src.domain)
+    for batch in pipeline.eval_batches(src, self.face_preprocess(False),
+                                       setup.eval_batch,
+                                       self.config.data.num_workers):
+      out = jax.device_get(step_fn(state, setup.frozen, parallel.shard_batch(
+          {"image": batch["image"], "mask": batch["mask"]}, setup.mesh)))
+      keep = out["mask"] > 0
+      feats.append(out["fid"][keep])
+      if has_id:
+        embs.append(out["emb"][keep])
+      ids.append(batch["identity"][keep])
+    return (np.concatenate(embs) if has_id else None,
+            np.concatenate(feats), np.concatenate(ids))
+
+  def evaluate_translation(self, setup, state, split: str = "test"
+                           ) -> dict[str, dict[str, float]]:
+    """{row: metrics} for both directions and the untranslated baselines."""
+    if self.config.eval.fid_features == "identity" and not isinstance(
+        setup.frozen, Identity):
+      raise ValueError("config key eval.fid_features='identity' needs an "
+                       "identity network (identity.source)")
+    photo, cari = self.domains(split)
+    real = {"photo": self.split_features(setup, state, photo, None),
+            "cari": self.split_features(setup, state, cari, None)}
+    rows = {}
+    for direction, (src, dst) in DIRECTIONS.items():
+      fake = self.split_features(setup, state, {"photo": photo,
+                                           "cari": cari}[src], direction)
+      row = {"fid_small": fid_lib.fid(fake[1], real[dst][1]),
+             "fid_small_untranslated": fid_lib.fid(real[src][1],
+                                                   real[dst][1]),
+             "images": int(len(fake[1]))}
+      if fake[0] is not None:
+        cos = np.sum(_unit(fake[0]) * _unit(real[src][0]), axis=1)
+        row["id_cos"] = float(cos.mean())
+        # Translated source images verified against real target images.
+        row.update(verification(fake[0], fake[2], real[dst][0],
+                                real[dst][2]))
+      rows[direction] = row
+    if real["photo"][0] is not None:
+      rows["real cari vs real photo"] = verification(
+          real["cari"][0], real["cari"][2], real["photo"][0],
+          real["photo"][2])
+    return rows
+
+  def report(self, setup, state, split: str, out_dir: str) -> str:
+    """The Markdown evaluation table (also written to out_dir)."""
+    rows = self.evaluate_translation(setup, state, split)
+    name = fid_lib.NAMES[self.config.eval.fid_features]
+    step = int(jax.device_get(state.step))
+    lines = [f"Caricature translation, {split} subjects, step {step}. "
+             f"{name}; identity = {self.config.identity.source} "
+             f"SphereFace fc5 cosine; verification of translated images "
+             f"against real images of the target domain (all pairs).", "",
+             "| direction | images | FID-small | FID-small untranslated | "
+             "identity cos | TAR@FAR 0.1% | TAR@FAR 1% | AUC |",
+             "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda r, k: (f"{r[k]:.3f}" if k in r and np.isfinite(r[k])
+                        else "-")
+    for key, r in rows.items():
+      lines.append(f"| {key} | {r.get('images', '-')} | "
+                   f"{fmt(r, 'fid_small')} | "
+                   f"{fmt(r, 'fid_small_untranslated')} | "
+                   f"{fmt(r, 'id_cos')} | {fmt(r, 'tar@far0.1%')} | "
+                   f"{fmt(r, 'tar@far1%')} | {fmt(r, 'auc')} |")
+    table = "\n".join(lines) + "\n"
+    if out_dir and jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
+      with open(os.path.join(out_dir, f"caricature_{split}.md"), "w") as f:
+        f.write(table)
+      with open(os.path.join(out_dir, f"caricature_{split}.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    return table
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
