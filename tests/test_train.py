@@ -129,3 +129,17 @@ def test_resume_past_an_existing_best_checkpoint(age_data, tmp_path):
       os.path.join(workdir, "best", "10"))
   result = loop.train_and_evaluate(config, workdir)
   assert result["checkpoint"].endswith(os.path.join("ckpt", "20"))
+
+
+def test_paths_of_other_runs_are_recorded_absolute(tmp_path, monkeypatch):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  os.makedirs("runs/sphereface")
+  c = ml_collections.ConfigDict({
+      "identity": {"source": "workdir", "workdir": "runs/sphereface",
+                   "weights": ""},
+      "eval": {"classifier_workdir": "runs/missing"}})
+  loop._absolute_run_paths(c)  # pylint: disable=protected-access
+  assert c.identity.workdir == str(tmp_path / "runs/sphereface")
+  assert c.identity.source == "workdir" and c.identity.weights == ""
+  assert c.eval.classifier_workdir == "runs/missing"  # not on disk: as given

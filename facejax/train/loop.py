@@ -191,6 +191,20 @@ def _mean_metrics(window: list[dict]) -> dict[str, float]:
   return {k: float(np.mean(v)) for k, v in stacked.items()}
 
 
+# Config keys naming another run or a weights file (frozen estimators,
+# identity networks, stage-1 runs): stored absolute in config.json.
+_RUN_PATH_KEYS = ("workdir", "init_from", "age_transformer", "weights")
+
+
+def _absolute_run_paths(config: ml_collections.ConfigDict) -> None:
+  for key, value in list(config.items()):
+    if isinstance(value, ml_collections.ConfigDict):
+      _absolute_run_paths(value)
+    elif (isinstance(value, str) and value and key.endswith(_RUN_PATH_KEYS)
+          and os.path.exists(value)):
+      config[key] = os.path.abspath(value)
+
+
 def train_iterator(setup: Setup, start_step: int = 0, train_src=None):
   """This process's training batches from global step `start_step` on."""
   task, config = setup.task, setup.config
@@ -210,9 +224,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   os.makedirs(workdir, exist_ok=True)
   setup = Setup(config)
   task = setup.task
-  # Record where the data really is, so evaluate/predict work from any cwd.
+  # Record where the data and the other runs this one reads really are,
+  # so evaluate/predict/restore work from any directory.
   with config.unlocked():
     config.data.root = os.path.abspath(task.data_root())
+    _absolute_run_paths(config)
   ckpt_lib.check_workdir_model(workdir, task.meta())
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
