@@ -15,8 +15,12 @@ Variants are config keys:
       triplet: --config.loss.margin=1.0 --config.loss.batch_hard=True
   --config.debias.enabled=True          group head behind gradient reversal
   --config.model.relation_head=True     multitask: relation type
-  --config.model.backbone=resnet34|resnet18|tiny|frozen
-      frozen: --config.model.frozen_workdir=<age_regression/kinship run>
+  --config.model.backbone=resnet34|resnet18|tiny|swin|frozen
+      swin: SwinFace's Swin backbone + recognition subnet, trained here;
+      geometry from model.swin (as configs/swinface.py; swin_t takes
+      112 px: --config.data.image_size=112) and model.embedding_dim
+      frozen: --config.model.frozen_workdir=<age_regression, kinship or
+      swinface run> (swinface: its recognition embedding, never trained)
 Real FIW (track 1 layout: images/F0001/MID1/*.jpg, txt/{train,val,test}
 lists `id path1 path2 relation is_kin`, optional families.csv):
   --config.data.root=/data/fiw --config.data.train_file=train_sort.txt
@@ -51,6 +55,20 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.frozen_workdir = ""        # backbone='frozen': a trained workdir
   c.model.dtype = "float32"
   c.model.conv_impl = "auto"
+  # backbone='swin': the geometry keys of configs/swinface.py model.swin.
+  c.model.swin = ml_collections.ConfigDict()
+  c.model.swin.variant = "tiny" if smoke else "swin_t"  # swin_t | tiny
+  # Overrides of the variant (0 / () keep it). img_size must equal
+  # data.image_size.
+  c.model.swin.img_size = 0
+  c.model.swin.patch_size = 0
+  c.model.swin.embed_dim = 0
+  c.model.swin.window = 0
+  c.model.swin.depths = ()
+  c.model.swin.num_heads = ()
+  c.model.swin.drop_path_rate = 0.0 if smoke else 0.1
+  c.model.swin.remat = False         # jax.checkpoint per block
+  c.model.embedding_dim = 32 if smoke else 512   # recognition embedding
   c.model.proj_hidden = 256          # TeamCNU projection head 512->256->128
   c.model.proj_out = 128
   c.model.dropout = 0.05             # rbkin fusion net

@@ -5,6 +5,9 @@ facejax.models.kinship, facejax.tasks.kinship)."""
 import collections
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 
 import jax
@@ -276,23 +279,160 @@ def test_rbkin_runs_with_random_tiny_transformer(fiw):
 # --- learning ------------------------------------------------------------
 
 
-def test_learning_on_held_out_families(fiw, tmp_path):
+@pytest.fixture(scope="module")
+def learned(fiw, tmp_path_factory):
+  """The smoke run (200 steps) and its RFIW report, written to the workdir
+  as launch.evaluate does (the CLI test reads its threshold there)."""
   t0 = time.time()
+  workdir = str(tmp_path_factory.mktemp("kinship") / "run")
   config = _config(fiw, **{"total_steps": 200, "eval_every_steps": 200,
                            "ckpt.every_steps": 200})
-  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  result = loop.train_and_evaluate(config, workdir)
   from launch import restore  # pylint: disable=g-import-not-at-top
-  setup, state, _ = restore.restore(str(tmp_path / "run"))
-  text = setup.task.report(setup, state, "test", str(tmp_path / "out"))
-  with open(tmp_path / "out" / "kinship_test.json") as f:
-    res = json.load(f)
+  setup, state, _ = restore.restore(workdir)
+  text = setup.task.report(setup, state, "test", workdir)
   pixel = kt.pixel_baseline_auc(setup.task.source("test"))
+  return workdir, result, text, pixel, time.time() - t0
+
+
+def test_learning_on_held_out_families(learned):
+  workdir, result, text, pixel, seconds = learned
+  with open(os.path.join(workdir, "kinship_test.json")) as f:
+    res = json.load(f)
   print(f"\nheld-out test families: accuracy {res['accuracy']:.3f} "
         f"(chance 0.5), AUC {res['auc']:.3f} (raw-pixel cosine AUC "
         f"{pixel:.3f}); val AUC {result['auc']:.3f}; "
-        f"{time.time() - t0:.0f} s\n{text}")
+        f"{seconds:.0f} s\n{text}")
   assert res["accuracy"] > 0.58
   assert res["auc"] > max(0.7, pixel + 0.05)
-  assert os.path.exists(tmp_path / "out" / "kinship_roc_test.png")
+  assert os.path.exists(os.path.join(workdir, "kinship_roc_test.png"))
   assert "| fd |" in text and os.path.exists(
-      tmp_path / "out" / kt.THRESHOLD_FILE)
+      os.path.join(workdir, kt.THRESHOLD_FILE))
+
+
+@pytest.mark.slow
+def test_cli_scores_a_pair(learned, fiw):
+  workdir = learned[0]
+  with open(os.path.join(workdir, kt.THRESHOLD_FILE)) as f:
+    threshold = json.load(f)["threshold"]
+  src = kd.load_split(fiw, "test.txt")
+  rec = src[int(np.flatnonzero(src.labels > 0)[0])]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's shell
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.kinship", f"--workdir={workdir}",
+       rec["image_a_path"], rec["image_b_path"]], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  print(proc.stdout)
+  m = re.search(r"score (-?[0-9.]+), threshold (-?[0-9.]+) .*: "
+                r"(KIN|NOT KIN)\n", proc.stdout)
+  assert m, proc.stdout
+  score = float(m.group(1))
+  # The stored threshold (launch.evaluate's file), and the decision at it.
+  assert abs(float(m.group(2)) - threshold) < 1e-4
+  assert m.group(3) == ("KIN" if score >= float(m.group(2)) else "NOT KIN")
+  assert -1.0 <= score <= 1.0
+
+
+# --- Swin backbones ------------------------------------------------------
+
+
+@pytest.fixture
+def fast_compiles():
+  """XLA's fast-compile mode: these tests check wiring, not speed, and
+  compiling the Swin steps dominates their time."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
+
+
+def test_swin_backbone_trains(fiw, fast_compiles):
+  config = _config(fiw, **{"model.backbone": "swin",
+                           "data.batch_size": 8})
+  setup = loop.Setup(config)
+  state = setup.init_state()
+  assert set(state.params["backbone"]) == {"swin", "recognition"}
+  before = jax.device_get(state)
+  it = iter(setup.task.train_dataset(0))
+  losses = []
+  for _ in range(2):  # step 0 has lr 0 (warm-up): two steps
+    state, m = setup.train_step(
+        state, parallel.shard_batch(next(it), setup.mesh), setup.frozen)
+    losses.append(float(m["loss"]))
+  after = jax.device_get(state)
+  print(f"swin backbone losses {losses}")
+  assert np.all(np.isfinite(losses))
+  for path in (("swin", "patch_embed_proj", "kernel"),
+               ("swin", "layers_0_blocks_1", "attn", "qkv", "kernel"),
+               ("recognition", "feature_2", "kernel")):
+    a, b = before.params["backbone"], after.params["backbone"]
+    for k in path:
+      a, b = a[k], b[k]
+    assert not np.allclose(a, b), path
+  assert not np.allclose(
+      before.batch_stats["backbone"]["recognition"]["feature_1"]["mean"],
+      after.batch_stats["backbone"]["recognition"]["feature_1"]["mean"])
+  with pytest.raises(ValueError, match="data.image_size=64 .*model.swin"):
+    kt.Task(_config(fiw, **{"model.backbone": "swin",
+                            "data.image_size": 64}))
+
+
+@pytest.fixture(scope="module")
+def swinface_run(fiw, tmp_path_factory):
+  """A tiny SwinFace workdir: configs/swinface.py:smoke (recognition
+  stage), 5 steps; identities from the kinship fixture's FIW images."""
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "swinface.py:smoke,stage=1"),
+      {"data.synthetic_dir": str(tmp_path_factory.mktemp("swinface_data")),
+       "data.identity.root": os.path.join(fiw, "images"),
+       "data.synthetic_size": 32, "data.age.synthetic_num": 40,
+       "data.celeba.synthetic_num": 40, "data.celeba.test_count": 10,
+       "data.expression.synthetic_num": 42, "data.identity.num_pairs": 40,
+       "data.eval_max_per_source": 40, "data.batch_size": 16,
+       "total_steps": 5, "eval_every_steps": 5, "ckpt.every_steps": 5,
+       "log_every_steps": 5, "mesh": ONE})
+  workdir = str(tmp_path_factory.mktemp("swinface") / "run")
+  # Only the weights matter here, not their speed: fast XLA compiles.
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    loop.train_and_evaluate(config, workdir)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", False)
+  print(f"tiny SwinFace workdir: {time.time() - t0:.0f} s")
+  return workdir
+
+
+def test_frozen_swinface_embedding(fiw, swinface_run, fast_compiles):
+  from launch import restore  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  config = _config(fiw, **{"model.backbone": "frozen",
+                           "model.frozen_workdir": swinface_run,
+                           "data.batch_size": 8})
+  setup = loop.Setup(config)
+  task = setup.task
+  images = jnp.asarray(next(iter(task.train_dataset(0)))["image_a"])
+  got = jax.jit(lambda fr, x: task.embed({}, {}, fr, x, False)[0])(
+      setup.frozen, images)
+  # SwinFace's own forward pass (its whole module and variables).
+  sf_setup, sf_state, _ = restore.restore(swinface_run, which="latest")
+  sf_state = jax.device_get(sf_state)
+  model = sf_setup.task.model.clone(analysis=False)
+  want = jax.jit(lambda v, x: model.apply(v, x)["embedding"])(
+      {"params": sf_state.params["model"],
+       "batch_stats": sf_state.batch_stats}, images)
+  t1 = time.time()
+  assert got.shape == (8, 32)
+  assert float(jnp.std(want)) > 1e-3
+  print(f"frozen SwinFace embedding: max |diff| "
+        f"{float(jnp.abs(got - want).max()):.2e} ({t1 - t0:.0f} s)")
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Frozen: the state holds only the projection head (the loss trains it;
+  # the same head code as for the age-regressor backbones).
+  assert set(setup.abstract_state.params) == {"proj"}
+  with pytest.raises(ValueError, match="data.image_size=64.*takes 32 px"):
+    kt.Task(_config(fiw, **{"model.backbone": "frozen",
+                            "model.frozen_workdir": swinface_run,
+                            "data.image_size": 64}))

@@ -18,10 +18,14 @@ each positive pair), debias.enabled (KFC: a demographic-group head behind a
 gradient-reversal layer on the backbone embeddings, plus per-pair fair
 margins in the contrastive loss whose per-group means are logged).
 model.backbone: an age_regressor backbone name (tiny | resnet18 |
-resnet34 | ...) trained here, or 'frozen': the backbone of
-model.frozen_workdir (an age_regression or kinship run), never optimised;
-then the projection head trains with any loss and verification uses the
-cosine of the projections.
+resnet34 | ...) trained here; 'swin': SwinFace's Swin backbone and
+recognition subnet (geometry from model.swin and model.embedding_dim, as in
+configs/swinface.py), trained here; or 'frozen': the embedding network of
+model.frozen_workdir, never optimised -- an age_regression or kinship run's
+backbone, or a swinface run's 'swin' + 'recognition' parameters and batch
+statistics (its recognition embedding). With a frozen backbone the
+projection head trains with any loss and verification uses the cosine of
+the projections.
 
 Evaluation (`report`, launch.evaluate): the RFIW protocol -- the threshold
 maximising Youden's J (TPR - FPR) on the validation list, then accuracy per
@@ -49,12 +53,17 @@ from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import age_regressor
 from facejax.models import kinship as kin_models
+from facejax.models import swinface
 from facejax.tasks import base
 from facejax.train import state as state_lib
 
 HEADS = ("cosine", "rbkin")
 LOSSES = {"cosine": ("contrastive", "hcl", "triplet"), "rbkin": ("ce",)}
 THRESHOLD_FILE = "kinship_threshold.json"
+# Runs whose embedding network model.backbone='frozen' can reuse.
+FROZEN_TASKS = ("age_regression", "kinship", "swinface")
+# The SwinFace subtrees that make up its recognition embedding.
+SWIN_PARTS = ("swin", "recognition")
 
 
 @jax.jit
@@ -90,9 +99,10 @@ def _restore_state(workdir: str, task, seed: int, key: str):
   return jax.device_get(state)
 
 
-def _workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
+def _workdir_config(workdir: str, key: str,
+                    tasks_ok: tuple[str, ...]) -> ml_collections.ConfigDict:
+  """`workdir`'s training config, checked to be one of `tasks_ok`."""
   from facejax import age_estimators  # pylint: disable=g-import-not-at-top
-  from facejax import tasks  # pylint: disable=g-import-not-at-top
   if not workdir:
     raise ValueError(f"config key {key} is empty: give a trained "
                      f"{' or '.join(tasks_ok)} workdir")
@@ -101,7 +111,60 @@ def _workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
     raise ValueError(f"config key {key}: {workdir!r} holds a "
                      f"{cfg.get('task')!r} run; expected "
                      f"{' or '.join(tasks_ok)}")
+  return cfg
+
+
+def _workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
+  cfg = _workdir_config(workdir, key, tasks_ok)
+  if cfg.task == "swinface" and not cfg.model.get("num_identities", 0):
+    # SwinFace counts its classes from its identity data; the workdir's
+    # model.json has the count, so that data need not be on this machine.
+    path = os.path.join(workdir, "model.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        classes = json.load(f).get("num_classes")
+      if classes:
+        with cfg.unlocked():
+          cfg.model.num_identities = int(classes)
   return cfg, base.wrap(tasks.get(cfg.task)(cfg), cfg)
+
+
+def create_backbone(model_cfg: ml_collections.ConfigDict, dtype: Any,
+                    conv_impl: str = "auto"):
+  """The embedding network of a kinship `config.model` (not 'frozen').
+
+  Applied as `module.apply(variables, images, train=...)` -> [N, D].
+  """
+  if model_cfg.backbone == "swin":
+    return swinface.create_recognition(model_cfg, dtype)
+  return age_regressor.create_backbone(model_cfg.backbone, dtype=dtype,
+                                       conv_impl=conv_impl)
+
+
+def frozen_backbone(cfg: ml_collections.ConfigDict, dtype: Any,
+                    conv_impl: str, key: str = "model.frozen_workdir"):
+  """The embedding network of a trained run's config `cfg` (FROZEN_TASKS)."""
+  if cfg.task == "swinface":
+    # float32 as SwinFace itself runs it: the embeddings match its own.
+    return swinface.create_recognition(cfg.model)
+  if cfg.model.backbone == "frozen":
+    raise ValueError(f"config key {key}: that kinship run has a frozen "
+                     f"backbone itself; give its model.frozen_workdir "
+                     f"({cfg.model.frozen_workdir!r}) instead")
+  return create_backbone(cfg.model, dtype, conv_impl)
+
+
+def frozen_variables(cfg: ml_collections.ConfigDict, state) -> dict:
+  """{'params', 'batch_stats'} of the embedding network in a run's state."""
+  stats = state.batch_stats or {}
+  if cfg.task == "swinface":
+    model = state.params["model"]
+    return {"params": {k: model[k] for k in SWIN_PARTS},
+            "batch_stats": {k: v for k, v in stats.items()
+                            if k in SWIN_PARTS}}
+  return {"params": state.params["backbone"],
+          "batch_stats": stats.get("backbone", {})}
 
 
 # ---------------------------------------------------------------------------
@@ -127,16 +190,15 @@ class Task:
                        f"model.head={m.head!r}; choose one of "
                        f"{LOSSES[m.head]}")
     self.frozen_backbone = m.backbone == "frozen"
+    dtype = jnp.dtype(m.get("dtype", "float32"))
+    conv_impl = m.get("conv_impl", "auto")
     if self.frozen_backbone:
-      self._frozen_cfg, _ = _workdir_task(m.frozen_workdir,
-                                          "model.frozen_workdir",
-                                          ("age_regression", "kinship"))
-      name = self._frozen_cfg.model.backbone
+      self._frozen_cfg = _workdir_config(
+          m.frozen_workdir, "model.frozen_workdir", FROZEN_TASKS)
+      self.backbone = frozen_backbone(self._frozen_cfg, dtype, conv_impl)
     else:
-      name = m.backbone
-    self.backbone = age_regressor.create_backbone(
-        name, dtype=jnp.dtype(m.get("dtype", "float32")),
-        conv_impl=m.get("conv_impl", "auto"))
+      self.backbone = create_backbone(m, dtype, conv_impl)
+    self._check_image_size()
     self.heads = {}
     # A frozen backbone learns nothing: then the projection trains (with
     # any loss) and verification uses the cosine of the projections.
@@ -162,11 +224,32 @@ class Task:
       self._at_task = self._age_transformer_task()
     self._fns = {}
 
+  def _check_image_size(self):
+    """A Swin embedding network takes exactly its img_size."""
+    if not isinstance(self.backbone, swinface.RecognitionNet):
+      return
+    size = self.backbone.backbone["img_size"]
+    got = self.config.data.image_size
+    if got == size:
+      return
+    if self.frozen_backbone:
+      raise ValueError(
+          f"config key data.image_size={got}: the Swin network of "
+          f"model.frozen_workdir ({self.config.model.frozen_workdir!r}) "
+          f"takes {size} px images; set data.image_size={size}")
+    raise ValueError(
+        f"config key data.image_size={got} differs from the Swin "
+        f"backbone's img_size {size} (config keys model.swin.variant="
+        f"{self.config.model.swin.variant!r} / model.swin.img_size)")
+
   # --- identity / shapes -------------------------------------------------
   def meta(self) -> dict[str, Any]:
     m = self.config.model
-    return {"task": "kinship", "head": m.head, "backbone": m.backbone,
+    meta = {"task": "kinship", "head": m.head, "backbone": m.backbone,
             "loss": self.config.loss.name, "heads": sorted(self.heads)}
+    if m.backbone == "swin":
+      meta["swin"] = m.swin.variant
+    return meta
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     s = self.config.data.image_size
@@ -253,13 +336,9 @@ class Task:
     frozen = {}
     if self.frozen_backbone:
       wd = self.config.model.frozen_workdir
-      _, task = _workdir_task(wd, "model.frozen_workdir",
-                              ("age_regression", "kinship"))
-      state = _restore_state(wd, task, self._frozen_cfg.seed,
-                             "model.frozen_workdir")
-      frozen["backbone"] = {
-          "params": state.params["backbone"],
-          "batch_stats": (state.batch_stats or {}).get("backbone", {})}
+      cfg, task = _workdir_task(wd, "model.frozen_workdir", FROZEN_TASKS)
+      state = _restore_state(wd, task, cfg.seed, "model.frozen_workdir")
+      frozen["backbone"] = frozen_variables(cfg, state)
     if self._at_task is not None:
       if self.config.rbkin.random_init:
         state = jax.device_get(jax.jit(self._at_task.init_state)(
@@ -290,8 +369,11 @@ class Task:
                         rngs={"dropout": rng} if rng is not None else None,
                         **kw), {}
 
-  def embed(self, params, stats, frozen, images, train: bool):
-    """Backbone features [N, D] and new backbone stats."""
+  def embed(self, params, stats, frozen, images, train: bool, rng=None):
+    """Backbone features [N, D] and new backbone stats.
+
+    `rng` feeds the backbone's 'dropout' stream (Swin stochastic depth).
+    """
     if self.frozen_backbone:
       v = frozen["backbone"]
       variables = {"params": v["params"]}
@@ -302,11 +384,12 @@ class Task:
     variables = {"params": params["backbone"]}
     if "backbone" in stats:
       variables["batch_stats"] = stats["backbone"]
+    rngs = {"dropout": rng} if train and rng is not None else None
     if train and "backbone" in stats:
       out, new = self.backbone.apply(variables, images, train=True,
-                                     mutable=["batch_stats"])
+                                     rngs=rngs, mutable=["batch_stats"])
       return out, {"backbone": new["batch_stats"]}
-    return self.backbone.apply(variables, images, train=train), {}
+    return self.backbone.apply(variables, images, train=train, rngs=rngs), {}
 
   def render_ages(self, frozen, images):
     """[N, H, W, 3] in [-1, 1] -> [A, N, H, W, 3] at rbkin.ages."""
@@ -328,13 +411,14 @@ class Task:
       out = jax.image.resize(out, (a * n, h, w, c), "bilinear")
     return out.reshape((a, n, h, w, c))
 
-  def _multi_age_feats(self, params, stats, frozen, images, train):
+  def _multi_age_feats(self, params, stats, frozen, images, train,
+                       rng=None):
     """[N, A, D] normalised embeddings of the faces rendered at A ages."""
     rendered = self.render_ages(frozen, images)
     a, n = rendered.shape[:2]
     f, new = self.embed(params, stats, frozen,
                         rendered.reshape((a * n,) + rendered.shape[2:]),
-                        train)
+                        train, rng)
     f = kin_models.l2_normalize(f).reshape((a, n, -1))
     return jnp.swapaxes(f, 0, 1), new
 
@@ -343,14 +427,16 @@ class Task:
     b = batch["image_a"].shape[0]
     images = jnp.concatenate([batch["image_a"], batch["image_b"]])
     new, out = {}, {}
+    # A stream of its own for the backbone (the heads split `rng`).
+    rng = None if rng is None else jax.random.fold_in(rng, 1000)
     if self.config.model.head == "rbkin":
       feats, upd = self._multi_age_feats(params, stats, frozen, images,
-                                         train)
+                                         train, rng)
       new.update(upd)
       out["multi_a"], out["multi_b"] = feats[:b], feats[b:]
       f = feats.mean(axis=1)
     else:
-      f, upd = self.embed(params, stats, frozen, images, train)
+      f, upd = self.embed(params, stats, frozen, images, train, rng)
       new.update(upd)
     out["f_a"], out["f_b"] = f[:b], f[b:]
     return out, new
