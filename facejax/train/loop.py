@@ -37,19 +37,6 @@ class Preempted(Exception):
   """SIGTERM arrived; a checkpoint was written."""
 
 
-def _run_once(fn, *args, out_shardings=None):
-  """jit(fn)(*args) for code that runs once (initialisation).
-
-  XLA:CPU spends most of an init's compile in backend optimisation of
-  hundreds of small random-number fusions (SwinFace's 42 heads: 55 s);
-  level 0 halves that and the run still takes well under a second.
-  """
-  lowered = jax.jit(fn, out_shardings=out_shardings).lower(*args)
-  options = ({"xla_backend_optimization_level": 0}
-             if jax.default_backend() == "cpu" else None)
-  return lowered.compile(compiler_options=options)(*args)
-
-
 class Setup:
   """Everything built from the config: task, mesh, state, step functions.
 
@@ -139,9 +126,9 @@ class Setup:
     """Sharded initial state; nothing is materialised on one device first."""
     rng = jax.random.key(self.config.seed)
     if not (import_weights and self.task.has_import()):
-      return _run_once(self.task.init_state, rng,
-                       out_shardings=self.state_sharding)
-    state = jax.device_get(_run_once(self.task.init_state, rng))
+      return jax.jit(self.task.init_state,
+                     out_shardings=self.state_sharding)(rng)
+    state = jax.device_get(jax.jit(self.task.init_state)(rng))
     state = self.task.import_pretrained(state)
     return jax.device_put(state, self.state_sharding)
 
