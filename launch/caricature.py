@@ -15,9 +15,7 @@ import os
 from absl import app
 from absl import flags
 import jax
-import numpy as np
 
-from facejax.data import caricature as data_lib
 from facejax.data import sources
 from facejax.tasks import caricature as task_lib
 from launch import common
@@ -39,22 +37,6 @@ _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["best", "latest"],
 flags.mark_flags_as_required(["workdir", "image"])
 
 
-def translate_file(setup, state, image_path: str, direction: str,
-                   num_styles: int, seed: int = 0, landmarks: str = ""):
-  """The grid (PIL image) for one image file."""
-  if num_styles < 1:
-    raise ValueError(f"--styles={num_styles}: need at least 1")
-  task = setup.task
-  points = (data_lib.read_landmarks(landmarks) if landmarks
-            else np.full((5, 2), np.nan, np.float32))
-  record = {"image_path": image_path, "identity": np.int32(-1),
-            "points": points}
-  image = task.face_preprocess(False)((0, record))["image"]
-  return task.style_grid(jax.device_get(state.gen),
-                         jax.device_get(state.gen_stats), [image],
-                         direction, num_styles, seed)
-
-
 def main(argv):
   if len(argv) > 1:
     common.fail(f"unexpected arguments: {argv[1:]}")
@@ -69,7 +51,7 @@ def main(argv):
     common.fail(f"{_WORKDIR.value} is a {setup.config.task!r} workdir, not "
                 "a caricature one")
   try:
-    grid = translate_file(setup, state, _IMAGE.value, _DIRECTION.value,
+    grid = task_lib.translate_file(setup, state, _IMAGE.value, _DIRECTION.value,
                           _STYLES.value, _SEED.value, _LANDMARKS.value)
   except (sources.DataError, ValueError) as e:
     common.fail(str(e))

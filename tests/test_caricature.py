@@ -403,13 +403,12 @@ ID_COS_LEVEL = 0.3
 
 
 def test_translate_cli_grid(trained, tmp_path):
-  from launch import caricature as cli  # pylint: disable=g-import-not-at-top
   setup, _, state, *_ = trained
   photo, _ = setup.task.domains("test")
-  grid = cli.translate_file(setup, state, photo.paths[0], "photo2cari", 3)
+  grid = task_lib.translate_file(setup, state, photo.paths[0], "photo2cari", 3)
   size = setup.config.data.image_size
   assert grid.size[0] > 4 * size and grid.size[1] > size
   arr = np.asarray(grid)
   assert arr.std() > 5  # not a blank image
   with pytest.raises(ValueError, match="--styles"):
-    cli.translate_file(setup, state, photo.paths[0], "cari2photo", 0)
+    task_lib.translate_file(setup, state, photo.paths[0], "cari2photo", 0)

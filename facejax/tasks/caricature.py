@@ -702,3 +702,18 @@ class Task:
 def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
+
+def translate_file(setup, state, image_path: str, direction: str,
+                   num_styles: int, seed: int = 0, landmarks: str = ""):
+  """The style grid (PIL image) of one image file (launch.caricature)."""
+  if num_styles < 1:
+    raise ValueError(f"--styles={num_styles}: need at least 1")
+  task = setup.task
+  points = (data_lib.read_landmarks(landmarks) if landmarks
+            else np.full((5, 2), np.nan, np.float32))
+  record = {"image_path": image_path, "identity": np.int32(-1),
+            "points": points}
+  image = task.face_preprocess(False)((0, record))["image"]
+  return task.style_grid(jax.device_get(state.gen),
+                         jax.device_get(state.gen_stats), [image],
+                         direction, num_styles, seed)
