@@ -330,10 +330,6 @@ def check_geometry(image_size: int, n_downsample: int,
                      f"({smallest} px) is smaller than 2**d_layers")
 
 
-def count(tree) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(tree))
-
-
 def spectral_sigma(kernel: jax.Array, steps: int, u0: jax.Array
                    ) -> jax.Array:
   """sigma after `steps` power iterations from u0 (as Conv in training)."""

@@ -228,7 +228,3 @@ def check_geometry(image_size: int, d_repeat_num: int) -> None:
   if image_size % 4:
     raise ValueError(f"config key data.image_size={image_size}: G "
                      f"down-samples twice, use a multiple of 4")
-
-
-def count(params) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(params)))

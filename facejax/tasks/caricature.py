@@ -55,6 +55,7 @@ from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import munit
 from facejax.tasks import sphereface as sphere_task
+from facejax.train import state as state_lib
 
 SPECTRAL = munit.SPECTRAL
 DOMAINS = ("photo", "cari")
@@ -225,8 +226,8 @@ class Task:
             "mask": np.ones((batch_size,), np.float32)}
 
   def describe(self, state) -> str:
-    return (f"SATNet/MUNIT: G {munit.count(state.gen):,} + D "
-            f"{munit.count(state.disc):,} params (2 domains); identity "
+    return (f"SATNet/MUNIT: G {state_lib.count_params(state.gen):,} + D "
+            f"{state_lib.count_params(state.disc):,} params (2 domains); identity "
             f"{self.config.identity.source}")
 
   def learning_rate(self, step: int) -> float:

@@ -41,6 +41,7 @@ from facejax.data import attribute_sets as sets_lib
 from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import stargan as model_lib
+from facejax.train import state as state_lib
 
 SCHEDULES = ("linear", "official", "constant")
 _EVAL_SEED = 2**30  # fold_in offset of the evaluation targets
@@ -156,8 +157,8 @@ class Task:
             "mask": np.ones((batch_size,), np.float32)}
 
   def describe(self, state) -> str:
-    return (f"StarGAN: G {model_lib.count(state.gen):,} + D "
-            f"{model_lib.count(state.disc):,} params; labels "
+    return (f"StarGAN: G {state_lib.count_params(state.gen):,} + D "
+            f"{state_lib.count_params(state.disc):,} params; labels "
             f"{self.layout.summary()}")
 
   # --- state -------------------------------------------------------------
