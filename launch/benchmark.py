@@ -54,13 +54,21 @@ _LOADER = flags.DEFINE_integer(
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
                                    "also time the twin under torch.compile.")
 
-# (name, config file, global batch, image size): the sizes the issues state.
+# (name, config file, global batch, image size, config overrides): the
+# sizes the issues state.
 SUITE = (
-    ("age_regressor", "configs/age_regressor.py", 32, 112),
-    ("dex", "configs/dex.py", 8, 224),
-    ("age_transformer", "configs/age_transformer.py", 8, 256),
-    ("stargan", "configs/stargan.py", 16, 128),
-    ("swinface", "configs/swinface.py", 32, 112),
+    ("age_regressor", "configs/age_regressor.py", 32, 112, {}),
+    ("dex", "configs/dex.py", 8, 224, {}),
+    ("age_transformer", "configs/age_transformer.py", 8, 256, {}),
+    ("stargan", "configs/stargan.py", 16, 128, {}),
+    # Stage 1 (backbone + recognition + identity softmax) does the same work
+    # as the timm twin; stage 2 adds the 11 analysis branches.
+    ("swinface_recognition", "configs/swinface.py:stage=1", 32, 112, {}),
+    ("swinface", "configs/swinface.py", 32, 112, {}),
+    ("kinship", "configs/kinship.py", 64, 64, {}),
+    # A random identity network costs the same as a trained one.
+    ("caricature", "configs/caricature.py", 8, 128,
+     {"identity.source": "random"}),
 )
 
 
@@ -214,6 +222,7 @@ def _twin_rows(config, row: dict) -> list[dict]:
       continue
     t["twin"] = name
     t["facejax_speedup"] = t["step_s_median"] / row["step_s_median"]
+    t["note"] = torch_twins.work_note(config)
     out.append(t)
   return out
 
@@ -221,13 +230,13 @@ def _twin_rows(config, row: dict) -> list[dict]:
 def run_suite(peak: float | None) -> tuple[list[dict], str]:
   """Benchmarks every landed model of SUITE; returns rows and Markdown."""
   rows, twin_lines = [], []
-  for name, path, batch, size in SUITE:
+  for name, path, batch, size, overrides in SUITE:
     if _ONLY.value and name not in _ONLY.value:
       continue
-    if not os.path.exists(path):
+    if not os.path.exists(path.split(":")[0]):
       twin_lines.append(f"- {name}: not benchmarked ({path} not found)")
       continue
-    config = config_lib.load_config(path, {})
+    config = config_lib.load_config(path, overrides)
     batch, size = _BATCH.value or batch, _SIZE.value or size
     with config.unlocked():
       config.data.batch_size = config.data.eval_batch_size = batch
@@ -250,7 +259,8 @@ def run_suite(peak: float | None) -> tuple[list[dict], str]:
             f"threads) {t['step_s_median']:.3f} s/step "
             f"({t['step_s_p10']:.3f}-{t['step_s_p90']:.3f}); facejax "
             f"{row['step_s_median']:.3f} s/step = "
-            f"**{t['facejax_speedup']:.2f}x** PyTorch")
+            f"**{t['facejax_speedup']:.2f}x** PyTorch"
+            + (f" ({t['note']})" if t["note"] else ""))
       else:
         twin_lines.append(f"- {name}: {t['note']}")
   text = markdown(rows) + "\n\nPyTorch side by side (same batch and "

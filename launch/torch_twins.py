@@ -66,6 +66,14 @@ def twin_name(config) -> str:
   return f"{config.model.get('name', config.task)}/{backbone}"
 
 
+def work_note(config) -> str:
+  """Why the twin's step is not the same work as facejax's ('' if it is)."""
+  if config.model.get("name", "") == "swinface" and config.get("stage") == 2:
+    return ("the twin lacks the 11 analysis branches: compare the "
+            "swinface_recognition row for the same work")
+  return ""
+
+
 def time_train_step(name: str, batch_size: int, image_size: int,
                     steps: int = 20, warmup: int = 3,
                     compile_mode: bool = False) -> dict[str, Any]:
