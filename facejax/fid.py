@@ -12,8 +12,9 @@ Two feature networks:
   channel means and standard deviations over positions (colour, texture,
   style statistics at 4 scales). Named "FID-small (random-conv features)".
 * 'identity': the caller's embedding network (e.g. the frozen SphereFace
-  fc5), named "FID-small (SphereFace fc5 features)". Identity features are
-  trained to ignore style, so they measure the domain gap less.
+  fc5 or SwinFace recognition embedding), named "FID-small
+  (identity-network features)". Identity features are trained to ignore
+  style, so they measure the domain gap less.
 """
 
 import flax.linen as nn
@@ -23,7 +24,7 @@ import numpy as np
 from scipy import linalg
 
 NAMES = {"random": "FID-small (random-conv features, not Inception)",
-         "identity": "FID-small (SphereFace fc5 features, not Inception)"}
+         "identity": "FID-small (identity-network features, not Inception)"}
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,

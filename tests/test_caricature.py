@@ -1,6 +1,7 @@
 """Photo <-> caricature translation: building blocks, data, sharding and a
 short learning run (facejax.tasks.caricature, facejax.tasks.sphereface)."""
 
+import json
 import os
 
 import jax
@@ -194,7 +195,8 @@ def _data_cfg(root, **kw):
   cfg = {"root": root, "layout": "webcaricature",
          "image_dir": "OriginalImages", "landmark_dir": "FacialPoints",
          "train_list": "train_subjects.txt", "test_list":
-         "test_subjects.txt", "test_fraction": 0.25,
+         "test_subjects.txt", "valid_list": "valid_subjects.txt",
+         "test_fraction": 0.25, "valid_fraction": 0.15,
          "split_by": "subjects", "test_per_identity": 1}
   cfg.update(kw)
   return ml_collections.ConfigDict(cfg)
@@ -205,16 +207,34 @@ def test_synthetic_two_domain_data_alignment_and_errors(tmp_path):
   data_lib.write_synthetic(root, num_identities=6, photos=2, caricatures=2,
                            size=48)
   photo, cari = data_lib.open_domains(_data_cfg(root), "train")
+  v_photo, v_cari = data_lib.open_domains(_data_cfg(root), "valid")
   t_photo, t_cari = data_lib.open_domains(_data_cfg(root), "test")
-  # Held-out subjects; both domains share identity labels.
-  assert not set(photo.identities) & set(t_photo.identities)
+  # Disjoint train / valid / test subjects (6 = 3 + 1 + 2); both domains
+  # share identity labels.
+  ids = [set(s.identities.tolist()) for s in (photo, v_photo, t_photo)]
+  assert [len(i) for i in ids] == [3, 1, 2]
+  assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
   assert set(photo.identities) == set(cari.identities)
-  assert len(photo) == len(cari) == 2 * 4 and len(t_cari) == 2 * 2
+  assert set(v_photo.identities) == set(v_cari.identities)
+  assert len(photo) == len(cari) == 2 * 3 and len(t_cari) == 2 * 2
+  # Without list files the split is by name hash, still disjoint, and the
+  # valid subjects come out of training.
+  no_lists = _data_cfg(root, train_list="", valid_list="", test_list="",
+                       test_fraction=0.3, valid_fraction=0.3)
+  hashed = [set(data_lib.open_domains(no_lists, split)[0].identities.tolist())
+            for split in ("train", "valid", "test")]
+  assert all(hashed) and sum(len(h) for h in hashed) == 6
+  assert not (hashed[0] & hashed[1] or hashed[0] & hashed[2]
+              or hashed[1] & hashed[2])
+  overlap = tmp_path / "overlap.txt"
+  overlap.write_text("S0005 2 2\n")  # a test subject
+  with pytest.raises(DataError, match="both the valid and the test split"):
+    data_lib.open_domains(_data_cfg(root, valid_list=str(overlap)), "valid")
   # Caricatures look different (the stylised domain) from the photos.
   pre = data_lib.FacePreprocess(32)
   p = np.stack([pre((i, photo[i]))["image"] for i in range(len(photo))])
   c = np.stack([pre((i, cari[i]))["image"] for i in range(len(cari))])
-  assert p.shape == (8, 32, 32, 3) and p.min() >= -1 and p.max() <= 1
+  assert p.shape == (6, 32, 32, 3) and p.min() >= -1 and p.max() <= 1
   assert abs(float(p.std() - c.std())) + float(
       np.abs(p.mean((0, 1, 2)) - c.mean((0, 1, 2))).sum()) > 0.05
   # Landmarks: the similarity takes the 5 points onto the template.
@@ -293,7 +313,9 @@ def test_sharded_step_equals_single_device(tmp_path):
     jax.config.update("jax_disable_most_optimizations", False)
   for a, b in zip(m1, m8):  # step 2's losses see step 1's updates
     for k in ("d_loss", "g_loss", "g_id", "g_recon_x", "g_adv"):
-      np.testing.assert_allclose(a[k], b[k], rtol=2e-4, err_msg=k)
+      # atol: g_adv = -mean D(fake) is near 0 (|value| ~ 4e-3).
+      np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-5,
+                                 err_msg=k)
   assert m1[0]["g_id"] > 0.0  # the identity loss is active
   assert_trees_close(s1.gen_stats, s8.gen_stats, rtol=1e-3, atol=1e-5)
   # Weights after 2 Adam steps (b1 = 0: the first update is lr * sign(g),
@@ -310,40 +332,17 @@ def test_sharded_step_equals_single_device(tmp_path):
   assert_trees_close(s1.disc, s8.disc, rtol=1e-3, atol=2.5e-4)
 
 
-def _real_vs_translated_accuracy(task, setup, state, seed=0) -> float:
-  """Held-out accuracy of a fresh logistic classifier telling real
-  caricatures from translated photos (random-conv features, test
-  subjects, 2-fold cross-validation)."""
-  photo, cari = task.domains("test")
-  _, fake, _ = task.split_features(setup, state, photo, "photo2cari")
-  _, real, _ = task.split_features(setup, state, cari, None)
-  x = np.concatenate([fake, real]).astype(np.float64)
-  y = np.concatenate([np.zeros(len(fake)), np.ones(len(real))])
-  x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-  order = np.random.default_rng(seed).permutation(len(y))
-  halves = np.array_split(order, 2)
-  correct = 0
-  for k in range(2):
-    tr, te = halves[k], halves[1 - k]
-    w, b = np.zeros(x.shape[1]), 0.0
-    for _ in range(500):  # gradient descent on the logistic loss + L2
-      p = 1 / (1 + np.exp(-(x[tr] @ w + b)))
-      w -= 0.1 * (x[tr].T @ (p - y[tr]) / len(tr) + 1e-2 * w)
-      b -= 0.1 * float(np.mean(p - y[tr]))
-    correct += int(np.sum(((x[te] @ w + b) > 0) == (y[te] > 0.5)))
-  return correct / len(y)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """(setup, init state, trained state, identity run) of the smoke runs."""
+  """(setup, init state, trained state, identity result, result, workdir)
+  of the smoke runs: SphereFace, then the translator using it."""
   data = str(tmp_path_factory.mktemp("cari_data"))
   sf_dir = str(tmp_path_factory.mktemp("sf") / "run")
   common = {"data.synthetic_dir": data, "data.synthetic_identities": 40}
   sf = config_lib.load_config(
       os.path.join(ROOT, "configs", "sphereface.py:smoke"),
-      {**common, "total_steps": 200, "eval_every_steps": 200,
-       "ckpt.every_steps": 200})
+      {**common, "total_steps": SF_STEPS, "eval_every_steps": SF_STEPS,
+       "ckpt.every_steps": SF_STEPS})
   with sf.unlocked():
     sf.mesh = ONE
   sf_result = loop.train_and_evaluate(sf, sf_dir)
@@ -351,7 +350,9 @@ def trained(tmp_path_factory):
       os.path.join(ROOT, "configs", "caricature.py:smoke"),
       {**common, "identity.workdir": sf_dir, "total_steps": STEPS,
        "eval_every_steps": STEPS, "ckpt.every_steps": STEPS,
-       "log_every_steps": 50})
+       "log_every_steps": 50, "seed": SEED,
+       # Sample grids: test_translate_cli_grid covers the same code.
+       "eval.samples": 0})
   with cfg.unlocked():
     cfg.mesh = ONE
   workdir = str(tmp_path_factory.mktemp("cari") / "run")
@@ -363,6 +364,12 @@ def trained(tmp_path_factory):
 
 
 STEPS = 200
+SF_STEPS = 200
+SEED = 0
+# Held-out discriminability (1 - CE / ln 2) of the probe discriminator:
+# the trained translator's must be this much below the step-0 one's.
+PROBE_DROP = 0.15
+ID_COS_LEVEL = 0.3
 
 
 def test_learning_closes_domain_gap_and_keeps_identity(trained):
@@ -370,13 +377,17 @@ def test_learning_closes_domain_gap_and_keeps_identity(trained):
   task = setup.task
   print(f"identity net: valid accuracy {sf_result['accuracy']:.3f} "
         f"(chance {sf_result['chance_accuracy']:.3f})")
-  acc0 = _real_vs_translated_accuracy(task, setup, init)
-  acc1 = _real_vs_translated_accuracy(task, setup, state)
   rows0 = task.evaluate_translation(setup, init, "test")
   rows1 = task.evaluate_translation(setup, state, "test")
+  for d in task_lib.DIRECTIONS:
+    r0, r1 = rows0[d], rows1[d]
+    print(f"{d} probe D on held-out subjects: CE {r0['probe_ce']:.3f} -> "
+          f"{r1['probe_ce']:.3f} (chance {r1['probe_chance_ce']:.3f}); "
+          f"discriminability {r0['discriminability']:.3f} -> "
+          f"{r1['discriminability']:.3f}; accuracy {r0['probe_acc']:.3f} "
+          f"-> {r1['probe_acc']:.3f}; AUC {r0['probe_auc']:.3f} -> "
+          f"{r1['probe_auc']:.3f}")
   p0, p1 = rows0["photo2cari"], rows1["photo2cari"]
-  print(f"real-vs-translated classifier accuracy: step 0 {acc0:.3f} -> "
-        f"step {STEPS} {acc1:.3f}")
   print(f"photo2cari FID-small: step 0 {p0['fid_small']:.2f} -> "
         f"{p1['fid_small']:.2f} (untranslated photos "
         f"{p1['fid_small_untranslated']:.2f})")
@@ -384,22 +395,23 @@ def test_learning_closes_domain_gap_and_keeps_identity(trained):
   print(f"identity cos: step 0 {p0['id_cos']:.3f} -> {p1['id_cos']:.3f}; "
         f"cari2photo {rows1['cari2photo']['id_cos']:.3f}; mean cos of "
         f"different-identity real pairs {base['mean_neg']:.3f}")
-  print(f"eval during training: {result}")
-  print(task.report(setup, state, "test", ""))
+  print(f"eval during training (valid subjects): {result}")
+  print(task.report_table(rows1, "test", STEPS))
   assert sf_result["accuracy"] > 5 * sf_result["chance_accuracy"]
-  # Translated caricatures become much harder to tell from real ones by
-  # their feature distribution: FID-small falls by more than half and
-  # below the untranslated photos'. (The fresh linear classifier above
-  # still separates them perfectly after this short run: reported only.)
+  # The issue's learning test: a fresh discriminator, trained with a fixed
+  # budget on train subjects, tells translated from real images of unseen
+  # subjects much less well after the smoke training, in both directions.
+  for d in task_lib.DIRECTIONS:
+    assert (rows1[d]["discriminability"]
+            < rows0[d]["discriminability"] - PROBE_DROP), d
+    assert rows1[d]["probe_ce"] > 2 * rows0[d]["probe_ce"], d
+  # Feature statistics move towards the target domain: FID-small falls by
+  # more than half and below the untranslated photos'.
   assert p1["fid_small"] < 0.5 * p0["fid_small"]
   assert p1["fid_small"] < p1["fid_small_untranslated"]
-  assert 0.0 <= acc1 <= 1.0
   for direction in ("photo2cari", "cari2photo"):
     assert rows1[direction]["id_cos"] > ID_COS_LEVEL
     assert rows1[direction]["id_cos"] > base["mean_neg"] + 0.1
-
-
-ID_COS_LEVEL = 0.3
 
 
 def test_translate_cli_grid(trained, tmp_path):
@@ -412,3 +424,117 @@ def test_translate_cli_grid(trained, tmp_path):
   assert arr.std() > 5  # not a blank image
   with pytest.raises(ValueError, match="--styles"):
     task_lib.translate_file(setup, state, photo.paths[0], "cari2photo", 0)
+
+
+def test_report_on_valid_subjects(trained, tmp_path):
+  """launch.evaluate's table on the valid subjects (disjoint from test)."""
+  setup, _, state, *_ = trained
+  table = setup.task.report(setup, state, "valid", str(tmp_path))
+  print(table)
+  assert f"valid subjects, step {STEPS}" in table
+  assert os.path.isfile(tmp_path / "caricature_valid.md")
+  rows = json.loads((tmp_path / "caricature_valid.json").read_text())
+  assert rows["photo2cari"]["images"] == 6 * 4  # 6 valid subjects x 4
+  for d in task_lib.DIRECTIONS:
+    assert 0.0 < rows[d]["probe_ce"] and np.isfinite(rows[d]["auc"])
+
+
+# ---------------------------------------------------------------------------
+# SwinFace as the identity network.
+# ---------------------------------------------------------------------------
+
+
+def _swinface_workdir(path: str, checkpoint: bool = True):
+  """A configs/swinface.py:smoke workdir at no training cost: its state
+  with random values (batch statistics included) saved as checkpoint 1.
+
+  Returns:
+    (workdir, the saved state, its config).
+  """
+  # pylint: disable=g-import-not-at-top
+  from facejax import checkpoint as ckpt_lib
+  from facejax import tasks
+  from facejax.models import swinface
+  from facejax.tasks import base
+  # pylint: enable=g-import-not-at-top
+  cfg = config_lib.load_config(
+      os.path.join(ROOT, "configs", "swinface.py:smoke,stage=1"),
+      {"model.num_identities": 8, "mesh": ONE})
+  task = base.wrap(tasks.get("swinface")(cfg), cfg)
+  abstract = jax.eval_shape(task.init_state, jax.random.key(cfg.seed))
+  rng = np.random.default_rng(0)
+
+  # Random values instead of a jitted init (no compile): any variables
+  # serve to check that the loader and the embedding use them all.
+  def fill(path, a):
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+      return np.zeros(a.shape, a.dtype)
+    if jax.tree_util.keystr(path).endswith("['var']"):  # BN variances > 0
+      return rng.uniform(0.5, 1.5, a.shape).astype(a.dtype)
+    return rng.normal(0.0, 0.1, a.shape).astype(a.dtype)
+  state = jax.tree_util.tree_map_with_path(fill, abstract)
+  # Initialised embedding weights (random ones make every embedding point
+  # the same way), the batch statistics above.
+  net = swinface.create_recognition(cfg.model)
+  size = cfg.data.image_size
+  emb = jax.jit(net.init)(jax.random.key(1), jnp.zeros((1, size, size, 3)))
+  model = dict(state.params["model"], **jax.device_get(emb["params"]))
+  state = state.replace(params=dict(state.params, model=model))
+  os.makedirs(path)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    f.write(cfg.to_json_best_effort())
+  if checkpoint:
+    ckpt_lib.check_workdir_model(path, task.meta())
+    checkpointer = ckpt_lib.Checkpointer(path, async_save=False)
+    checkpointer.save(1, state, None)
+    checkpointer.close()
+  return path, state, cfg
+
+
+def test_swinface_identity_network(tmp_path):
+  from facejax.models import swinface  # pylint: disable=g-import-not-at-top
+  workdir, sf_state, sf_cfg = _swinface_workdir(str(tmp_path / "swin"))
+  # 16 px translator images, a 32 px SwinFace: the task resizes.
+  config = _tiny_config(str(tmp_path / "data"), **{
+      "identity.source": "swinface", "identity.workdir": workdir})
+  task = task_lib.Task(config)
+  frozen = task.load_frozen()
+  assert task.swin_input_size == 32
+  images = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3),
+                              minval=-1.0, maxval=1.0)
+  got = jax.jit(task._embed)(frozen, images)  # pylint: disable=protected-access
+  # SwinFace's recognition network with the saved variables, by hand.
+  net = swinface.create_recognition(sf_cfg.model)
+  model, stats = sf_state.params["model"], sf_state.batch_stats
+  variables = {"params": {k: model[k] for k in ("swin", "recognition")},
+               "batch_stats": {k: stats[k] for k in ("swin", "recognition")
+                               if k in stats}}
+  assert "recognition" in variables["batch_stats"]
+  big = jax.image.resize(images, (4, 32, 32, 3), "linear")
+  want = jax.jit(lambda v, x: net.apply(v, x, train=False))(variables, big)
+  print(f"SwinFace identity embedding: max |diff| "
+        f"{float(jnp.abs(got - want).max()):.2e}, scale "
+        f"{float(jnp.abs(want).max()):.3f}")
+  assert got.shape == (4, 32)
+  # Distinct images get distinct embedding directions.
+  unit = want / jnp.linalg.norm(want, axis=1, keepdims=True)
+  assert float((unit @ unit.T)[np.triu_indices(4, 1)].max()) < 0.99
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Errors name the config key.
+  bad = lambda wd: task_lib.Task(_tiny_config(
+      str(tmp_path / "data"), **{"identity.source": "swinface",
+                                 "identity.workdir": wd})).load_frozen()
+  with pytest.raises(ValueError, match="identity.workdir=.*no such dir"):
+    bad(str(tmp_path / "missing"))
+  with pytest.raises(ValueError, match="identity.workdir is empty"):
+    bad("")
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "config.json").write_text('{"task": "sphereface"}')
+  with pytest.raises(ValueError, match="identity.workdir.*'sphereface' run"
+                                       ".*expected swinface"):
+    bad(str(other))
+  empty, _, _ = _swinface_workdir(str(tmp_path / "no_ckpt"),
+                                  checkpoint=False)
+  with pytest.raises(ValueError, match="identity.workdir: no checkpoint"):
+    bad(empty)

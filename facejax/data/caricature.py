@@ -14,9 +14,11 @@ Layouts (config `data.layout`):
   unknown: -1, identity metrics are skipped); an optional list file of
   "<domain> <relative path> <Name>" lines selects files and names them.
 
-Subjects are split into train/test by list files (first token of a line is
-a subject name, as WebCaricature's `UnRestrictedView1_DevTrain.txt`) or,
-without lists, deterministically by a hash of the name.
+Subjects are split into disjoint train / valid / test sets by list files
+(first token of a line is a subject name, as WebCaricature's
+`UnRestrictedView1_DevTrain.txt`) or, without lists, deterministically by
+a hash of the name (`data.test_fraction`; `data.valid_fraction` of the
+remaining training subjects become the valid subjects).
 
 `write_synthetic` writes the 'webcaricature' layout: the foundation's
 synthetic faces (facejax.data.synthetic) as photos, and an exaggerated,
@@ -53,7 +55,7 @@ TEMPLATE_96x112 = np.array(
 # 1-based WebCaricature landmark numbers -> the 5 points (eyes averaged).
 _FIVE = ((9, 10), (11, 12), (13,), (15,), (17,))
 _MARKER = "SYNTHETIC_CARICATURE.json"
-_VERSION = 1
+_VERSION = 2  # 2: a valid_subjects.txt list
 # Traits pushed away from the average face in caricatures, and extra
 # multiplicative exaggeration of the features caricaturists enlarge.
 _EXAGGERATE = ("face_width", "face_height", "jaw", "chin_taper",
@@ -276,20 +278,83 @@ def _scan_folders(root: str, photo_dir: str, cari_dir: str,
   return out
 
 
+def _file_split(path: str, cfg) -> str:
+  """'train' | 'valid' | 'test' of an image without identity (by hash)."""
+  f = _stable_fraction(os.path.basename(path))
+  test = float(cfg.test_fraction)
+  if f < test:
+    return "test"
+  return ("valid" if f < test + float(cfg.get("valid_fraction", 0.15))
+          else "train")
+
+
+def _listed_subjects(cfg, root: str, key: str, table: dict
+                     ) -> list[str] | None:
+  """The subject list of config key data.<key> (None when it is empty)."""
+  listed = cfg.get(key, "")
+  if not listed:
+    return None
+  path = listed if os.path.isabs(listed) else os.path.join(root, listed)
+  names = read_subject_list(path)
+  unknown = [n for n in names if n not in table]
+  if unknown:
+    raise DataError(f"{path}: subjects without images: {unknown[:5]} "
+                    f"(config key data.{key})")
+  return names
+
+
+def split_subjects(cfg, root: str, table: dict) -> dict[str, list[str]]:
+  """{'train', 'valid', 'test'}: disjoint subject names.
+
+  Each split comes from its list file (data.train_list / valid_list /
+  test_list) when given. Otherwise test subjects are the names whose hash
+  falls below data.test_fraction, training subjects the others, and the
+  valid subjects a data.valid_fraction share of those (a second hash; at
+  least one), taken out of training.
+  """
+  names = sorted(n for n in table if n)
+  test = _listed_subjects(cfg, root, "test_list", table)
+  train = _listed_subjects(cfg, root, "train_list", table)
+  valid = _listed_subjects(cfg, root, "valid_list", table)
+  if test is None:
+    frac = float(cfg.test_fraction)
+    test = [n for n in names if _stable_fraction(n) < frac
+            and n not in set(train or ()) | set(valid or ())]
+  if train is None:
+    train = [n for n in names if n not in set(test) | set(valid or ())]
+  if valid is None:
+    frac = float(cfg.get("valid_fraction", 0.15))
+    valid = [n for n in train if _stable_fraction(n + "/valid") < frac]
+    if not valid and len(train) > 1:
+      valid = [min(train, key=lambda n: _stable_fraction(n + "/valid"))]
+    train = [n for n in train if n not in set(valid)]
+  splits = {"train": train, "valid": valid, "test": test}
+  for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+    both = sorted(set(splits[a]) & set(splits[b]))
+    if both:
+      raise DataError(f"{root}: subjects {both[:5]} are in both the {a} and "
+                      f"the {b} split (config keys data.{a}_list / "
+                      f"data.{b}_list)")
+  return splits
+
+
 def open_domains(cfg, split: str) -> tuple[DomainSource, DomainSource]:
   """(photo, caricature) sources of `split` ('train' | 'valid' | 'test').
 
   `cfg` is config.data (root, layout, image_dir, landmark_dir, photo_dir,
-  cari_dir, list_file, train_list, test_list, test_fraction,
-  split_by). split_by 'subjects' holds out whole identities (the
-  WebCaricature protocols); 'images' keeps every (training-list) identity
-  in every split and holds out each identity's last `test_per_identity`
-  images per domain (identity classification).
+  cari_dir, list_file, train_list, valid_list, test_list, test_fraction,
+  valid_fraction, split_by). split_by 'subjects' gives disjoint train /
+  valid / test identities (`split_subjects`; the WebCaricature
+  protocols); 'images' keeps every (training-list) identity in every split
+  and holds out each identity's last `test_per_identity` images per domain
+  (identity classification; 'valid' and 'test' are then the same images).
   """
   layout = cfg.layout
   if layout not in LAYOUTS:
     raise ValueError(f"config key data.layout: unknown {layout!r}; choose "
                      f"one of {LAYOUTS}")
+  if split not in ("train", "valid", "test"):
+    raise ValueError(f"unknown split {split!r}: train | valid | test")
   root = cfg.root
   if layout == "webcaricature":
     lm = (os.path.join(root, cfg.landmark_dir)
@@ -305,7 +370,7 @@ def open_domains(cfg, split: str) -> tuple[DomainSource, DomainSource]:
                      f"'subjects' or 'images'")
   if by == "images" and cfg.get("train_list", ""):
     # Identity classification on the training subjects only, so that a
-    # network trained here never saw the held-out (test) subjects.
+    # network trained here never saw the held-out (valid, test) subjects.
     listed = cfg.train_list
     path = listed if os.path.isabs(listed) else os.path.join(root, listed)
     table = {n: v for n, v in table.items()
@@ -313,19 +378,9 @@ def open_domains(cfg, split: str) -> tuple[DomainSource, DomainSource]:
   names = sorted(n for n in table if n)
   index = {n: i for i, n in enumerate(names)}
   if by == "subjects":
-    lists = {"train": cfg.get("train_list", ""),
-             "test": cfg.get("test_list", "")}
-    listed = lists["test" if held_out else "train"]
-    if listed:
-      path = listed if os.path.isabs(listed) else os.path.join(root, listed)
-      keep = read_subject_list(path)
-      unknown = [n for n in keep if n not in table]
-      if unknown:
-        raise DataError(f"{path}: subjects without images: {unknown[:5]}")
-    else:
-      frac = float(cfg.test_fraction)
-      keep = [n for n in table
-              if (_stable_fraction(n) < frac) == held_out]
+    keep = split_subjects(cfg, root, table)[split]
+    if "" in table:
+      keep = keep + [""]  # flat files without identity: split by file
   else:
     keep = list(table)
   out = []
@@ -336,6 +391,8 @@ def open_domains(cfg, split: str) -> tuple[DomainSource, DomainSource]:
       items = table[name][domain]
       if by == "images" and name:
         items = items[-k:] if held_out else items[:-k]
+      if by == "subjects" and not name:
+        items = [it for it in items if _file_split(it[0], cfg) == split]
       for path, points in items:
         paths.append(path)
         ids.append(index.get(name, -1))
@@ -344,7 +401,8 @@ def open_domains(cfg, split: str) -> tuple[DomainSource, DomainSource]:
     if not paths:
       raise DataError(f"{cfg.root}: no {domain} images in the {split} "
                       f"split (config keys data.layout / data.split_by / "
-                      f"data.test_fraction)")
+                      f"data.{split}_list / data.test_fraction / "
+                      f"data.valid_fraction)")
     out.append(DomainSource(paths, ids, names, np.stack(pts).astype(
         np.float32), domain))
   return out[0], out[1]
@@ -483,13 +541,16 @@ def _write_landmarks(path: str, five: np.ndarray) -> None:
 
 def write_synthetic(out: str, num_identities: int = 40, photos: int = 4,
                     caricatures: int = 4, size: int = 64, seed: int = 0,
-                    test_fraction: float = 0.25) -> dict:
+                    test_fraction: float = 0.25,
+                    valid_fraction: float = 0.15) -> dict:
   """Writes a WebCaricature-layout synthetic set.
 
   Files: out/OriginalImages/S0001/P00001.jpg (photos) and C00001.jpg
   (caricatures of the same identity), out/FacialPoints/S0001/<stem>.txt
-  (17 lines, the 5 used points exact), out/train_subjects.txt and
-  out/test_subjects.txt (held-out identities).
+  (17 lines, the 5 used points exact), and the disjoint subject lists
+  out/train_subjects.txt, out/valid_subjects.txt and out/test_subjects.txt
+  (the last identities: test_fraction of them for test, at least 2, and
+  before those valid_fraction for valid, at least 1).
 
   Returns:
     A summary dict.
@@ -527,13 +588,16 @@ def write_synthetic(out: str, num_identities: int = 40, photos: int = 4,
       _write_landmarks(os.path.join(points, name, stem + ".txt"),
                        _five_points(face, size))
   n_test = max(2, int(round(test_fraction * num_identities)))
-  with open(os.path.join(out, "train_subjects.txt"), "w") as f:
-    f.writelines(f"{n} {caricatures} {photos}\n" for n in names[:-n_test])
-  with open(os.path.join(out, "test_subjects.txt"), "w") as f:
-    f.writelines(f"{n} {caricatures} {photos}\n" for n in names[-n_test:])
+  n_valid = max(1, int(round(valid_fraction * num_identities)))
+  n_train = num_identities - n_test - n_valid
+  lists = {"train": names[:n_train], "valid": names[n_train:-n_test],
+           "test": names[-n_test:]}
+  for split, subjects in lists.items():
+    with open(os.path.join(out, f"{split}_subjects.txt"), "w") as f:
+      f.writelines(f"{n} {caricatures} {photos}\n" for n in subjects)
   return {"identities": num_identities, "photos": num_identities * photos,
           "caricatures": num_identities * caricatures,
-          "test_identities": n_test}
+          "valid_identities": n_valid, "test_identities": n_test}
 
 
 def _pastel(rng: np.random.Generator) -> list[float]:

@@ -167,6 +167,21 @@ def frozen_variables(cfg: ml_collections.ConfigDict, state) -> dict:
           "batch_stats": stats.get("backbone", {})}
 
 
+
+def load_frozen_embedding(workdir: str, key: str,
+                          tasks_ok: tuple[str, ...] = FROZEN_TASKS,
+                          dtype: Any = jnp.float32, conv_impl: str = "auto"):
+  """(module, variables, run config) of a trained run's embedding network.
+
+  The best checkpoint, else the latest; errors name config key `key`.
+  Kinship's frozen backbones and the caricature translator's SwinFace
+  identity network both load through here.
+  """
+  cfg, task = _workdir_task(workdir, key, tasks_ok)
+  state = _restore_state(workdir, task, cfg.seed, key)
+  return (frozen_backbone(cfg, dtype, conv_impl, key),
+          frozen_variables(cfg, state), cfg)
+
 # ---------------------------------------------------------------------------
 # The task.
 # ---------------------------------------------------------------------------
@@ -336,9 +351,8 @@ class Task:
     frozen = {}
     if self.frozen_backbone:
       wd = self.config.model.frozen_workdir
-      cfg, task = _workdir_task(wd, "model.frozen_workdir", FROZEN_TASKS)
-      state = _restore_state(wd, task, cfg.seed, "model.frozen_workdir")
-      frozen["backbone"] = frozen_variables(cfg, state)
+      _, frozen["backbone"], _ = load_frozen_embedding(
+          wd, "model.frozen_workdir")
     if self._at_task is not None:
       if self.config.rbkin.random_init:
         state = jax.device_get(jax.jit(self._at_task.init_state)(
