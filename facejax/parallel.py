@@ -195,6 +195,8 @@ CPU_XLA_FLAGS = {
         "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE",
 }
 _cpu_flags_active = False
+# XLA flags facejax added to XLA_FLAGS itself (not the user's).
+_flags_added: set[str] = set()
 
 
 def cpu_native_conv_is_fast() -> bool:
@@ -227,11 +229,28 @@ def apply_cpu_xla_flags() -> bool:
                    if k not in user_set)
   if extra:
     os.environ["XLA_FLAGS"] = f"{current} {extra}".strip()
+    _flags_added.update(k for k in CPU_XLA_FLAGS if k not in user_set)
   # The user's own value of a flag may keep YNNPACK convolutions.
   _cpu_flags_active = not user_set or all(
       "CONVOLUTION" not in (current.split(f"--{k}=")[1].split() or [""])[0]
       for k in user_set)
   return _cpu_flags_active
+
+
+def step_compiler_options(task) -> dict[str, str] | None:
+  """Per-executable XLA options a task asks for on CPU (None: the defaults).
+
+  A task may define `xla_cpu_options()`; it applies to its train and eval
+  steps only on the CPU backend, and never over a flag the user put in
+  XLA_FLAGS.
+  """
+  wanted = getattr(task, "xla_cpu_options", None)
+  if wanted is None or jax.default_backend() != "cpu":
+    return None
+  current = os.environ.get("XLA_FLAGS", "")
+  options = {k: v for k, v in wanted().items()
+             if k in _flags_added or f"--{k}=" not in current}
+  return options or None
 
 
 def configure_runtime(compilation_cache_dir: str = "") -> None:

@@ -103,6 +103,13 @@ class Task:
       out[k] = np.zeros((batch_size,) + v.shape, v.dtype)
     return out
 
+  def xla_cpu_options(self) -> dict[str, str]:
+    """Swin's dense layers run faster on XLA's Eigen matmuls than on
+    YNNPACK's on CPU (docs/performance.md section 7): only reductions stay
+    on YNNPACK in its steps."""
+    return {"xla_cpu_experimental_ynn_fusion_type":
+                "LIBRARY_FUSION_TYPE_REDUCE"}
+
   def describe(self, state) -> str:
     n = state_lib.count_params(state.params["model"])
     c = state_lib.count_params(state.params["id_classifier"])

@@ -69,17 +69,18 @@ class Setup:
     self.frozen_sharding = self._shardings(frozen)
     self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
+    options = parallel.step_compiler_options(self.task)
     self.train_step = jax.jit(
         self.task.train_step,
         in_shardings=(self.state_sharding, self.batch_sharding,
                       self.frozen_sharding),
         out_shardings=(self.state_sharding, self.replicated),
-        donate_argnums=0)
+        donate_argnums=0, compiler_options=options)
     self.eval_step = jax.jit(
         self.task.eval_step,
         in_shardings=(self.state_sharding, self.batch_sharding,
                       self.frozen_sharding),
-        out_shardings=self.replicated)
+        out_shardings=self.replicated, compiler_options=options)
     self._compiled = {}
     if hasattr(self.task, "predict"):
       # images [B, H, W, 3] -> the task's prediction, replicated.
