@@ -188,8 +188,9 @@ def markdown(rows: list[dict]) -> str:
   for r in rows:
     frac = r.get("fraction_of_peak")
     mem = r["peak_memory_mb"]
+    name = r.get("suite_name") or f"{r['config']} {r['backbone']}".strip()
     lines.append(
-        f"| {r['config']} {r['backbone']} | {r['batch_size']} | "
+        f"| {name} | {r['batch_size']} | "
         f"{r['image_size']} | {r['devices']} | {r['compile_s']:.1f} | "
         f"{r['step_s_median']:.3f} ({r['step_s_p10']:.3f}-"
         f"{r['step_s_p90']:.3f}) | {r['images_per_s']:.1f} | "
