@@ -167,7 +167,6 @@ def frozen_variables(cfg: ml_collections.ConfigDict, state) -> dict:
           "batch_stats": stats.get("backbone", {})}
 
 
-
 def load_frozen_embedding(workdir: str, key: str,
                           tasks_ok: tuple[str, ...] = FROZEN_TASKS,
                           dtype: Any = jnp.float32, conv_impl: str = "auto"):
@@ -181,6 +180,7 @@ def load_frozen_embedding(workdir: str, key: str,
   state = _restore_state(workdir, task, cfg.seed, key)
   return (frozen_backbone(cfg, dtype, conv_impl, key),
           frozen_variables(cfg, state), cfg)
+
 
 # ---------------------------------------------------------------------------
 # The task.
