@@ -45,7 +45,6 @@ tell from real images), with the untranslated baselines.
 """
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -68,6 +67,7 @@ from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import layers
 from facejax.models import munit
+from facejax.tasks import base as task_base
 from facejax.tasks import sphereface as sphere_task
 from facejax.train import state as state_lib
 
@@ -292,7 +292,6 @@ class Task:
         raise ValueError("config key identity.workdir is empty: "
                          + NEED_IDENTITY)
       from facejax import age_estimators  # pylint: disable=g-import-not-at-top
-      from facejax.tasks import base  # pylint: disable=g-import-not-at-top
       cfg = age_estimators.read_workdir_config(idc.workdir,
                                                "identity.workdir")
       if cfg.get("task") != "sphereface":
@@ -303,7 +302,7 @@ class Task:
                          f"sphereface{hint}")
       task = sphere_task.Task(cfg)
       variables, step = age_estimators.restore_variables(
-          idc.workdir, cfg, base.wrap(task, cfg), "identity.workdir")
+          idc.workdir, cfg, task_base.wrap(task, cfg), "identity.workdir")
       logging.info("identity network: %s step %d", idc.workdir, step)
       return self._sphereface(task, variables["params"])
     # 'weights' or 'random': a network of identity.variant / input_size.
@@ -762,12 +761,7 @@ class Task:
     """The Markdown evaluation table (also written to out_dir)."""
     rows = self.evaluate_translation(setup, state, split)
     table = self.report_table(rows, split, int(jax.device_get(state.step)))
-    if out_dir and jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
-      with open(os.path.join(out_dir, f"caricature_{split}.md"), "w") as f:
-        f.write(table)
-      with open(os.path.join(out_dir, f"caricature_{split}.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+    task_base.write_report(out_dir, f"caricature_{split}", table, rows)
     return table
 
   def report_table(self, rows: dict[str, dict[str, float]], split: str,

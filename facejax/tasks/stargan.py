@@ -41,6 +41,7 @@ from facejax.data import attribute_sets as sets_lib
 from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import stargan as model_lib
+from facejax.tasks import base as task_base
 from facejax.train import state as state_lib
 
 SCHEDULES = ("linear", "official", "constant")
@@ -544,12 +545,7 @@ def _report_table(rows, split: str, step: int, has_clf: bool,
     lines.append(f"| all | mean | {tot} | {hit:.3f} | {base:.3f} | |")
     summary["all"] = {"translated_acc": hit, "input_acc": base}
   table = "\n".join(lines) + "\n"
-  if out_dir and jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"stargan_{split}.md"), "w") as f:
-      f.write(table)
-    with open(os.path.join(out_dir, f"stargan_{split}.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+  task_base.write_report(out_dir, f"stargan_{split}", table, summary)
   return table
 
 
@@ -570,7 +566,6 @@ def load_classifier(workdir: str):
   """(params, batch_stats, task, config) of an attribute_classifier run."""
   from facejax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from facejax import tasks  # pylint: disable=g-import-not-at-top
-  from facejax.tasks import base  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(
@@ -581,7 +576,7 @@ def load_classifier(workdir: str):
   if config.task != "attribute_classifier":
     raise ValueError(f"config key eval.classifier_workdir={workdir!r} is a "
                      f"{config.task!r} workdir, not attribute_classifier")
-  task = base.wrap(tasks.get(config.task)(config), config)
+  task = task_base.wrap(tasks.get(config.task)(config), config)
   abstract = jax.eval_shape(task.init_state, jax.random.key(0))
   checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
   step, best = checkpointer.best_step(), True
