@@ -59,7 +59,9 @@ _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
 SUITE = (
     ("age_regressor", "configs/age_regressor.py", 32, 112, {}),
     ("dex", "configs/dex.py", 8, 224, {}),
-    ("age_transformer", "configs/age_transformer.py", 8, 256, {}),
+    # A random VGG-16 DEX as the age loss costs the same as the trained one.
+    ("age_transformer", "configs/age_transformer.py", 8, 256,
+     {"age_loss.random_init": "vgg16"}),
     ("stargan", "configs/stargan.py", 16, 128, {}),
     # Stage 1 (backbone + recognition + identity softmax) does the same work
     # as the timm twin; stage 2 adds the 11 analysis branches.
@@ -248,6 +250,7 @@ def run_suite(peak: float | None) -> tuple[list[dict], str]:
     except Exception:  # one model failing must not hide the others
       twin_lines.append(f"- {name}: FAILED\n```\n"
                         f"{traceback.format_exc(limit=3)}```")
+      print(twin_lines[-1], flush=True)
       continue
     row["suite_name"] = name
     row["torch"] = _twin_rows(config, row)
@@ -264,6 +267,8 @@ def run_suite(peak: float | None) -> tuple[list[dict], str]:
             + (f" ({t['note']})" if t["note"] else ""))
       else:
         twin_lines.append(f"- {name}: {t['note']}")
+      # Also now: a long suite that is stopped keeps what it measured.
+      print(twin_lines[-1], flush=True)
   text = markdown(rows) + "\n\nPyTorch side by side (same batch and "
   text += "size, Adam step):\n" + "\n".join(twin_lines)
   return rows, text
