@@ -276,6 +276,17 @@ def _accelerator_plugin_installed() -> bool:
   return any(importlib.util.find_spec(n) is not None for n in names)
 
 
+def keep_host_heap_applies() -> bool:
+  """Whether `keep_host_heap` should act here (see its docstring)."""
+  if os.environ.get("FACEJAX_KEEP_HEAP", "1") == "0":
+    return False
+  if any(os.environ.get(k) for k in _MALLOC_ENV):
+    return False
+  if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    return False
+  return not _accelerator_plugin_installed()
+
+
 def keep_host_heap() -> bool:
   """Makes glibc keep freed memory for reuse (CPU-only hosts); True if set.
 
@@ -292,13 +303,7 @@ def keep_host_heap() -> bool:
   glibc, and on hosts with an accelerator plugin, whose many host threads
   would contend for one arena. Call it before JAX starts its threads.
   """
-  if os.environ.get("FACEJAX_KEEP_HEAP", "1") == "0":
-    return False
-  if any(os.environ.get(k) for k in _MALLOC_ENV):
-    return False
-  if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-    return False
-  if _accelerator_plugin_installed():
+  if not keep_host_heap_applies():
     return False
   try:
     mallopt = ctypes.CDLL("libc.so.6").mallopt
