@@ -45,3 +45,22 @@ def age_csv_data(smoke: bool, synthetic_size: int) -> ml_collections.ConfigDict:
   d.max_age = 100.0
   d.tfds_dir = ""       # a data set written by launch.prepare_data
   return d
+
+
+def swin_config(smoke: bool) -> ml_collections.ConfigDict:
+  """`model.swin`: the Swin backbone's geometry (SwinFace and kinship).
+
+  `variant` names a preset (facejax/models/swin.py); the other keys
+  override it where set (0 / () keep the preset's value).
+  """
+  c = ml_collections.ConfigDict()
+  c.variant = "tiny" if smoke else "swin_t"  # swin_t | tiny
+  c.img_size = 0       # must equal data.image_size where set
+  c.patch_size = 0
+  c.embed_dim = 0
+  c.window = 0
+  c.depths = ()
+  c.num_heads = ()
+  c.drop_path_rate = 0.0 if smoke else 0.1
+  c.remat = False      # jax.checkpoint per block (big inputs)
+  return c

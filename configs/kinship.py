@@ -55,19 +55,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.frozen_workdir = ""        # backbone='frozen': a trained workdir
   c.model.dtype = "float32"
   c.model.conv_impl = "auto"
-  # backbone='swin': the geometry keys of configs/swinface.py model.swin.
-  c.model.swin = ml_collections.ConfigDict()
-  c.model.swin.variant = "tiny" if smoke else "swin_t"  # swin_t | tiny
-  # Overrides of the variant (0 / () keep it). img_size must equal
-  # data.image_size.
-  c.model.swin.img_size = 0
-  c.model.swin.patch_size = 0
-  c.model.swin.embed_dim = 0
-  c.model.swin.window = 0
-  c.model.swin.depths = ()
-  c.model.swin.num_heads = ()
-  c.model.swin.drop_path_rate = 0.0 if smoke else 0.1
-  c.model.swin.remat = False         # jax.checkpoint per block
+  # backbone='swin': the same geometry keys as configs/swinface.py.
+  c.model.swin = common.swin_config(smoke)
   c.model.embedding_dim = 32 if smoke else 512   # recognition embedding
   c.model.proj_hidden = 256          # TeamCNU projection head 512->256->128
   c.model.proj_out = 128

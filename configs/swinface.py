@@ -47,17 +47,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "swinface"
-  c.model.swin = ml_collections.ConfigDict()
-  c.model.swin.variant = "tiny" if smoke else "swin_t"  # swin_t | tiny
-  # Overrides of the variant (0 / () keep it).
-  c.model.swin.img_size = 0
-  c.model.swin.patch_size = 0
-  c.model.swin.embed_dim = 0
-  c.model.swin.window = 0
-  c.model.swin.depths = ()
-  c.model.swin.num_heads = ()
-  c.model.swin.drop_path_rate = 0.0 if smoke else 0.1
-  c.model.swin.remat = False  # jax.checkpoint per block (big inputs)
+  c.model.swin = common.swin_config(smoke)
   c.model.embedding_dim = 32 if smoke else 512
   c.model.fam_dim = 32 if smoke else 512
   c.model.tss_dim = 32 if smoke else 512
