@@ -53,6 +53,10 @@ _LOADER = flags.DEFINE_integer(
     "loader_batches", 10, "Also time this many batches of the config's "
     "real input pipeline (decode + augment) for data-loader images/s; 0: "
     "skip.")
+_TWIN_DEFAULT_MALLOC = flags.DEFINE_bool(
+    "twin_default_malloc", True, "With --suite: also time the eager twin in "
+    "a fresh process with glibc's default malloc, as PyTorch users run it "
+    "(the same-process twins share facejax's kept heap).")
 _CHECK = flags.DEFINE_bool(
     "check", False, "With --suite: only build each row (task, frozen "
     "networks, state shapes) and trace its train step at the stated size; "
@@ -221,13 +225,18 @@ def _twin_rows(config, row: dict) -> list[dict]:
   if missing:
     return [{"twin": name, "note": f"skipped: {missing}"}]
   out = []
-  for compiled in (False, True) if _TORCH_COMPILE.value else (False,):
+  modes = ["eager"] + (["torch.compile"] if _TORCH_COMPILE.value else [])
+  if _TWIN_DEFAULT_MALLOC.value and parallel.host_heap_kept():
+    modes.append("eager, default malloc")
+  args = (name, row["batch_size"], row["image_size"], _STEPS.value)
+  for mode in modes:
     try:
-      t = torch_twins.time_train_step(name, row["batch_size"],
-                                      row["image_size"], _STEPS.value,
-                                      compile_mode=compiled)
+      if mode == "eager, default malloc":
+        t = torch_twins.time_in_fresh_process(*args)
+      else:
+        t = torch_twins.time_train_step(
+            *args, compile_mode=mode == "torch.compile")
     except Exception as e:  # torch.compile needs a working C++ toolchain
-      mode = "torch.compile" if compiled else "eager"
       first = (str(e).splitlines() or [""])[0]
       out.append({"twin": name, "note": f"{mode} failed: "
                   f"{type(e).__name__}: {first}"})

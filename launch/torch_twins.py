@@ -8,6 +8,10 @@ the skip. timm is imported beside the torchvision stand-in, as in the
 parity tests.
 """
 
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -113,3 +117,32 @@ def time_train_step(name: str, batch_size: int, image_size: int,
           "step_s_median": float(np.median(times)),
           "step_s_p10": float(np.percentile(times, 10)),
           "step_s_p90": float(np.percentile(times, 90))}
+
+
+def time_in_fresh_process(name: str, batch_size: int, image_size: int,
+                          steps: int = 20) -> dict[str, Any]:
+  """`time_train_step` (eager) in a new Python process: glibc's default
+  malloc, as PyTorch users run it, instead of facejax's kept heap.
+  """
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, FACEJAX_KEEP_HEAP="0")
+  env["PYTHONPATH"] = os.pathsep.join(
+      [repo] + [p for p in [env.get("PYTHONPATH")] if p])
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.torch_twins", name, str(batch_size),
+       str(image_size), str(steps)], env=env, cwd=repo, capture_output=True,
+      text=True, check=False)
+  if proc.returncode != 0:
+    raise RuntimeError(f"twin process failed: {proc.stderr[-1500:]}")
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out["mode"] = "eager, default malloc"
+  return out
+
+
+if __name__ == "__main__":
+  # python -m launch.torch_twins NAME BATCH SIZE STEPS: one JSON line.
+  _name, _batch, _size, _steps = sys.argv[1:5]
+  if available():
+    sys.exit(available())
+  print(json.dumps(time_train_step(_name, int(_batch), int(_size),
+                                   int(_steps))))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facejax import parallel
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -90,6 +91,26 @@ def test_every_benchmark_suite_row_builds_and_traces(tmp_path):
   traced = re.findall(r"^- (\w+): traced", out.stdout, re.M)
   assert len(started) >= 8 and traced == started, out.stdout[-3000:]
   assert "FAILED" not in out.stdout
+
+
+def test_benchmark_suite_times_the_pytorch_twin(tmp_path):
+  """The suite's side-by-side rows: same-process eager, and eager in a
+  fresh process with default malloc (tiny sizes: the path, not the speed).
+  """
+  pytest.importorskip("torch")  # the optional parity extra; CI installs it
+  _run(["launch.benchmark", "--suite", "--only=age_regressor",
+        "--batch_size=2", "--image_size=32", "--steps=2", "--warmup=1",
+        "--loader_batches=0", "--torch_compile=false",
+        "--measure_peak=false", f"--workdir={tmp_path}"], cwd=tmp_path)
+  (row,) = json.load(open(tmp_path / "suite.json"))
+  twins = {t["mode"]: t for t in row["torch"]}
+  # The fresh-process twin only where facejax changed the heap.
+  modes = {"eager"} | ({"eager, default malloc"}
+                       if parallel.keep_host_heap_applies() else set())
+  assert set(twins) == modes, row["torch"]
+  for t in twins.values():
+    assert t["step_s_median"] > 0 and t["facejax_speedup"] > 0
+  assert "**" in open(tmp_path / "suite.md").read()  # the ratio lines
 
 
 def test_unknown_config_key_on_the_command_line(tmp_path):
