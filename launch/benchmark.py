@@ -221,6 +221,8 @@ def _twin_rows(config, row: dict) -> list[dict]:
   name = torch_twins.twin_name(config)
   if name not in torch_twins.TWINS:
     return [{"twin": None, "note": "no PyTorch twin in a PyPI package"}]
+  if torch_twins.work_note(config):  # a different job: not re-timed
+    return [{"twin": name, "note": torch_twins.work_note(config)}]
   missing = torch_twins.available()
   if missing:
     return [{"twin": name, "note": f"skipped: {missing}"}]
@@ -243,7 +245,7 @@ def _twin_rows(config, row: dict) -> list[dict]:
       continue
     t["twin"] = name
     t["facejax_speedup"] = t["step_s_median"] / row["step_s_median"]
-    t["note"] = torch_twins.work_note(config)
+    t["note"] = ""
     out.append(t)
   return out
 
