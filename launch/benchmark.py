@@ -263,9 +263,13 @@ def check(config) -> dict:
   return {"state_mb": mb(setup.abstract_state), "frozen_mb": mb(setup.frozen)}
 
 
-def run_suite(peak: float | None) -> tuple[list[dict], str]:
-  """Benchmarks every landed model of SUITE; returns rows and Markdown."""
-  rows, twin_lines = [], []
+def run_suite(peak: float | None) -> tuple[list[dict], str, list[str]]:
+  """Benchmarks every landed model of SUITE.
+
+  Returns:
+    the rows, the Markdown text and the names of the rows that failed.
+  """
+  rows, twin_lines, failed = [], [], []
   for name, path, batch, size, overrides in SUITE:
     if _ONLY.value and name not in _ONLY.value:
       continue
@@ -287,6 +291,7 @@ def run_suite(peak: float | None) -> tuple[list[dict], str]:
         continue
       row = benchmark(config, _STEPS.value, _WARMUP.value, peak)
     except Exception:  # one model failing must not hide the others
+      failed.append(name)
       twin_lines.append(f"- {name}: FAILED\n```\n"
                         f"{traceback.format_exc(limit=3)}```")
       print(twin_lines[-1], flush=True)
@@ -310,7 +315,7 @@ def run_suite(peak: float | None) -> tuple[list[dict], str]:
       print(twin_lines[-1], flush=True)
   text = markdown(rows) + "\n\nPyTorch side by side (same batch and "
   text += "size, Adam step):\n" + "\n".join(twin_lines)
-  return rows, text
+  return rows, text, failed
 
 
 def main(argv):
@@ -318,7 +323,7 @@ def main(argv):
   common.start_jax()
   if _SUITE.value:
     peak = matmul_peak_gflops() if _PEAK.value else None
-    rows, text = run_suite(peak)
+    rows, text, failed = run_suite(peak)
     if peak:
       text += f"\n\nreference: jitted 2048^2 f32 matmul {peak:.0f} GFLOP/s"
     if jax.process_index() == 0:
@@ -328,10 +333,8 @@ def main(argv):
       with open(os.path.join(_WORKDIR.value, "suite.md"), "w") as f:
         f.write(text + "\n")
       print("\n" + text)
-    failed = [r for r in text.splitlines() if r.endswith(": FAILED")]
     if failed:
-      common.fail(f"{len(failed)} suite row(s) failed: "
-                  + ", ".join(r[2:-8] for r in failed))
+      common.fail(f"suite rows failed: {', '.join(failed)}")
     return
   if _CONFIG.value is None:
     common.fail("give --config=configs/X.py or --suite", code=2)

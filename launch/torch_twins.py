@@ -1,11 +1,10 @@
 """PyTorch twins of facejax models, timed for `launch.benchmark --suite`.
 
 Only models with an equivalent in a PyPI package have a twin: timm's
-resnet34 (the age regressor's backbone with a 1-unit head) and, once the
-Swin multitask model lands, timm's Swin at the SwinFace geometry. torch and
-timm are optional (requirements-parity.txt); without them the suite notes
-the skip. timm is imported beside the torchvision stand-in, as in the
-parity tests.
+resnet34 (the age regressor's backbone with a 1-unit head) and timm's
+Swin-T at the SwinFace geometry. torch and timm are optional
+(requirements-parity.txt); without them the suite notes the skip. timm is
+imported beside the torchvision stand-in, as in the parity tests.
 """
 
 import json
@@ -133,7 +132,8 @@ def time_in_fresh_process(name: str, batch_size: int, image_size: int,
        str(image_size), str(steps)], env=env, cwd=repo, capture_output=True,
       text=True, check=False)
   if proc.returncode != 0:
-    raise RuntimeError(f"twin process failed: {proc.stderr[-1500:]}")
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise RuntimeError(f"twin process exited {proc.returncode}: {last}")
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   out["mode"] = "eager, default malloc"
   return out
@@ -142,7 +142,8 @@ def time_in_fresh_process(name: str, batch_size: int, image_size: int,
 if __name__ == "__main__":
   # python -m launch.torch_twins NAME BATCH SIZE STEPS: one JSON line.
   _name, _batch, _size, _steps = sys.argv[1:5]
-  if available():
-    sys.exit(available())
+  _missing = available()
+  if _missing:
+    sys.exit(_missing)
   print(json.dumps(time_train_step(_name, int(_batch), int(_size),
                                    int(_steps))))
