@@ -114,8 +114,8 @@ def test_host_heap_is_reused_between_steps():
   print(f"temp {pages} pages; minor faults per step kept {kept['faults']}, "
         f"default {default['faults']}")
   assert not default["kept"] and kept["kept"] == expected
-  # The measurement can see the faults: without the setting every step
-  # faults its temp buffer in again.
-  assert np.median(default["faults"]) >= pages // 2
-  if expected:
+  if expected:  # glibc, not configured by the user
+    # The measurement can see the faults: without the setting every step
+    # faults its temp buffer in again.
+    assert np.median(default["faults"]) >= pages // 2
     assert np.median(kept["faults"]) < pages // 4
