@@ -229,11 +229,11 @@ def _twin_rows(config, row: dict) -> list[dict]:
   out = []
   modes = ["eager"] + (["torch.compile"] if _TORCH_COMPILE.value else [])
   if _TWIN_DEFAULT_MALLOC.value and parallel.host_heap_kept():
-    modes.append("eager, default malloc")
+    modes.append(torch_twins.DEFAULT_MALLOC_MODE)
   args = (name, row["batch_size"], row["image_size"], _STEPS.value)
   for mode in modes:
     try:
-      if mode == "eager, default malloc":
+      if mode == torch_twins.DEFAULT_MALLOC_MODE:
         t = torch_twins.time_in_fresh_process(*args)
       else:
         t = torch_twins.time_train_step(
@@ -245,7 +245,6 @@ def _twin_rows(config, row: dict) -> list[dict]:
       continue
     t["twin"] = name
     t["facejax_speedup"] = t["step_s_median"] / row["step_s_median"]
-    t["note"] = ""
     out.append(t)
   return out
 
@@ -307,8 +306,7 @@ def run_suite(peak: float | None) -> tuple[list[dict], str, list[str]]:
             f"threads) {t['step_s_median']:.3f} s/step "
             f"({t['step_s_p10']:.3f}-{t['step_s_p90']:.3f}); facejax "
             f"{row['step_s_median']:.3f} s/step = "
-            f"**{t['facejax_speedup']:.2f}x** PyTorch"
-            + (f" ({t['note']})" if t["note"] else ""))
+            f"**{t['facejax_speedup']:.2f}x** PyTorch")
       else:
         twin_lines.append(f"- {name}: {t['note']}")
       # Also now: a long suite that is stopped keeps what it measured.

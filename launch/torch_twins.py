@@ -16,6 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+# The mode name of `time_in_fresh_process`'s timing.
+DEFAULT_MALLOC_MODE = "eager, default malloc"
+
 
 def available() -> str | None:
   """None if torch and timm import, else the reason they do not."""
@@ -135,7 +138,7 @@ def time_in_fresh_process(name: str, batch_size: int, image_size: int,
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     raise RuntimeError(f"twin process exited {proc.returncode}: {last}")
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  out["mode"] = "eager, default malloc"
+  out["mode"] = DEFAULT_MALLOC_MODE
   return out
 
 
