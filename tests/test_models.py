@@ -93,6 +93,24 @@ def test_im2col_conv_matches_xla_conv_and_its_gradients(kernel, strides,
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size,kernel,strides,padding,expected", [
+    (8, 3, 1, 1, "xla"),       # 8x8 out: Eigen's convolution
+    (2, 3, 1, 1, "im2col"),    # ResNet34's last stage at 64 px
+    (4, 3, 2, 1, "im2col"),    # ... and its stride-2 entry
+    (3, 3, 1, 1, "im2col"),
+    (8, 1, 2, 0, "im2col"),    # strided 1x1 projection
+    (8, 1, 1, 0, "xla")])
+def test_auto_conv_picks_the_faster_cpu_form_per_layer_shape(
+    size, kernel, strides, padding, expected):
+  from facejax.models.layers import Conv  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((2, size, size, 4))
+  pads = ((padding, padding), (padding, padding))
+  conv = Conv(4, (kernel, kernel), (strides, strides), pads, impl="auto")
+  v = conv.init(jax.random.key(0), x)
+  hlo = jax.jit(conv.apply).lower(v, x).as_text()
+  assert ("convolution" in hlo) == (expected == "xla"), hlo
+
+
 @pytest.mark.parametrize("window,strides,padding,size", [
     (3, 2, 1, 9), (3, 2, 1, 8), (2, 2, 0, 6), (3, 1, 1, 5)])
 def test_max_pool_matches_flax_values_and_gradients(window, strides, padding,
