@@ -323,9 +323,9 @@ def _run(config, mesh_cfg, steps):
   state = setup.init_state()
   it = iter(setup.task.train_dataset(0))
   metrics = []
-  for _ in range(steps):
+  for step in range(steps):
     batch = parallel.shard_batch(next(it), setup.mesh)
-    state, m = setup.train_step(state, batch, setup.frozen)
+    state, m = setup.train_step_at(step)(state, batch, setup.frozen)
     metrics.append(jax.device_get(m))
   return state, metrics
 
@@ -337,7 +337,7 @@ def test_sharded_step_equals_single_device(synthetic_dir):
       "data.round_robin_group": 1, "sharding.fsdp_min_size_mb": 0.0})
   s1, m1 = _run(config, ONE_DEVICE, 2)
   s8, m8 = _run(config, (("data", 4), ("fsdp", 2), ("model", 1)), 2)
-  assert m1[0]["g_step"] == 0 and m1[1]["g_step"] == 1  # both branches ran
+  assert m1[0]["g_step"] == 0 and m1[1]["g_step"] == 1  # both kinds ran
   for a, b in zip(m1, m8):
     for k in a:
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-5,

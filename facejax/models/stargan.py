@@ -38,12 +38,12 @@ _TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in",
                                                "uniform")
 
 
-# What impl='auto' means here. layers.Conv's auto (im2col on CPU) loses on
-# G's 7x7 convs (measured on 2 cores, 32 px, batch 16: 2nd-order grad of
-# the first conv 1.4 s vs 0.13 s native, compile 35 s vs 1 s), and the
-# whole train step compiles ~3x slower; the native conv everywhere.
-_G_AUTO = "xla"
-_D_AUTO = "xla"
+# impl='auto' is layers.Conv's per-shape choice: XLA's native convolution
+# on G's maps (32-128 px at 128 px images) and on D's large layers, im2col
+# on D's last layers (2x2 and 1x1 outputs at 128 px), where XLA:CPU's
+# convolution is 5-60x slower (docs/performance.md section 10). An earlier
+# im2col-everywhere default lost on G's 7x7 convs (2nd-order gradient 1.4 s
+# vs 0.13 s native at 32 px, batch 16; compile 35 s vs 1 s).
 
 
 def _pad(p: int):
@@ -86,7 +86,7 @@ def _subpixel_kernel(kernel: jax.Array) -> jax.Array:
 
 def _conv(x, kernel, strides, padding, impl):
   if impl == "auto":
-    impl = "xla"  # see `Generator`: im2col loses on these shapes
+    impl = "xla"  # transposed convs output large maps (see above)
   if impl == "im2col":
     return layers._im2col_conv(x, kernel, strides, padding)  # pylint: disable=protected-access
   return jax.lax.conv_general_dilated(
@@ -165,20 +165,19 @@ class Generator(nn.Module):
     c = jnp.broadcast_to(c[:, None, None, :].astype(x.dtype),
                          (b, h, w, c.shape[-1]))
     x = jnp.concatenate([x, c], axis=-1)  # [B, H, W, 3 + c]
-    impl = _G_AUTO if self.impl == "auto" else self.impl
     conv = lambda f, k, s, p, name: layers.Conv(
         f, (k, k), strides=(s, s), padding=_pad(p), use_bias=False,
-        kernel_init=_TORCH_INIT, dtype=self.dtype, impl=impl, name=name)
+        kernel_init=_TORCH_INIT, dtype=self.dtype, impl=self.impl, name=name)
     dim = self.conv_dim
     x = nn.relu(_norm("in0")(conv(dim, 7, 1, 3, "conv0")(x)))
     for i in range(2):
       dim *= 2
       x = nn.relu(_norm(f"down{i}_norm")(conv(dim, 4, 2, 1, f"down{i}")(x)))
     for i in range(self.repeat_num):
-      x = ResidualBlock(dim, impl, self.dtype, name=f"res{i}")(x)
+      x = ResidualBlock(dim, self.impl, self.dtype, name=f"res{i}")(x)
     for i in range(2):
       dim //= 2
-      x = ConvTranspose(dim, impl=impl, dtype=self.dtype,
+      x = ConvTranspose(dim, impl=self.impl, dtype=self.dtype,
                         name=f"up{i}")(x)
       x = nn.relu(_norm(f"up{i}_norm")(x))
     x = conv(3, 7, 1, 3, "conv_out")(x)
@@ -200,20 +199,19 @@ class Discriminator(nn.Module):
       raise ValueError(f"discriminator built for {self.image_size} px "
                        f"images, got {x.shape[1:3]}")
     dim = self.conv_dim
-    impl = _D_AUTO if self.impl == "auto" else self.impl
     for i in range(self.repeat_num):
       x = layers.Conv(dim, (4, 4), strides=(2, 2), padding=_pad(1),
                       kernel_init=_TORCH_INIT, dtype=self.dtype,
-                      impl=impl, name=f"conv{i}")(x)
+                      impl=self.impl, name=f"conv{i}")(x)
       x = nn.leaky_relu(x, 0.01)
       dim *= 2
     k = self.image_size // 2**self.repeat_num
     src = layers.Conv(1, (3, 3), padding=_pad(1), use_bias=False,
                       kernel_init=_TORCH_INIT, dtype=self.dtype,
-                      impl=impl, name="src")(x)
+                      impl=self.impl, name="src")(x)
     cls = layers.Conv(self.c_dim, (k, k), use_bias=False,
                       kernel_init=_TORCH_INIT, dtype=self.dtype,
-                      impl=impl, name="cls")(x)
+                      impl=self.impl, name="cls")(x)
     return src.astype(jnp.float32), cls.reshape(
         cls.shape[0], self.c_dim).astype(jnp.float32)
 

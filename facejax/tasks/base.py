@@ -19,7 +19,10 @@ directly; `facejax.train.loop` only ever talks to this form:
   import_pretrained(state) -> state    config.model.init_from (host arrays)
   load_frozen() -> pytree              frozen networks (loss estimators):
       passed to every step as an argument, never optimised or checkpointed
-  train_step(state, batch, frozen) -> (state, metrics)   pure, jitted
+  train_step(state, batch, frozen, **kind) -> (state, metrics)   pure,
+      jitted; `kind` is one of `step_kinds` (optional, default ({},)),
+      chosen per global step by `step_args(step)`: e.g. a GAN's D-only and
+      D+G steps, compiled as separate programs
   eval_step(state, batch, frozen) -> dict of sums        pure, jitted
   summarize(sums) -> dict[str, float]
   dummy_batch(batch_size) -> dict of numpy arrays (benchmarks, tests)

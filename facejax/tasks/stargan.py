@@ -3,9 +3,13 @@
 State task (see `facejax.tasks.base`). One jitted step per global step:
 the discriminator is updated every step (WGAN-GP + masked domain
 classification), the generator every `loss.n_critic`-th step (adversarial
-+ masked classification of the translation + L1 cycle reconstruction),
-selected with `lax.cond` so one compiled program serves every step and
-every data set (all examples carry the full label vector + mask).
++ masked classification of the translation + L1 cycle reconstruction).
+The two kinds of step are two compiled programs (`step_kinds`; the loop
+passes `step_args(step)`), each serving every data set (all examples carry
+the full label vector + mask). Not one program with `lax.cond`: XLA:CPU
+does not canonicalise convolutions inside a conditional's branch, so the
+generator's kernel gradients there ran 120x slower (a 128 px generator
+step took minutes; docs/performance.md section 10).
 Data sets take turns per critic group (`pipeline.round_robin_dataset`
 with group = n_critic), so the generator steps cycle through them.
 
@@ -253,7 +257,16 @@ class Task:
     params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
     return params, opt_state
 
-  def train_step(self, state: GanState, batch: dict, frozen):
+  # Static keyword arguments of train_step, one compiled program each.
+  step_kinds = ({"g_step": False}, {"g_step": True})
+
+  def step_args(self, step: int) -> dict[str, bool]:
+    """train_step's static arguments for global step `step` (0-based)."""
+    return {"g_step": (step + 1) % self.config.loss.n_critic == 0}
+
+  def train_step(self, state: GanState, batch: dict, frozen, *,
+                 g_step: bool):
+    """The D update, then (if `g_step`) the G update against the new D."""
     del frozen  # the classifier is for evaluation only
     cfg, o = self.config, self.config.optim
     rng = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
@@ -268,28 +281,17 @@ class Task:
     d_lr = learning_rate(o, o.d_lr, cfg.total_steps, state.step)
     disc, disc_opt = self._apply(state.disc, state.disc_opt, grads, d_lr)
 
-    def g_update(operand):
-      gen, gen_opt = operand
+    gen, gen_opt, g_metrics = state.gen, state.gen_opt, state.g_metrics
+    if g_step:
       g_grad = jax.grad(self._g_losses, has_aux=True)
-      grads, metrics = g_grad(gen, disc, x, c_org, c_trg, w)
+      grads, g_metrics = g_grad(gen, disc, x, c_org, c_trg, w)
       g_lr = learning_rate(o, o.g_lr, cfg.total_steps, state.step)
       gen, gen_opt = self._apply(gen, gen_opt, grads, g_lr)
-      return gen, gen_opt, metrics
-
-    def keep(operand):
-      gen, gen_opt = operand
-      return gen, gen_opt, state.g_metrics
-
-    # One program for both kinds of step (no recompiles): lax.cond runs
-    # only the taken branch.
-    is_g = (state.step + 1) % cfg.loss.n_critic == 0
-    gen, gen_opt, g_metrics = jax.lax.cond(
-        is_g, g_update, keep, (state.gen, state.gen_opt))
     new_state = state.replace(step=state.step + 1, gen=gen, disc=disc,
                               gen_opt=gen_opt, disc_opt=disc_opt,
                               g_metrics=g_metrics)
-    metrics = {**d_metrics, **g_metrics, "g_step": is_g.astype(jnp.float32),
-               "image_mean": x.mean()}
+    metrics = {**d_metrics, **g_metrics,
+               "g_step": jnp.float32(g_step), "image_mean": x.mean()}
     return new_state, metrics
 
   def translate(self, gen, images, labels):

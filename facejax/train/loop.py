@@ -8,6 +8,7 @@ then scratch. SIGTERM (preemption) saves a checkpoint before exiting; a
 NaN/Inf loss stops the run and leaves the last good checkpoint in place.
 """
 
+import functools
 import json
 import os
 import signal
@@ -35,6 +36,10 @@ class NonFiniteLossError(FloatingPointError):
 
 class Preempted(Exception):
   """SIGTERM arrived; a checkpoint was written."""
+
+
+def _kind_key(kind: dict[str, Any]) -> tuple:
+  return tuple(sorted(kind.items()))
 
 
 class Setup:
@@ -70,12 +75,19 @@ class Setup:
     self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
     options = parallel.step_compiler_options(self.task)
-    self.train_step = jax.jit(
-        self.task.train_step,
-        in_shardings=(self.state_sharding, self.batch_sharding,
-                      self.frozen_sharding),
-        out_shardings=(self.state_sharding, self.replicated),
-        donate_argnums=0, compiler_options=options)
+    # A task with several kinds of step (a GAN's D-only and D+G steps)
+    # names them by keyword arguments of train_step: one program per kind.
+    kinds = tuple(getattr(self.task, "step_kinds", ({},)))
+    self.train_steps = {
+        _kind_key(kind): jax.jit(
+            functools.partial(self.task.train_step, **kind),
+            in_shardings=(self.state_sharding, self.batch_sharding,
+                          self.frozen_sharding),
+            out_shardings=(self.state_sharding, self.replicated),
+            donate_argnums=0, compiler_options=options)
+        for kind in kinds}
+    # The first kind's step (a single-kind task's only step).
+    self.train_step = self.train_steps[_kind_key(kinds[0])]
     self.eval_step = jax.jit(
         self.task.eval_step,
         in_shardings=(self.state_sharding, self.batch_sharding,
@@ -88,6 +100,12 @@ class Setup:
           self.task.predict,
           in_shardings=(self.state_sharding, self.batch_sharding),
           out_shardings=self.replicated)
+
+  def train_step_at(self, step: int):
+    """The jitted train step for global step `step` (0-based)."""
+    if not hasattr(self.task, "step_args"):
+      return self.train_step
+    return self.train_steps[_kind_key(self.task.step_args(step))]
 
   def run(self, jitted, state, batch):
     """`jitted(state, batch, frozen)` through an AOT executable per shape.
@@ -298,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     compile_t0 = time.perf_counter()
     while step < config.total_steps:
       batch = parallel.shard_batch(next(train_iter), setup.mesh)
-      state, metrics = setup.run(setup.train_step, state, batch)
+      state, metrics = setup.run(setup.train_step_at(step), state, batch)
       step += 1
       window.append(metrics)
       if step == start + 1:
