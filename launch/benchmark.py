@@ -22,6 +22,7 @@ import traceback
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,30 +114,47 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
                  if k == "age" else v) for k, v in batch.items()}
   batch = parallel.shard_batch(batch, setup.mesh)
 
-  t0 = time.perf_counter()
-  compiled = setup.train_step.lower(state, batch, setup.frozen).compile()
-  compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis() or {}
-  if isinstance(cost, list):  # older JAX returned one dict per device
-    cost = cost[0] if cost else {}
-  flops = float(cost.get("flops", float("nan")))
-  mem = compiled.memory_analysis()
-  peak_bytes = None
-  if mem is not None:
-    peak_bytes = sum(getattr(mem, k, 0) or 0 for k in (
-        "temp_size_in_bytes", "argument_size_in_bytes",
-        "output_size_in_bytes")) - (getattr(mem, "alias_size_in_bytes", 0)
-                                     or 0)
-
-  for _ in range(warmup):
-    state, _ = compiled(state, batch, setup.frozen)
-  jax.block_until_ready(state)  # (--warmup=0 runs no step here)
-  times = []
-  for _ in range(steps):
+  # One executable per kind of step (a GAN's D-only and D+G steps), each
+  # with its own FLOP count and buffers.
+  kinds, compile_s, flops, peak_bytes = {}, 0.0, {}, None
+  for step in range(warmup + steps):
+    jitted = setup.train_step_at(step)
+    if id(jitted) in kinds:
+      continue
     t0 = time.perf_counter()
-    state, metrics = compiled(state, batch, setup.frozen)
+    kinds[id(jitted)] = jitted.lower(state, batch, setup.frozen).compile()
+    compile_s += time.perf_counter() - t0
+    cost = kinds[id(jitted)].cost_analysis() or {}
+    if isinstance(cost, list):  # older JAX returned one dict per device
+      cost = cost[0] if cost else {}
+    flops[id(jitted)] = float(cost.get("flops", float("nan")))
+    mem = kinds[id(jitted)].memory_analysis()
+    if mem is not None:
+      used = sum(getattr(mem, k, 0) or 0 for k in (
+          "temp_size_in_bytes", "argument_size_in_bytes",
+          "output_size_in_bytes")) - (getattr(mem, "alias_size_in_bytes", 0)
+                                       or 0)
+      peak_bytes = max(peak_bytes or 0, used)
+
+  def run_step(step, state):
+    key = id(setup.train_step_at(step))
+    return kinds[key](state, batch, setup.frozen), key
+
+  logging.info("%s: compiled in %.1f s; %d warm-up + %d timed steps",
+               config.model.name, compile_s, warmup, steps)
+  for i in range(warmup):
+    (state, _), _ = run_step(i, state)
+  jax.block_until_ready(state)  # (--warmup=0 runs no step here)
+  times, step_flops = [], []
+  for i in range(steps):
+    t0 = time.perf_counter()
+    (state, metrics), key = run_step(warmup + i, state)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
+    step_flops.append(flops[key])
+    # A progress line: GAN rows take minutes per step on a 2-core CPU.
+    logging.info("%s: step %d/%d %.3f s", config.model.name, i + 1, steps,
+                 times[-1])
   times = np.asarray(times)
   # A measured peak where the backend keeps one (GPU/TPU); on CPU the
   # compiler's buffer-assignment estimate above stands in.
@@ -144,7 +162,11 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
   measured = "peak_bytes_in_use" in stats
   if measured:
     peak_bytes = stats["peak_bytes_in_use"]
-  median = float(np.median(times))
+  median, mean = float(np.median(times)), float(np.mean(times))
+  # With several kinds of step the median is the commonest kind's time;
+  # throughput is per step of the mix, i.e. from the means.
+  typical = median if len(kinds) == 1 else mean
+  flops = float(np.mean(step_flops))
   gb = config.data.batch_size
   result = {
       "config": config.model.name, "backbone": config.model.get(
@@ -155,10 +177,11 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
       "compile_s": compile_s, "step_s_median": median,
       "step_s_p10": float(np.percentile(times, 10)),
       "step_s_p90": float(np.percentile(times, 90)),
-      "images_per_s": gb / median,
+      "step_s_mean": mean, "step_kinds": len(kinds),
+      "images_per_s": gb / typical,
       "gflop_per_step": flops / 1e9,
       # cost_analysis counts the per-device program: scale by devices.
-      "achieved_gflops": flops * setup.mesh.devices.size / median / 1e9,
+      "achieved_gflops": flops * setup.mesh.devices.size / typical / 1e9,
       "peak_memory_mb": (peak_bytes / 2**20) if peak_bytes else None,
       "peak_memory_source": "measured" if measured else "XLA estimate",
       "loss_finite": all(bool(np.isfinite(float(metrics[k])))
@@ -204,11 +227,14 @@ def markdown(rows: list[dict]) -> str:
     frac = r.get("fraction_of_peak")
     mem = r["peak_memory_mb"]
     name = r.get("suite_name") or f"{r['config']} {r['backbone']}".strip()
+    # Several kinds of step (GANs): the mean is the per-step cost.
+    mixed = (f"; mean {r['step_s_mean']:.3f}" if r.get("step_kinds", 1) > 1
+             else "")
     lines.append(
         f"| {name} | {r['batch_size']} | "
         f"{r['image_size']} | {r['devices']} | {r['compile_s']:.1f} | "
         f"{r['step_s_median']:.3f} ({r['step_s_p10']:.3f}-"
-        f"{r['step_s_p90']:.3f}) | {r['images_per_s']:.1f} | "
+        f"{r['step_s_p90']:.3f}){mixed} | {r['images_per_s']:.1f} | "
         f"{r.get('loader_images_per_s', float('nan')):.0f} | "
         f"{r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | "
         f"{'' if frac is None else f'{100 * frac:.0f}%'} | "
@@ -256,7 +282,8 @@ def check(config) -> dict:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                      sharding=setup.batch_sharding),
       setup.task.dummy_batch(setup.local_batch))
-  setup.train_step.trace(setup.abstract_state, batch, setup.frozen)
+  for jitted in setup.train_steps.values():
+    jitted.trace(setup.abstract_state, batch, setup.frozen)
   mb = lambda tree: sum(x.size * x.dtype.itemsize
                        for x in jax.tree.leaves(tree)) / 2**20
   return {"state_mb": mb(setup.abstract_state), "frozen_mb": mb(setup.frozen)}
