@@ -257,11 +257,11 @@ class Task:
     params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
     return params, opt_state
 
-  # Static keyword arguments of train_step, one compiled program each.
+  # Keyword arguments of train_step: one compiled program per kind.
   step_kinds = ({"g_step": False}, {"g_step": True})
 
   def step_args(self, step: int) -> dict[str, bool]:
-    """train_step's static arguments for global step `step` (0-based)."""
+    """train_step's keyword arguments for global step `step` (0-based)."""
     return {"g_step": (step + 1) % self.config.loss.n_critic == 0}
 
   def train_step(self, state: GanState, batch: dict, frozen, *,
