@@ -119,16 +119,17 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
   kinds, compile_s, flops, peak_bytes = {}, 0.0, {}, None
   for step in range(warmup + steps):
     jitted = setup.train_step_at(step)
-    if id(jitted) in kinds:
+    if jitted in kinds:
       continue
     t0 = time.perf_counter()
-    kinds[id(jitted)] = jitted.lower(state, batch, setup.frozen).compile()
+    compiled = kinds[jitted] = jitted.lower(state, batch,
+                                            setup.frozen).compile()
     compile_s += time.perf_counter() - t0
-    cost = kinds[id(jitted)].cost_analysis() or {}
+    cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older JAX returned one dict per device
       cost = cost[0] if cost else {}
-    flops[id(jitted)] = float(cost.get("flops", float("nan")))
-    mem = kinds[id(jitted)].memory_analysis()
+    flops[jitted] = float(cost.get("flops", float("nan")))
+    mem = compiled.memory_analysis()
     if mem is not None:
       used = sum(getattr(mem, k, 0) or 0 for k in (
           "temp_size_in_bytes", "argument_size_in_bytes",
@@ -137,8 +138,8 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
       peak_bytes = max(peak_bytes or 0, used)
 
   def run_step(step, state):
-    key = id(setup.train_step_at(step))
-    return kinds[key](state, batch, setup.frozen), key
+    jitted = setup.train_step_at(step)
+    return kinds[jitted](state, batch, setup.frozen), jitted
 
   logging.info("%s: compiled in %.1f s; %d warm-up + %d timed steps",
                config.model.name, compile_s, warmup, steps)
@@ -148,10 +149,10 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
   times, step_flops = [], []
   for i in range(steps):
     t0 = time.perf_counter()
-    (state, metrics), key = run_step(warmup + i, state)
+    (state, metrics), jitted = run_step(warmup + i, state)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
-    step_flops.append(flops[key])
+    step_flops.append(flops[jitted])
     # A progress line: GAN rows take minutes per step on a 2-core CPU.
     logging.info("%s: step %d/%d %.3f s", config.model.name, i + 1, steps,
                  times[-1])

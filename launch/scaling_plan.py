@@ -150,14 +150,15 @@ def activation_bytes(config, local_batch: int) -> tuple[float, float]:
            for k, v in setup.task.dummy_batch(local_batch).items()}
   frozen = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                         setup.frozen)
-  temp, flops = 0.0, 0.0
+  temps, flops = [], []
   for jitted in setup.train_steps.values():  # a GAN's largest kind of step
     compiled = jitted.lower(state, batch, frozen).compile()
     mem = compiled.memory_analysis()
-    temp = max(temp, float(getattr(mem, "temp_size_in_bytes", 0) or 0))
-    flops = max(flops, float((compiled.cost_analysis() or {}).get(
+    temps.append(float(getattr(mem, "temp_size_in_bytes", 0) or 0))
+    flops.append(float((compiled.cost_analysis() or {}).get(
         "flops", float("nan"))))
-  return temp, flops
+  # NaN (no cost analysis) stays NaN, as with one kind of step.
+  return max(temps), max(flops, key=lambda f: (f == f, f))
 
 
 def report(config, mesh_shape, global_batch, act_config=None) -> str:
