@@ -9,6 +9,8 @@ the flags of `parallel.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
 (docs/performance.md section 4), but are 5-60x slower where the output is
 1-2 px on a side (section 10), e.g. the last ResNet stage at 64 px.
 
+`Dense` is `flax.linen.Dense` computed as one 2-D matmul.
+
 `max_pool` is `flax.linen.max_pool` with a cheaper gradient on CPU.
 """
 
@@ -110,6 +112,22 @@ class Conv(nn.Module):
       y = y + self.param("bias", self.bias_init, (self.features,),
                          jnp.float32).astype(self.dtype)
     return y
+
+
+class Dense(nn.Dense):
+  """`flax.linen.Dense` (same parameters) on [..., C] as [N, C] @ kernel.
+
+  On an N-D input, the kernel gradient contracts several leading axes;
+  XLA:CPU then copies the incoming gradient into a transposed layout
+  first. Flattening to 2-D gives the plain x^T @ g it runs in place
+  (Swin's MLP, fwd + grads: 560 -> 448 ms; docs/performance.md section 11).
+  """
+
+  @nn.compact
+  def __call__(self, inputs):
+    lead = inputs.shape[:-1]
+    y = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+    return y.reshape(*lead, y.shape[-1])
 
 
 def _pool_windows(xp, window, strides, out_hw):

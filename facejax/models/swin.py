@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facejax.models import layers
+
 LN_EPS = 1e-5
 MASK_VALUE = -100.0  # the reference's value for cross-region pairs
 
@@ -101,8 +103,8 @@ class DropPath(nn.Module):
 
 
 def _dense(features, name, use_bias=True):
-  return nn.Dense(features, use_bias=use_bias, kernel_init=trunc_normal,
-                  name=name)
+  return layers.Dense(features, use_bias=use_bias, kernel_init=trunc_normal,
+                      name=name)
 
 
 class WindowAttention(nn.Module):
