@@ -53,8 +53,10 @@ def test_remat_switch_recomputes_and_keeps_gradients():
            for r in (False, True)]
   cases += [(swin.create("tiny", remat=r), (False,)) for r in (False, True)]
   for (plain, args), (remat, _) in (cases[:2], cases[2:]):
-    variables = plain.init({"params": jax.random.key(1),
-                            "dropout": jax.random.key(2)}, x, *args)
+    # Jitted: an eager init of Swin compiles each primitive (~20 s).
+    init = jax.jit(lambda rngs, x, m=plain, a=args: m.init(rngs, x, *a))
+    variables = init({"params": jax.random.key(1),
+                      "dropout": jax.random.key(2)}, x)
     hlo_plain, (loss_plain, g_plain) = _grads(plain, variables, x, *args)
     hlo_remat, (loss_remat, g_remat) = _grads(remat, variables, x, *args)
     # Same parameters and math: same loss and gradients.

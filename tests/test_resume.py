@@ -52,9 +52,12 @@ def _final_params(workdir):
 
 def test_sigkill_and_killed_save_resume_identically(age_data, tmp_path):
   ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
-  subprocess.run(_cmd(ref, age_data), check=True, cwd=ROOT, env=_env(),
-                 capture_output=True, timeout=600)
-
+  # The uninterrupted reference runs beside the run to be killed (to a
+  # file: a full pipe would stall it).
+  ref_out = open(tmp_path / "ref.out", "w+")
+  ref_proc = subprocess.Popen(_cmd(ref, age_data), cwd=ROOT, env=_env(),
+                              stdout=ref_out, stderr=subprocess.STDOUT,
+                              text=True)
   proc = subprocess.Popen(_cmd(run, age_data), cwd=ROOT, env=_env(),
                           stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -76,6 +79,14 @@ def test_sigkill_and_killed_save_resume_identically(age_data, tmp_path):
   os.makedirs(os.path.join(partial, "state"))
   with open(os.path.join(partial, "state", "garbage"), "wb") as f:
     f.write(b"\0" * 100)
+
+  assert ref_proc.wait(timeout=600) == 0
+  ref_out.seek(0)
+  ref_stdout = ref_out.read()
+  ref_out.close()
+  # What a user sees at the end of a run: a progress line, the final eval.
+  assert "steps/s" in ref_stdout and "ETA" in ref_stdout, ref_stdout[-3000:]
+  assert "Done: validation mae" in ref_stdout, ref_stdout[-3000:]
 
   done = subprocess.run(_cmd(run, age_data), cwd=ROOT, env=_env(),
                         capture_output=True, text=True, timeout=600)
