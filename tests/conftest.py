@@ -69,3 +69,19 @@ def dex_workdir(age_data, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("dex") / "run")
   _train_smoke("dex", age_data, workdir)
   return workdir
+
+
+# pytest-xdist (`-n 2` in pytest.ini): each worker takes whole modules, so
+# a module's fixtures (often a trained smoke model) are built once. The
+# modules that share the session's trained regressor and DEX form one group,
+# so those are trained once too.
+_SHARED_SESSION_MODELS = {"regressor_run", "regressor_workdir", "dex_workdir"}
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  shared = {item.module.__name__ for item in items
+            if _SHARED_SESSION_MODELS & set(item.fixturenames)}
+  for item in items:
+    module = item.module.__name__
+    group = "trained_age_models" if module in shared else module
+    item.add_marker(pytest.mark.xdist_group(group))
