@@ -1,5 +1,7 @@
 """Test set-up: 8 fake CPU devices, absl flags, shared tiny data sets."""
 
+import fcntl
+import json
 import os
 import sys
 
@@ -50,11 +52,31 @@ def _train_smoke(config_name: str, data_root: str, workdir: str):
   return loop.train_and_evaluate(config, workdir)
 
 
+def _built_once(tmp_path_factory, name: str, build) -> tuple[str, dict]:
+  """(workdir, result) of `build(workdir)`, run once per test session.
+
+  Under pytest-xdist (`-n 2` in pytest.ini) each worker has its own temp
+  dir below a shared one: the first worker to ask builds there, the other
+  waits on the lock and reuses it.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent
+  out = root / name
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    done = out / "result.json"
+    if not done.exists():
+      out.mkdir(exist_ok=True)
+      done.write_text(json.dumps(build(str(out / "run"))))
+    return str(out / "run"), json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def regressor_run(age_data, tmp_path_factory):
   """(workdir, result) of the age regressor's smoke run on `age_data`."""
-  workdir = str(tmp_path_factory.mktemp("regressor") / "run")
-  return workdir, _train_smoke("age_regressor", age_data, workdir)
+  return _built_once(tmp_path_factory, "regressor",
+                     lambda w: _train_smoke("age_regressor", age_data, w))
 
 
 @pytest.fixture(scope="session")
@@ -66,22 +88,18 @@ def regressor_workdir(regressor_run):
 @pytest.fixture(scope="session")
 def dex_workdir(age_data, tmp_path_factory):
   """A trained smoke DEX classifier on `age_data`."""
-  workdir = str(tmp_path_factory.mktemp("dex") / "run")
-  _train_smoke("dex", age_data, workdir)
-  return workdir
+  return _built_once(tmp_path_factory, "dex",
+                     lambda w: _train_smoke("dex", age_data, w))[0]
 
 
-# pytest-xdist (`-n 2` in pytest.ini): each worker takes whole modules, so
-# a module's fixtures (often a trained smoke model) are built once. The
-# modules that share the session's trained regressor and DEX form one group,
-# so those are trained once too.
-_SHARED_SESSION_MODELS = {"regressor_run", "regressor_workdir", "dex_workdir"}
+# The slowest files first, so that neither xdist worker is left with a long
+# file at the end while the other idles (whole files per worker).
+_SLOWEST_FILES = ("test_caricature", "test_swinface", "test_age_transformer",
+                  "test_kinship", "test_stargan", "test_launch",
+                  "test_multiprocess")
 
 
-def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  shared = {item.module.__name__ for item in items
-            if _SHARED_SESSION_MODELS & set(item.fixturenames)}
-  for item in items:
-    module = item.module.__name__
-    group = "trained_age_models" if module in shared else module
-    item.add_marker(pytest.mark.xdist_group(group))
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_SLOWEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.module.__name__,
+                                       len(_SLOWEST_FILES)))

@@ -243,7 +243,7 @@ def _steps(config, mesh, batches):
   return state, losses
 
 
-def test_sharded_equals_single_device(fiw):
+def test_sharded_equals_single_device(fiw, fast_compiles):
   config = _config(fiw, **{"debias.enabled": True,
                            "model.relation_head": True})
   it = iter(kt.Task(config).train_dataset(0))
