@@ -221,10 +221,11 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
       metrics.append({k: float(v) for k, v in m.items()})
     return state, metrics
 
+  # Two inits (the step donates its input) by the program the test above
+  # compiled.
+  init, start = setup1.init_state(), setup1.init_state()
   # Two compiles of the whole G + D step: XLA's fast-compile mode halves
   # them (the numbers agree up to float rounding, as with full opts).
-  # Inits compiled by the test above (the step donates its input state).
-  init, start = setup1.init_state(), setup1.init_state()
   jax.config.update("jax_disable_most_optimizations", True)
   try:
     s1, m1 = run(setup1, start)

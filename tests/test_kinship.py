@@ -188,7 +188,7 @@ def test_gradient_reversal(fiw):
   state = jax.jit(task.init_state)(jax.random.key(0))
   batch = jax.tree.map(jnp.asarray, next(iter(task.train_dataset(0))))
 
-  @jax.jit  # one program for the three gradients (eager ran ~40 s)
+  @jax.jit  # one program for the three gradients (eager took 48 s in CI)
   def backbone_grads(params, batch_stats, frozen, batch):
     def grad(t):
       loss = lambda p: t._loss(p, batch_stats, frozen, batch,

@@ -53,7 +53,8 @@ def test_remat_switch_recomputes_and_keeps_gradients():
            for r in (False, True)]
   cases += [(swin.create("tiny", remat=r), (False,)) for r in (False, True)]
   for (plain, args), (remat, _) in (cases[:2], cases[2:]):
-    # Jitted: an eager init of Swin compiles each primitive (~20 s).
+    # Jitted: an eager init compiles every primitive on its own, and
+    # compiles that small are never kept in the persistent cache.
     init = jax.jit(lambda rngs, x, m=plain, a=args: m.init(rngs, x, *a))
     variables = init({"params": jax.random.key(1),
                       "dropout": jax.random.key(2)}, x)
