@@ -1,5 +1,6 @@
 """Small helpers shared by the tests."""
 
+import contextlib
 import os
 
 import jax
@@ -27,3 +28,14 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
   assert fa.keys() == fb.keys()
   for k in fa:
     np.testing.assert_allclose(fa[k], fb[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+@contextlib.contextmanager
+def fast_compiles():
+  """XLA's fast-compile mode, for tests that check wiring or numbers, not
+  speed (whole-step compiles take about half as long)."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", False)

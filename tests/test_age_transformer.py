@@ -22,7 +22,7 @@ from facejax.models import hrfae_import
 from facejax.models import spectral_norm
 from facejax.tasks import age_transformer
 from facejax.train import loop
-from helpers import ROOT, flat
+from helpers import ROOT, fast_compiles, flat
 
 ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 EIGHT_DEVICES = (("data", 8), ("fsdp", 1), ("model", 1))
@@ -226,14 +226,11 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
   init, start = setup1.init_state(), setup1.init_state()
   # Two compiles of the whole G + D step: XLA's fast-compile mode halves
   # them (the numbers agree up to float rounding, as with full opts).
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
+  with fast_compiles():
     s1, m1 = run(setup1, start)
     setup8 = loop.Setup(_tiny_config(age_data, regressor_workdir,
                                      EIGHT_DEVICES))
     s8, m8 = run(setup8, setup8.init_state())
-  finally:
-    jax.config.update("jax_disable_most_optimizations", False)
   # The estimator's variables are a step argument, not part of the state.
   state_leaves = flat(s1)
   assert not any(k.startswith("['params']") for k in state_leaves)

@@ -21,7 +21,7 @@ from facejax.models import sphereface as sphere_lib
 from facejax.models import sphereface_import
 from facejax.tasks import caricature as task_lib
 from facejax.train import loop
-from helpers import ROOT, assert_trees_close, flat
+from helpers import ROOT, assert_trees_close, fast_compiles, flat
 
 ONE = (("data", 1), ("fsdp", 1), ("model", 1))
 
@@ -305,12 +305,9 @@ def test_sharded_step_equals_single_device(tmp_path):
   config = _tiny_config(str(tmp_path / "data"))
   # Two compiles of the whole G + D step: XLA's fast-compile mode halves
   # them (the numbers are the same up to float rounding).
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
+  with fast_compiles():
     s1, m1 = _steps(config, ONE)
     s8, m8 = _steps(config, (("data", 8), ("fsdp", 1), ("model", 1)))
-  finally:
-    jax.config.update("jax_disable_most_optimizations", False)
   for a, b in zip(m1, m8):  # step 2's losses see step 1's updates
     for k in ("d_loss", "g_loss", "g_id", "g_recon_x", "g_adv"):
       # atol: g_adv = -mean D(fake) is near 0 (|value| ~ 4e-3).

@@ -24,6 +24,7 @@ from facejax.models import kinship as km
 from facejax.tasks import kinship as kt
 from facejax.train import loop
 from helpers import ROOT, assert_trees_close
+from helpers import fast_compiles as xla_fast_compiles
 
 ONE = (("data", 1), ("fsdp", 1), ("model", 1))
 
@@ -346,9 +347,8 @@ def test_cli_scores_a_pair(learned, fiw):
 def fast_compiles():
   """XLA's fast-compile mode: these tests check wiring, not speed, and
   compiling the Swin steps dominates their time."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
+  with xla_fast_compiles():
+    yield
 
 
 def test_swin_backbone_trains(fiw, fast_compiles):
@@ -400,11 +400,8 @@ def swinface_run(fiw, tmp_path_factory):
        "log_every_steps": 5, "mesh": ONE})
   workdir = str(tmp_path_factory.mktemp("swinface") / "run")
   # Only the weights matter here, not their speed: fast XLA compiles.
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
+  with xla_fast_compiles():
     loop.train_and_evaluate(config, workdir)
-  finally:
-    jax.config.update("jax_disable_most_optimizations", False)
   print(f"tiny SwinFace workdir: {time.time() - t0:.0f} s")
   return workdir
 
