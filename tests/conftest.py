@@ -18,6 +18,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from facejax import parallel  # pylint: disable=g-import-not-at-top
+from helpers import learning_seed  # pylint: disable=g-import-not-at-top
 
 # Compiled executables are cached across tests and test subprocesses.
 CACHE_DIR = os.environ.setdefault(
@@ -46,7 +47,7 @@ def _train_smoke(config_name: str, data_root: str, workdir: str):
   from facejax.train import loop  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(
       os.path.join(ROOT, "configs", f"{config_name}.py:smoke"),
-      {"data.root": data_root})
+      {"data.root": data_root, "seed": learning_seed()})
   with config.unlocked():
     config.mesh = ONE_DEVICE
   return loop.train_and_evaluate(config, workdir)

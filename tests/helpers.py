@@ -39,3 +39,30 @@ def fast_compiles():
     yield
   finally:
     jax.config.update("jax_disable_most_optimizations", False)
+
+
+# --- learning tests: seeds and measured values ------------------------------
+# Every learning test seeds its runs (init, data order, target sampling) from
+# `learning_seed`. FACEJAX_LEARNING_SEED shifts all of them at once, so that
+# tests/measure_learning.py can measure a test's spread over seeds; unset,
+# CI runs seed offset 0.
+LEARNING_SEED_OFFSET = int(os.environ.get("FACEJAX_LEARNING_SEED", "0"))
+
+
+def learning_seed(base: int = 0) -> int:
+  """The seed of a learning run whose config default is `base`."""
+  return base + LEARNING_SEED_OFFSET
+
+
+def record_learning(test: str, **values) -> None:
+  """Appends a learning test's measured values (and its bars) as one JSON
+  line to $FACEJAX_LEARNING_LOG, for tests/measure_learning.py."""
+  path = os.environ.get("FACEJAX_LEARNING_LOG")
+  if not path:
+    return
+  import json  # pylint: disable=g-import-not-at-top
+  row = {"test": test, "seed_offset": LEARNING_SEED_OFFSET,
+         "xla_flags": os.environ.get("XLA_FLAGS", "").strip(),
+         **{k: float(v) for k, v in values.items()}}
+  with open(path, "a") as f:
+    f.write(json.dumps(row) + "\n")

@@ -22,6 +22,7 @@ from facejax.models import sphereface_import
 from facejax.tasks import caricature as task_lib
 from facejax.train import loop
 from helpers import ROOT, assert_trees_close, fast_compiles, flat
+from helpers import learning_seed, record_learning
 
 ONE = (("data", 1), ("fsdp", 1), ("model", 1))
 
@@ -339,7 +340,7 @@ def trained(tmp_path_factory):
   sf = config_lib.load_config(
       os.path.join(ROOT, "configs", "sphereface.py:smoke"),
       {**common, "total_steps": SF_STEPS, "eval_every_steps": SF_STEPS,
-       "ckpt.every_steps": SF_STEPS})
+       "ckpt.every_steps": SF_STEPS, "seed": learning_seed()})
   with sf.unlocked():
     sf.mesh = ONE
   sf_result = loop.train_and_evaluate(sf, sf_dir)
@@ -347,7 +348,7 @@ def trained(tmp_path_factory):
       os.path.join(ROOT, "configs", "caricature.py:smoke"),
       {**common, "identity.workdir": sf_dir, "total_steps": STEPS,
        "eval_every_steps": STEPS, "ckpt.every_steps": STEPS,
-       "log_every_steps": 50, "seed": SEED,
+       "log_every_steps": 50, "seed": learning_seed(SEED),
        # Sample grids: test_translate_cli_grid covers the same code.
        "eval.samples": 0})
   with cfg.unlocked():
@@ -394,6 +395,14 @@ def test_learning_closes_domain_gap_and_keeps_identity(trained):
         f"different-identity real pairs {base['mean_neg']:.3f}")
   print(f"eval during training (valid subjects): {result}")
   print(task.report_table(rows1, "test", STEPS))
+  record_learning(
+      "caricature", sphereface_acc=sf_result["accuracy"],
+      sphereface_chance=sf_result["chance_accuracy"],
+      **{f"{d}_{k}_{i}": r[d][k] for d in task_lib.DIRECTIONS
+         for i, r in ((0, rows0), (1, rows1))
+         for k in ("discriminability", "probe_ce", "fid_small",
+                   "fid_small_untranslated", "id_cos")},
+      real_mean_neg=base["mean_neg"])
   assert sf_result["accuracy"] > 5 * sf_result["chance_accuracy"]
   # The learning test: a fresh discriminator, trained with a fixed
   # budget on train subjects, tells translated from real images of unseen

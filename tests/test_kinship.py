@@ -23,7 +23,7 @@ from facejax.data.sources import DataError
 from facejax.models import kinship as km
 from facejax.tasks import kinship as kt
 from facejax.train import loop
-from helpers import ROOT, assert_trees_close
+from helpers import ROOT, assert_trees_close, learning_seed, record_learning
 from helpers import fast_compiles as xla_fast_compiles
 
 ONE = (("data", 1), ("fsdp", 1), ("model", 1))
@@ -291,7 +291,7 @@ def learned(fiw, tmp_path_factory):
   t0 = time.time()
   workdir = str(tmp_path_factory.mktemp("kinship") / "run")
   config = _config(fiw, **{"total_steps": 200, "eval_every_steps": 200,
-                           "ckpt.every_steps": 200})
+                           "ckpt.every_steps": 200, "seed": learning_seed()})
   result = loop.train_and_evaluate(config, workdir)
   from launch import restore  # pylint: disable=g-import-not-at-top
   setup, state, _ = restore.restore(workdir)
@@ -308,6 +308,8 @@ def test_learning_on_held_out_families(learned):
         f"(chance 0.5), AUC {res['auc']:.3f} (raw-pixel cosine AUC "
         f"{pixel:.3f}); val AUC {result['auc']:.3f}; "
         f"{seconds:.0f} s\n{text}")
+  record_learning("kinship", accuracy=res["accuracy"], auc=res["auc"],
+                  pixel_auc=pixel)
   assert res["accuracy"] > 0.58
   assert res["auc"] > max(0.7, pixel + 0.05)
   assert os.path.exists(os.path.join(workdir, "kinship_roc_test.png"))

@@ -21,7 +21,7 @@ from facejax.models import stargan as model_lib
 from facejax.models import stargan_import
 from facejax.tasks import stargan as task_lib
 from facejax.train import loop
-from helpers import ROOT, flat
+from helpers import ROOT, flat, learning_seed, record_learning
 
 ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 CONFIG = os.path.join(ROOT, "configs", "stargan.py:smoke")
@@ -370,9 +370,11 @@ def trained(synthetic_dir, tmp_path_factory):
   runs = tmp_path_factory.mktemp("stargan_runs")
   clf_dir, gan_dir = str(runs / "clf"), str(runs / "gan")
   clf = config_lib.load_config(CLF_CONFIG, {
-      "mesh": ONE_DEVICE, "data.synthetic_dir": synthetic_dir})
+      "mesh": ONE_DEVICE, "data.synthetic_dir": synthetic_dir,
+      "seed": learning_seed()})
   clf_result = loop.train_and_evaluate(clf, clf_dir)
-  gan = _config(synthetic_dir, **{"eval.classifier_workdir": clf_dir})
+  gan = _config(synthetic_dir, **{"eval.classifier_workdir": clf_dir,
+                                  "seed": learning_seed()})
   result = loop.train_and_evaluate(gan, gan_dir)
   code, out, err = _cli(["launch.evaluate", f"--workdir={gan_dir}"])
   assert code == 0, err[-3000:]
@@ -407,7 +409,13 @@ def test_translations_show_the_requested_attribute(trained):
           f"{r['input_acc']:.3f}")
   got, base = (report["celeba:mean"][k]
                for k in ("translated_acc", "input_acc"))
+  record_learning("stargan", translated=got, untranslated=base,
+                  clf_acc=clf["acc"], clf_majority=clf["baseline_acc"],
+                  clf_rafd=clf["rafd/class"])
   assert got > base + 0.25, (got, base)
+  # The judge itself learned: on real test images it beats always
+  # answering each attribute's majority label.
+  assert clf["acc"] > clf["baseline_acc"] + 0.1, clf
   assert os.path.isfile(os.path.join(trained["gan_dir"], "samples",
                                      "step_300.png"))
 

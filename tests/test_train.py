@@ -13,7 +13,7 @@ import pytest
 from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
 from facejax.train import loop
-from helpers import smoke_config
+from helpers import record_learning, smoke_config
 
 ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 
@@ -35,6 +35,7 @@ def test_smoke_training_beats_the_mean_baseline(regressor_run):
   workdir, result = regressor_run
   mae, baseline = result["mae"], result["baseline_mae"]
   print(f"smoke validation MAE {mae:.2f} vs mean baseline {baseline:.2f}")
+  record_learning("regressor", mae=mae, bar=0.5 * baseline)
   assert baseline > 20.0
   assert mae < 0.5 * baseline, (mae, baseline)
   assert os.path.isdir(result["checkpoint"])
