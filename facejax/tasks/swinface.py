@@ -239,7 +239,7 @@ class Task:
       losses["attr_loss"] = per_attr.mean()
       analysis = (cfg.age_weight * losses["age_loss"]
                   + losses["expression_loss"]
-                  + per_attr.sum())
+                  + cfg.get("attr_weight", 1.0) * per_attr.sum())
       losses["analysis_loss"] = analysis
       total = total + cfg.analysis_weight * analysis
     else:
