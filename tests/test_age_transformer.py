@@ -22,15 +22,16 @@ from facejax.models import hrfae_import
 from facejax.models import spectral_norm
 from facejax.tasks import age_transformer
 from facejax.train import loop
-from helpers import ROOT, fast_compiles, flat
+from helpers import ROOT, fast_compiles, flat, learning_seed, record_learning
 
 ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 EIGHT_DEVICES = (("data", 8), ("fsdp", 1), ("model", 1))
 # The learning run (trained once per module, reused by the report and CLI
-# tests): one 32 px stage; the smooth regressor is the age loss and DEX
-# (not used in training) judges the edits.
+# tests): the smoke config's one 32 px stage of 400 steps (its w_recon);
+# the smooth regressor is the age loss and DEX (not used in training)
+# judges the edits.
 SIZE = 32
-STEPS = 300
+STEPS = 400
 BATCH = 16
 # Sharding / gradient tests: the tiniest networks, 16 px, 2 steps.
 TINY = 16
@@ -41,7 +42,6 @@ def _config(age_data, loss_workdir, eval_workdir=None, **overrides):
   values = {
       "data.root": age_data, "age_loss.estimator": "regressor",
       "age_loss.workdir": loss_workdir,
-      "stages": ((STEPS, SIZE, 10.0),), "total_steps": STEPS,
       "data.image_size": SIZE, "data.batch_size": BATCH,
       "data.eval_batch_size": 16, "eval_every_steps": STEPS,
       "ckpt.every_steps": STEPS, "model.num_res_blocks": 1,
@@ -284,7 +284,8 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
 @pytest.fixture(scope="module")
 def trained(age_data, dex_workdir, regressor_workdir, tmp_path_factory):
   """One smoke training run (regressor age loss; DEX evaluates)."""
-  config = _config(age_data, regressor_workdir, dex_workdir)
+  config = _config(age_data, regressor_workdir, dex_workdir,
+                   seed=learning_seed())
   workdir = str(tmp_path_factory.mktemp("age_transformer") / "run")
   result = loop.train_and_evaluate(config, workdir)
   return config, workdir, result
@@ -343,6 +344,9 @@ def test_edited_age_moves_toward_target(trained, restored):
         f"{np.round(after['identity'], 3)}")
   print("training result:", {k: v for k, v in result.items()
                              if isinstance(v, float)})
+  record_learning("age_transformer", err=err_after, unedited=unedited,
+                  untrained=err_before, spread=spread,
+                  spread_untrained=spread_before, corr=after["eval_corr"])
   # Measured 0.76 and 0.80 of the baselines, spread 14 years (untrained
   # 0), correlation 0.28 (untrained 0, standard error ~0.05).
   assert err_after < 0.85 * unedited, (err_after, unedited)
