@@ -80,6 +80,66 @@ def test_task_reports_missing_files_or_skips_and_counts(age_data, tmp_path):
     assert batch["image"].shape == (16, 32, 32, 3)
 
 
+def test_label_file_encodings(age_data, tmp_path):
+  # Excel's UTF-8 CSV starts with a byte-order mark: read as usual.
+  path = tmp_path / "bom.csv"
+  path.write_bytes(b"\xef\xbb\xbfpath,age\n" + os.path.join(
+      age_data, "images", "000000.png").encode() + b",30\n")
+  src = sources.AgeCsvSource(str(path))
+  assert len(src) == 1 and src.ages[0] == 30
+  # A latin-1 byte: the file, line and byte are named (issue 17).
+  path = tmp_path / "latin1.csv"
+  path.write_bytes(b"path,age\nimages/000000.png,30\nimages/Jos\xe9.png,40\n")
+  with pytest.raises(sources.DataError,
+                     match=r"latin1\.csv:3: byte 0xe9 at column 11 is not "
+                     r"UTF-8"):
+    sources.AgeCsvSource(str(path))
+  # A .npy given as the label file.
+  path = tmp_path / "ages.npy"
+  np.save(path, np.arange(4))
+  with pytest.raises(sources.DataError,
+                     match=r"ages\.npy: a NumPy \.npy file, not a text"):
+    sources.AgeCsvSource(str(path))
+
+
+def test_celeba_count_line_must_match_its_rows(tmp_path):
+  # A list_attr_celeba.txt cut short in a download used to train silently
+  # on what was left (issue 17).
+  from facejax.data import attribute_sets
+  (tmp_path / "img_align_celeba").mkdir()
+  rows = ["000001.jpg  1 -1", "000002.jpg -1  1"]
+  def source(count_line):
+    (tmp_path / "list_attr_celeba.txt").write_text(
+        "\n".join([count_line, "Male Young", *rows]) + "\n")
+    return attribute_sets.CelebaFormatSource(
+        str(tmp_path), "img_align_celeba", "list_attr_celeba.txt",
+        ["Male"], "train", 0, None, 0, None, 32, check_files=False)
+  assert len(source("2")) == 2
+  with pytest.raises(sources.DataError, match=r"list_attr_celeba\.txt:1: "
+                     r"the count line says 3 images, the file has 2 rows"):
+    source("3")
+  with pytest.raises(sources.DataError,
+                     match=r"list_attr_celeba\.txt:1: expected the image "
+                     r"count"):
+    source("Male Young")
+
+
+def test_split_with_no_readable_image_is_named_not_trained(age_data,
+                                                          tmp_path):
+  # It used to train, then die in eval with "'NoneType' object is not
+  # subscriptable" (issue 17).
+  from facejax.tasks import age_regression
+  from helpers import smoke_config
+  root = tmp_path / "ages"
+  shutil.copytree(age_data, root)
+  shutil.rmtree(root / "images")
+  task = age_regression.Task(smoke_config(
+      str(root), **{"data.skip_bad_records": True}))
+  with pytest.raises(sources.DataError, match=r"(?s)valid\.csv: all \d+ "
+                     r"records are missing or unreadable.*file not found"):
+    task.source("valid")
+
+
 def test_skip_bad_masks_corrupt_records_inside_pipeline(age_data, tmp_path):
   root, src = _broken_copy(age_data, tmp_path)
   pre = transforms.Preprocess(image_size=32, skip_bad=True)

@@ -252,6 +252,16 @@ def _read_attr_file(path: str):
     if any(v not in (1, -1) for v in values):
       raise DataError(f"{path}:{n}: values must be 1 or -1")
     rows.append((n, parts[0], [float(v == 1) for v in values]))
+  # Line 1 is the image count (202599 in the release); a file cut short in
+  # a download or edited by hand disagrees with it.
+  try:
+    count = int(lines[0].split()[0])
+  except (IndexError, ValueError):
+    raise DataError(f"{path}:1: expected the image count, got "
+                    f"{lines[0][:40]!r}") from None
+  if count != len(rows):
+    raise DataError(f"{path}:1: the count line says {count} images, the "
+                    f"file has {len(rows)} rows (truncated or edited?)")
   return header, rows
 
 

@@ -22,6 +22,33 @@ class DataError(ValueError):
   """Bad input data; the message names the file (and line)."""
 
 
+def check_text_file(path: str) -> None:
+  """Raises DataError naming the file and line unless `path` is UTF-8 text.
+
+  A label file in another encoding (latin-1 from an old spreadsheet) or a
+  binary file given as one (a NumPy .npy) otherwise fails deep inside the
+  csv module with a UnicodeDecodeError that names neither.
+  """
+  with open(path, "rb") as f:
+    raw = f.read()
+  if raw.startswith(b"\x93NUMPY"):
+    raise DataError(f"{path}: a NumPy .npy file, not a text label file "
+                    "(CSV with a header line)")
+  try:
+    raw.decode("utf-8")
+    return
+  except UnicodeDecodeError:
+    pass
+  for line, text in enumerate(raw.splitlines(keepends=True), start=1):
+    try:
+      text.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DataError(
+          f"{path}:{line}: byte {text[e.start]:#04x} at column "
+          f"{e.start + 1} is not UTF-8; save the file as UTF-8 text "
+          f"(it may be latin-1/cp1252)") from None
+
+
 class AgeCsvSource:
   """`path,age` CSV (CACD / AFAD / APPA-REAL style) with image files.
 
@@ -39,7 +66,9 @@ class AgeCsvSource:
       raise DataError(f"{csv_path}: label file not found")
     image_dir = image_dir or os.path.dirname(os.path.abspath(csv_path))
     paths, ages, lines = [], [], []
-    with open(csv_path, newline="") as f:
+    check_text_file(csv_path)
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
       reader = csv.DictReader(f)
       columns = reader.fieldnames or []
       for col, key in ((path_column, "data.path_column"),

@@ -158,6 +158,12 @@ class Task:
                         src.csv_path, len(bad), len(src))
       if bad:
         keep = sorted(set(range(len(src))) - {i for i, _ in bad})
+        if not keep:
+          raise sources_lib.DataError(
+              f"{src.csv_path}: all {len(src)} records are missing or "
+              f"unreadable images, e.g. {src.describe(bad[0][0])}: "
+              f"{bad[0][1]} (data.skip_bad_records=True leaves nothing "
+              "to read)")
         return sources_lib.SubsetSource(src, keep, skipped=len(bad))
       return src
     if src.missing:

@@ -161,6 +161,8 @@ class Setup:
                       parallel.shard_batch(batch, self.mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals,
                                                         sums)
+    if totals is None:
+      raise ValueError(f"evaluation split {source!r} has no records")
     return jax.tree.map(np.asarray, jax.device_get(totals))
 
 
