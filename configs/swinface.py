@@ -110,6 +110,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.age.eval_file = "valid.csv"
   c.data.age.test_file = "test.csv"
   c.data.age.gender_column = "gender"  # 1 = male; empty: no gender labels
+  # Ages outside are an error naming the line (UTKFace goes to 116).
+  c.data.age.min_age = 0.0
+  c.data.age.max_age = 120.0
   c.data.age.synthetic_num = 600 if smoke else 4000
   c.data.celeba = ml_collections.ConfigDict()
   c.data.celeba.root = ""

@@ -124,6 +124,23 @@ def test_celeba_count_line_must_match_its_rows(tmp_path):
     source("Male Young")
 
 
+def test_swinface_age_range_names_its_own_keys(tmp_path):
+  # SwinFace's age CSV: UTKFace goes to 116; the error named data.min_age /
+  # data.max_age, keys SwinFace's config does not have (issue 17).
+  from facejax.data import multitask
+  from PIL import Image
+  Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+  path = _write_csv(tmp_path / "train.csv",
+                    "path,age,gender\na.png,116,0\na.png,3,1\n")
+  src = multitask.age_source(path, 4, "gender", 0, "data.age", 0.0, 120.0)
+  assert len(src) == 2
+  path = _write_csv(tmp_path / "bad.csv", "path,age,gender\na.png,130,0\n")
+  with pytest.raises(sources.DataError, match=r"bad\.csv:2: age 130.0 is "
+                     r"outside \[0.0, 120.0\] \(config keys "
+                     r"data\.age\.min_age/data\.age\.max_age\)"):
+    multitask.age_source(path, 4, "gender", 0, "data.age", 0.0, 120.0)
+
+
 def test_split_with_no_readable_image_is_named_not_trained(age_data,
                                                           tmp_path):
   # It used to train, then die in eval with "'NoneType' object is not

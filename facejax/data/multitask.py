@@ -160,9 +160,15 @@ class PairSource:
 
 
 def age_source(csv_path: str, num_attrs: int, gender_column: str,
-               gender_index: int, key: str) -> LabelledSource:
-  """Age CSV (`path,age[,gender]`); gender 1 = male labels the Gender head."""
-  src = sources_lib.AgeCsvSource(csv_path)
+               gender_index: int, key: str, min_age: float = 0.0,
+               max_age: float = 100.0) -> LabelledSource:
+  """Age CSV (`path,age[,gender]`); gender 1 = male labels the Gender head.
+
+  Ages outside [min_age, max_age] (config keys `key`.min_age/max_age) are
+  an error naming the line.
+  """
+  src = sources_lib.AgeCsvSource(csv_path, min_age=min_age, max_age=max_age,
+                                 config_prefix=key)
   if src.missing:
     raise DataError(f"{csv_path}: {len(src.missing)} image file(s) not "
                     f"found, e.g. {src.describe(src.missing[0])}")
@@ -170,7 +176,7 @@ def age_source(csv_path: str, num_attrs: int, gender_column: str,
   attrs = np.zeros((n, num_attrs), np.float32)
   attrs_mask = np.zeros((n, num_attrs), np.float32)
   if gender_column:
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
       reader = csv.DictReader(f)
       if gender_column not in (reader.fieldnames or []):
         raise DataError(f"{csv_path}:1: no column {gender_column!r} (config "

@@ -54,13 +54,14 @@ class AgeCsvSource:
 
   Paths in the CSV are relative to `image_dir` (default: the CSV's folder).
   Every row is validated when the source is built, so a bad file fails
-  before training starts, with the CSV's name and line number.
+  before training starts, with the CSV's name and line number;
+  `config_prefix` is the config prefix of the age-range keys the message names.
   """
 
   def __init__(self, csv_path: str, image_dir: str | None = None,
                path_column: str = "path", age_column: str = "age",
                min_age: float = 0.0, max_age: float = 100.0,
-               check_files: bool = True):
+               check_files: bool = True, config_prefix: str = "data"):
     self.csv_path = csv_path
     if not os.path.exists(csv_path):
       raise DataError(f"{csv_path}: label file not found")
@@ -90,7 +91,7 @@ class AgeCsvSource:
         if not np.isfinite(age) or not min_age <= age <= max_age:
           raise DataError(f"{csv_path}:{line}: age {age} is outside "
                           f"[{min_age}, {max_age}] (config keys "
-                          f"data.min_age/data.max_age)")
+                          f"{config_prefix}.min_age/{config_prefix}.max_age)")
         paths.append(os.path.join(image_dir, path))
         ages.append(age)
         lines.append(line)

@@ -379,7 +379,8 @@ class Task:
             "test": d.age.test_file}[split]
     age = multitask.age_source(os.path.join(roots["age"], name), NUM_ATTRS,
                                d.age.gender_column, _ATTR_COL["Gender"],
-                               "data.age")
+                               "data.age", d.age.get("min_age", 0.0),
+                               d.age.get("max_age", 120.0))
     columns = [swinface.celeba_column(t) for t in swinface.BINARY_TASKS]
     celeba = multitask.celeba_source(roots["celeba"], columns, split,
                                      d.celeba, "data.celeba")
