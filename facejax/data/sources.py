@@ -55,7 +55,8 @@ class AgeCsvSource:
   Paths in the CSV are relative to `image_dir` (default: the CSV's folder).
   Every row is validated when the source is built, so a bad file fails
   before training starts, with the CSV's name and line number;
-  `config_prefix` is the config prefix of the age-range keys the message names.
+  `config_prefix` is the config prefix of the age-range keys the message
+  names.
   """
 
   def __init__(self, csv_path: str, image_dir: str | None = None,
