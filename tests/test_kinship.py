@@ -245,8 +245,11 @@ def _steps(config, mesh, batches):
 
 
 def test_sharded_equals_single_device(fiw, fast_compiles):
+  # The tolerances below hold at lr 2e-3: Adam turns round-off in the
+  # near-zero gradients of the projection's biases (before BatchNorm) into
+  # steps proportional to lr, and the smoke's 4e-3 doubles them.
   config = _config(fiw, **{"debias.enabled": True,
-                           "model.relation_head": True})
+                           "model.relation_head": True, "optim.lr": 2e-3})
   it = iter(kt.Task(config).train_dataset(0))
   batches = [next(it) for _ in range(3)]
   s1, l1 = _steps(config, ONE, batches)
