@@ -27,11 +27,11 @@ from helpers import ROOT, fast_compiles, flat, learning_seed, record_learning
 ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 EIGHT_DEVICES = (("data", 8), ("fsdp", 1), ("model", 1))
 # The learning run (trained once per module, reused by the report and CLI
-# tests): the smoke config's one 32 px stage of 400 steps (its w_recon);
+# tests): the smoke config's one 32 px stage of 600 steps (its w_recon);
 # the smooth regressor is the age loss and DEX (not used in training)
 # judges the edits.
 SIZE = 32
-STEPS = 400
+STEPS = 600
 BATCH = 16
 # Sharding / gradient tests: the tiniest networks, 16 px, 2 steps.
 TINY = 16
