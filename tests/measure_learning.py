@@ -41,6 +41,68 @@ LEARNING_TESTS = {
 }
 ISA_FLAGS = {"native": "", "AVX2": "--xla_cpu_max_isa=AVX2"}
 
+# Each test's assertions over its recorded values, as the test writes them:
+# name -> (value, "<" or ">", bar, baseline). The baseline is what the bar
+# is measured from (the mean predictor, chance, the untranslated input...);
+# margins() reports how far the worst run clears the bar, against the
+# spread of the runs (max - min: clearance / spread >= 1 means a run would
+# have to land a whole observed spread below the worst one to fail) and
+# against the bar's distance from the baseline (>= 1: the bar lies at most
+# halfway between the baseline and the worst run).
+_DIRS = ("photo2cari", "cari2photo")
+CHECKS = {
+    "regressor": lambda r: {
+        "val MAE < 0.5 x mean predictor": (
+            r["mae"], "<", r["bar"], 2 * r["bar"])},
+    "dex": lambda r: {
+        "val MAE < 0.5 x mean predictor": (
+            r["mae"], "<", r["bar"], 2 * r["bar"])},
+    "age_transformer": lambda r: {
+        "DEX error < 0.85 x unedited": (
+            r["err"], "<", 0.85 * r["unedited"], r["unedited"]),
+        "DEX error < 0.85 x untrained G": (
+            r["err"], "<", 0.85 * r["untrained"], r["untrained"]),
+        "DEX age spread 20->60 > untrained + 8": (
+            r["spread"], ">", max(8.0, r["spread_untrained"] + 8.0),
+            r["spread_untrained"]),
+        "corr(target, DEX age) > 0.15": (r["corr"], ">", 0.15, 0.0)},
+    "stargan": lambda r: {
+        "target found in translations > input + 0.25": (
+            r["translated"], ">", r["untranslated"] + 0.25,
+            r["untranslated"]),
+        "attribute classifier > majority + 0.1": (
+            r["clf_acc"], ">", r["clf_majority"] + 0.1, r["clf_majority"])},
+    "swinface": lambda r: {
+        "verification accuracy > 0.62": (
+            r["verification_acc"], ">", 0.62, 0.5),
+        "gender accuracy > majority + 0.2": (
+            r["gender_acc"], ">", r["majority_gender_acc"] + 0.2,
+            r["majority_gender_acc"]),
+        "age MAE < 0.8 x mean predictor": (
+            r["age_mae"], "<", 0.8 * r["mean_age_mae"], r["mean_age_mae"])},
+    "kinship": lambda r: {
+        "test accuracy > 0.58": (r["accuracy"], ">", 0.58, 0.5),
+        "test AUC > max(0.7, pixels + 0.05)": (
+            r["auc"], ">", max(0.7, r["pixel_auc"] + 0.05), r["pixel_auc"])},
+    "caricature": lambda r: {
+        "SphereFace accuracy > 5 x chance": (
+            r["sphereface_acc"], ">", 5 * r["sphereface_chance"],
+            r["sphereface_chance"]),
+        **{f"{d} probe discriminability < step 0 - 0.15": (
+            r[f"{d}_discriminability_1"], "<",
+            r[f"{d}_discriminability_0"] - 0.15,
+            r[f"{d}_discriminability_0"]) for d in _DIRS},
+        **{f"{d} probe CE > 2 x step 0": (
+            r[f"{d}_probe_ce_1"], ">", 2 * r[f"{d}_probe_ce_0"],
+            r[f"{d}_probe_ce_0"]) for d in _DIRS},
+        **{f"{d} FID-small < 0.5 x step 0": (
+            r[f"{d}_fid_small_1"], "<", 0.5 * r[f"{d}_fid_small_0"],
+            r[f"{d}_fid_small_0"]) for d in _DIRS},
+        **{f"{d} identity cos > 0.3": (
+            r[f"{d}_id_cos_1"], ">", 0.3, r["real_mean_neg"])
+           for d in _DIRS}},
+}
+
 
 def run_once(tests, seed: int, isa: str, log: str) -> int:
   env = dict(os.environ, FACEJAX_LEARNING_SEED=str(seed),
@@ -88,6 +150,42 @@ def table(log: str) -> str:
   return "\n".join(lines)
 
 
+def margins(log: str) -> str:
+  """Markdown: each assertion's bar, range per code path and margins."""
+  rows = [json.loads(line) for line in open(log)]
+  by = collections.defaultdict(lambda: collections.defaultdict(list))
+  paths = []
+  for r in rows:
+    isa = "AVX2" if "xla_cpu_max_isa=AVX2" in r["xla_flags"] else "native"
+    if isa not in paths:
+      paths.append(isa)
+    for name, (value, op, bar, base) in CHECKS[r["test"]](r).items():
+      clear = (bar - value) if op == "<" else (value - bar)
+      by[(r["test"], name)][isa].append((value, bar, clear,
+                                         abs(bar - base)))
+  lines = ["| test | asserts | bar | " + " | ".join(
+      f"{p} (runs)" for p in paths) + " | worst clears bar by | / spread |"
+           " / (bar - baseline) |",
+           "|---|---|---|" + "---|" * len(paths) + "---|---|---|"]
+  for (test, name), per in by.items():
+    every = [x for p in paths for x in per.get(p, [])]
+    bars = [b for _, b, _, _ in every]
+    bar = (f"{bars[0]:.3g}" if max(bars) - min(bars) < 1e-9 else
+           f"{min(bars):.3g}..{max(bars):.3g}")
+    cells = []
+    for p in paths:
+      v = [x for x, _, _, _ in per.get(p, [])]
+      cells.append(f"{min(v):.3g}..{max(v):.3g} ({len(v)})" if v else "-")
+    values = [x for x, _, _, _ in every]
+    spread = max(values) - min(values)
+    worst = min(every, key=lambda x: x[2])
+    lines.append(
+        f"| {test} | {name} | {bar} | " + " | ".join(cells) +
+        f" | {worst[2]:.3g} | {worst[2] / spread if spread else float('inf'):.1f}"
+        f" | {worst[2] / worst[3] if worst[3] else float('nan'):.2f} |")
+  return "\n".join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", default="0,1,2")
@@ -107,6 +205,8 @@ def main():
       for seed in (int(s) for s in args.seeds.split(",")):
         run_once(tests, seed, isa, args.log)
   print(table(args.log))
+  print()
+  print(margins(args.log))
 
 
 if __name__ == "__main__":
