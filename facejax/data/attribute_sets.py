@@ -34,6 +34,7 @@ from PIL import Image
 
 from facejax.data import transforms
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
+from facejax.data.sources import check_text_file
 
 FORMATS = ("celeba", "rafd")
 # Attributes of which exactly one is on in a sampled target (StarGAN's
@@ -232,7 +233,8 @@ class CelebaFormatSource:
 
 def _read_attr_file(path: str):
   """(attribute names, [(line, file, values)]) of a CelebA attribute file."""
-  with open(path) as f:
+  check_text_file(path)
+  with open(path, encoding="utf-8-sig") as f:
     lines = f.read().splitlines()
   if len(lines) < 2:
     raise DataError(f"{path}: expected a count line and a names line")

@@ -44,9 +44,9 @@ def check_text_file(path: str) -> None:
       text.decode("utf-8")
     except UnicodeDecodeError as e:
       raise DataError(
-          f"{path}:{line}: byte {text[e.start]:#04x} at column "
-          f"{e.start + 1} is not UTF-8; save the file as UTF-8 text "
-          f"(it may be latin-1/cp1252)") from None
+          f"{path}:{line}: byte {text[e.start]:#04x} at byte offset "
+          f"{e.start} of the line is not UTF-8: a text label file must be "
+          f"UTF-8 (this one may be latin-1/cp1252, or not text)") from None
 
 
 class AgeCsvSource:

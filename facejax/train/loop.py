@@ -162,7 +162,9 @@ class Setup:
       totals = sums if totals is None else jax.tree.map(jnp.add, totals,
                                                         sums)
     if totals is None:
-      raise ValueError(f"evaluation split {source!r} has no records")
+      raise ValueError(
+          "the evaluation split has no records: "
+          f"{getattr(source, 'csv_path', type(source).__name__)}")
     return jax.tree.map(np.asarray, jax.device_get(totals))
 
 
