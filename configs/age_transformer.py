@@ -19,7 +19,7 @@ reference itself: stages ((E10, 512, 10.0), (E10, 1024, 1.0)) where E10 is
 10 epochs of steps (batch 4 at 512, then batch 2 at 1024: facejax keeps
 one batch size). A GPU/TPU run.
 
-Smoke (tests; ~5 min on 2 loaded CPU cores): --config=configs/age_transformer.py:smoke
+Smoke (tests; ~6 min on 2 loaded CPU cores): --config=configs/age_transformer.py:smoke
 with --config.age_loss.workdir=<a smoke age_regressor run> and
 --config.eval.estimator.workdir=<a smoke dex run>. Tiny widths, one 32 px
 stage of 600 steps on the 64 px synthetic faces; the smooth regressor
@@ -51,9 +51,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # 300-step run kept the input through the skip connections and fooled
   # only the training estimator: DEX found the edits 0.88 as far from the
   # target as the unedited faces, spread 6 years. At w_recon 3 the edits
-  # move DEX (0.55-0.72 of the unedited error after 400 steps over 3
-  # seeds, 0.54-0.64 after 600; spread 21-29 years); at 1 they lose the
-  # face (0.77), at 5 they move less (0.68); w_class 2 collapsed.
+  # move DEX: 0.55-0.72 of the unedited error after 400 steps over 3
+  # seeds, 0.48-0.64 after 600 (both ISAs; spread 26-34 years); at 1 they
+  # lose the face (0.77), at 5 they move less (0.68); w_class 2 collapsed.
   c.stages = ((600, 32, 3.0),) if smoke else (
       (20000, 128, 10.0), (20000, 256, 1.0))
   c.total_steps = sum(s[0] for s in c.stages)

@@ -91,8 +91,8 @@ def test_label_file_encodings(age_data, tmp_path):
   path = tmp_path / "latin1.csv"
   path.write_bytes(b"path,age\nimages/000000.png,30\nimages/Jos\xe9.png,40\n")
   with pytest.raises(sources.DataError,
-                     match=r"latin1\.csv:3: byte 0xe9 at column 11 is not "
-                     r"UTF-8"):
+                     match=r"latin1\.csv:3: byte 0xe9 at byte offset 10 of "
+                     r"the line is not UTF-8"):
     sources.AgeCsvSource(str(path))
   # A .npy given as the label file.
   path = tmp_path / "ages.npy"
