@@ -52,7 +52,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # only the training estimator: DEX found the edits 0.88 as far from the
   # target as the unedited faces, spread 6 years. At w_recon 3 the edits
   # move DEX: 0.55-0.72 of the unedited error after 400 steps over 3
-  # seeds, 0.48-0.64 after 600 (both ISAs; spread 26-34 years); at 1 they
+  # seeds, 0.48-0.64 after 600 (both ISAs; spread 23-34 years); at 1 they
   # lose the face (0.77), at 5 they move less (0.68); w_class 2 collapsed.
   c.stages = ((600, 32, 3.0),) if smoke else (
       (20000, 128, 10.0), (20000, 256, 1.0))

@@ -113,7 +113,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.optim.name = "adam"
   # Smoke: at 2e-3 the test's 200-step run reached held-out test AUC
   # 0.73-0.78 over 3 seeds (bar 0.70, raw pixels 0.62); at 4e-3 0.78-0.80,
-  # and 0.76-0.77 with XLA:CPU limited to AVX2.
+  # and 0.76-0.78 with XLA:CPU limited to AVX2.
   c.optim.lr = 4e-3 if smoke else 1e-3
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999

@@ -98,7 +98,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # (stage 1 uses identity only). Smoke: two thirds of each batch
   # identities, or 400 steps see each training identity only about twice
   # (held-out verification over 3 seeds: 0.70-0.79 at 4:1:1:1; 0.74-0.83
-  # at 6:1:1:1, 0.74-0.77 with XLA:CPU limited to AVX2; age MAE 12.6-14).
+  # at 6:1:1:1, 0.74-0.77 with XLA:CPU limited to AVX2; age MAE 12.6-16).
   c.data.mix = (6.0, 1.0, 1.0, 1.0) if smoke else (1.0, 1.0, 1.0, 1.0)
   c.data.eval_max_per_source = 400 if smoke else 2000
   c.data.identity = ml_collections.ConfigDict()

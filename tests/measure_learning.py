@@ -129,18 +129,26 @@ def run_once(tests, seed: int, isa: str, log: str) -> int:
   return code
 
 
-def table(log: str) -> str:
-  """Markdown: test, value, then min..max (n) per code path."""
-  rows = [json.loads(line) for line in open(log)]
+def _grouped(log: str, entries):
+  """({(test, name): {code path: [entry, ...]}}, code paths in log order)
+  of the log's rows; `entries(row)` yields (name, entry) pairs."""
   by = collections.defaultdict(lambda: collections.defaultdict(list))
   paths = []
-  for r in rows:
+  for line in open(log):
+    r = json.loads(line)
     isa = "AVX2" if "xla_cpu_max_isa=AVX2" in r["xla_flags"] else "native"
     if isa not in paths:
       paths.append(isa)
-    for k, v in r.items():
-      if k not in ("test", "seed_offset", "xla_flags"):
-        by[(r["test"], k)][isa].append((r["seed_offset"], v))
+    for name, entry in entries(r):
+      by[(r["test"], name)][isa].append(entry)
+  return by, paths
+
+
+def table(log: str) -> str:
+  """Markdown: test, value, then min..max (n) per code path."""
+  by, paths = _grouped(log, lambda r: (
+      (k, (r["seed_offset"], v)) for k, v in r.items()
+      if k not in ("test", "seed_offset", "xla_flags")))
   lines = ["| test | value | " + " | ".join(
       f"{p}: min..max (seeds)" for p in paths) + " |",
            "|---|---|" + "---|" * len(paths)]
@@ -160,17 +168,11 @@ def table(log: str) -> str:
 
 def margins(log: str) -> str:
   """Markdown: each assertion's bar, range per code path and margins."""
-  rows = [json.loads(line) for line in open(log)]
-  by = collections.defaultdict(lambda: collections.defaultdict(list))
-  paths = []
-  for r in rows:
-    isa = "AVX2" if "xla_cpu_max_isa=AVX2" in r["xla_flags"] else "native"
-    if isa not in paths:
-      paths.append(isa)
+  def entries(r):
     for name, (value, op, bar, base) in CHECKS[r["test"]](r).items():
       clear = (bar - value) if op == "<" else (value - bar)
-      by[(r["test"], name)][isa].append((value, bar, clear,
-                                         abs(bar - base)))
+      yield name, (value, bar, clear, abs(bar - base))
+  by, paths = _grouped(log, entries)
   lines = ["| test | asserts | bar | " + " | ".join(
       f"{p} (runs)" for p in paths) + " | worst clears bar by | / spread |"
            " / (bar - baseline) |",

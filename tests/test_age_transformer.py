@@ -313,7 +313,7 @@ def test_edited_age_moves_toward_target(trained, restored):
   batch 16, w_recon 3) on an AMD EPYC with AVX-512 | with XLA:CPU limited
   to AVX2: 13.0-16.6 | 14.6-17.1 years against 26-27 unedited and 23-27 untrained
   (bars 0.85 x those); spread of DEX's age from target 20 to 60
-  25.8-34.1 | 26.4-29.8 years (untrained -0.7..0.3); correlation of target
+  25.8-34.1 | 23.5-29.8 years (untrained -0.7..0.3); correlation of target
   and DEX age 0.51-0.59 | 0.44-0.56 (untrained ~0). The tightest margin is the seed whose
   untrained generator is already closest (23.2): 3.1 years inside its
   bar. Before this recipe (300 steps, w_recon 10) the same machine gave
