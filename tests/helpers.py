@@ -1,6 +1,7 @@
 """Small helpers shared by the tests."""
 
 import contextlib
+import json
 import os
 
 import jax
@@ -55,12 +56,11 @@ def learning_seed(base: int = 0) -> int:
 
 
 def record_learning(test: str, **values) -> None:
-  """Appends a learning test's measured values (and its bars) as one JSON
+  """Appends a learning test's measured values as one JSON
   line to $FACEJAX_LEARNING_LOG, for tests/measure_learning.py."""
   path = os.environ.get("FACEJAX_LEARNING_LOG")
   if not path:
     return
-  import json  # pylint: disable=g-import-not-at-top
   row = {"test": test, "seed_offset": LEARNING_SEED_OFFSET,
          "xla_flags": os.environ.get("XLA_FLAGS", "").strip(),
          **{k: float(v) for k, v in values.items()}}
