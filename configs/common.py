@@ -44,7 +44,30 @@ def age_csv_data(smoke: bool, synthetic_size: int) -> ml_collections.ConfigDict:
   d.min_age = 0.0
   d.max_age = 100.0
   d.tfds_dir = ""       # a data set written by launch.prepare_data
+  age_format_keys(d)
   return d
+
+
+def age_format_keys(d: ml_collections.ConfigDict) -> None:
+  """The keys of a released age data set read in place (data.format).
+
+  'age_csv' reads facejax's path,age CSVs above; any other name reads the
+  release folder data.root as unpacked (facejax/data/formats/, README's
+  data-set table).
+  """
+  d.format = "age_csv"  # age_csv | appa_real | afad | cacd2000 | utkface |
+  #                       imdb_wiki | morph2 | ffhq_aging | hrfae_ffhq
+  # Published split csvs (e.g. the CORAL repository's afad_train.csv ...);
+  # empty: the release's official split, else a seeded one by person.
+  d.split_files = ml_collections.ConfigDict(
+      {"train": "", "valid": "", "test": ""})
+  d.split_fractions = (0.8, 0.1, 0.1)  # seeded splits: train, valid, test
+  d.split_seed = 0      # not the training seed: the test set stays put
+  d.age_label = "real"  # appa_real: real | apparent
+  d.face_crop = True    # appa_real: the release's _face.jpg crops
+  d.min_face_score = 1.0    # imdb_wiki: face detector score to keep a row
+  d.single_face = True      # imdb_wiki: drop photos with a second face
+  d.min_age_confidence = 0.6  # ffhq_aging: age-group confidence to keep
 
 
 def swin_config(smoke: bool) -> ml_collections.ConfigDict:

@@ -115,6 +115,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Ages outside are an error naming the line (UTKFace goes to 116).
   c.data.age.min_age = 0.0
   c.data.age.max_age = 120.0
+  common.age_format_keys(c.data.age)  # data.age.format=utkface, ...
   c.data.age.synthetic_num = 600 if smoke else 4000
   c.data.celeba = ml_collections.ConfigDict()
   c.data.celeba.root = ""

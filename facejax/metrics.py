@@ -75,11 +75,17 @@ class Progress:
   """One console line per report: step, metrics, steps/s, ETA."""
 
   def __init__(self, total_steps: int, start_step: int = 0,
-               stream=sys.stdout):
+               stream=None):
     self.total = total_steps
-    self._stream = stream
+    self._given_stream = stream
     self._active = jax.process_index() == 0
     self.reset(start_step)
+
+  @property
+  def _stream(self):
+    # sys.stdout as it is when printing (not when this module was imported:
+    # a test's or notebook's redirected stream may be closed since).
+    return self._given_stream or sys.stdout
 
   def reset(self, step: int) -> None:
     """Restarts the rate clock (after compilation, eval or a checkpoint)."""

@@ -197,6 +197,28 @@ def age_source(csv_path: str, num_attrs: int, gender_column: str,
                         [src.describe(i) for i in range(n)])
 
 
+def release_age_source(spec, split: str, num_attrs: int, gender_index: int,
+                       key: str) -> LabelledSource:
+  """The `split` of a released age data set (`key`.format, e.g. utkface);
+  its genders, where the release has them, label the Gender head."""
+  from facejax.data import formats  # pylint: disable=g-import-not-at-top
+  src = formats.open_age_split(spec, split, config_prefix=key)
+  if src.missing:
+    raise DataError(f"{src.csv_path}: {len(src.missing)} image file(s) not "
+                    f"found, e.g. {src.describe(src.missing[0])}")
+  n = len(src)
+  attrs = np.zeros((n, num_attrs), np.float32)
+  attrs_mask = np.zeros((n, num_attrs), np.float32)
+  if src.genders is not None:
+    known = src.genders >= 0
+    attrs[:, gender_index] = src.genders == 0  # 1 = male
+    attrs_mask[:, gender_index] = known
+  return LabelledSource("age", src.paths, _fill(
+      n, num_attrs, age=src.ages, age_mask=np.ones(n, np.float32),
+      attrs=attrs, attrs_mask=attrs_mask),
+                        [src.describe(i) for i in range(n)])
+
+
 def celeba_source(root: str, columns: Sequence[str], split: str, spec,
                   key: str) -> LabelledSource:
   """CelebA-format attributes (`attribute_sets.CelebaFormatSource`)."""

@@ -124,6 +124,10 @@ class Task:
     cfg = self.config.data
     if cfg.root:
       return cfg.root
+    if cfg.get("format", "age_csv") != "age_csv":
+      raise sources_lib.DataError(
+          f"config key data.root is empty: data.format={cfg.format!r} reads "
+          "the release folder given there")
     from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
     return synthetic.ensure("age_csv", cfg.synthetic_dir,
                             num=cfg.synthetic_num, size=cfg.synthetic_size,
@@ -135,6 +139,9 @@ class Task:
     if cfg.get("tfds_dir", ""):
       from facejax.data import tfds_prepared  # pylint: disable=g-import-not-at-top
       return tfds_prepared.load(cfg.tfds_dir, split)
+    if cfg.get("format", "age_csv") != "age_csv":
+      from facejax.data import formats  # pylint: disable=g-import-not-at-top
+      return self._drop_bad(formats.open_age_split(cfg, split))
     name = {"train": cfg.train_file, "valid": cfg.eval_file,
             "test": cfg.test_file}.get(split, split)
     if os.path.isabs(name) or os.path.exists(name):

@@ -375,12 +375,17 @@ class Task:
       ident = multitask.PairSource(valid_ids, int(d.identity.num_pairs),
                                    self.config.seed + (split == "test"),
                                    NUM_ATTRS)
-    name = {"train": d.age.train_file, "valid": d.age.eval_file,
-            "test": d.age.test_file}[split]
-    age = multitask.age_source(os.path.join(roots["age"], name), NUM_ATTRS,
-                               d.age.gender_column, _ATTR_COL["Gender"],
-                               "data.age", d.age.get("min_age", 0.0),
-                               d.age.get("max_age", 120.0))
+    if d.age.get("format", "age_csv") != "age_csv":
+      age = multitask.release_age_source(d.age, split, NUM_ATTRS,
+                                         _ATTR_COL["Gender"], "data.age")
+    else:
+      name = {"train": d.age.train_file, "valid": d.age.eval_file,
+              "test": d.age.test_file}[split]
+      age = multitask.age_source(os.path.join(roots["age"], name),
+                                 NUM_ATTRS, d.age.gender_column,
+                                 _ATTR_COL["Gender"], "data.age",
+                                 d.age.get("min_age", 0.0),
+                                 d.age.get("max_age", 120.0))
     columns = [swinface.celeba_column(t) for t in swinface.BINARY_TASKS]
     celeba = multitask.celeba_source(roots["celeba"], columns, split,
                                      d.celeba, "data.celeba")

@@ -1,0 +1,226 @@
+"""Released data sets read as they are unpacked: `data.format` names one.
+
+Age formats give an `AgeListing` (base.py); `open_age_split` turns one into
+the source of a split: the split files the user gives (data.split_files,
+e.g. the CORAL repository's csvs, for numbers comparable with the
+literature), else the release's official split, else a seeded split by
+person (by file where the release names no people).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+
+from facejax.data import sources
+from facejax.data.formats import afad
+from facejax.data.formats import appa_real
+from facejax.data.formats import base
+from facejax.data.formats import cacd2000
+from facejax.data.formats import ffhq_aging
+from facejax.data.formats import hrfae_ffhq
+from facejax.data.formats import imdb_wiki
+from facejax.data.formats import morph2
+from facejax.data.formats import utkface
+
+DataError = sources.DataError
+AGE_CSV = "age_csv"  # facejax's own path,age CSVs (train.csv, valid.csv, ...)
+AGE_FORMATS = {m.NAME: m for m in (appa_real, afad, cacd2000, utkface,
+                                   imdb_wiki, morph2, ffhq_aging,
+                                   hrfae_ffhq)}
+
+
+def check_age_format(fmt: str, key: str = "data.format") -> None:
+  if fmt != AGE_CSV and fmt not in AGE_FORMATS:
+    raise ValueError(f"config key {key}: unknown age data set {fmt!r}; "
+                     f"choose one of {[AGE_CSV, *AGE_FORMATS]}")
+
+
+def _option(cfg, key: str, default: Any) -> Any:
+  value = cfg.get(key, default) if cfg is not None else default
+  return tuple(value) if isinstance(value, list) else value
+
+
+@functools.lru_cache(maxsize=8)
+def _read_cached(fmt: str, root: str, options: tuple) -> base.AgeListing:
+  return AGE_FORMATS[fmt].read(root, dict(options))
+
+
+def read_age(fmt: str, root: str, cfg=None) -> base.AgeListing:
+  """The whole release at `root` (cached: every split reads it once)."""
+  check_age_format(fmt)
+  module = AGE_FORMATS[fmt]
+  options = tuple((k, _option(cfg, k, d))
+                  for k, d in getattr(module, "OPTIONS", {}).items())
+  return _read_cached(fmt, os.path.abspath(root), options)
+
+
+def _in_range(listing: base.AgeListing, lo: float, hi: float,
+              prefix: str) -> base.AgeListing:
+  ok = (listing.ages >= lo) & (listing.ages <= hi)
+  if ok.all():
+    return listing
+  bad = int(np.flatnonzero(~ok)[0])
+  out = listing.subset(np.flatnonzero(ok))
+  out.skipped = listing.skipped.copy()
+  out.skipped_examples = dict(listing.skipped_examples)
+  out.skip(f"ages outside [{lo:g}, {hi:g}] ({prefix}.min_age/max_age)",
+           f"{listing.where[bad]}: {listing.ages[bad]:g}",
+           count=int((~ok).sum()))
+  return out
+
+
+def _rel(listing: base.AgeListing, i: int) -> str:
+  return os.path.relpath(listing.paths[i], listing.root).replace(os.sep, "/")
+
+
+def _name_index(listing: base.AgeListing) -> dict[str, int]:
+  """Row of every way a split file may name an image.
+
+  Published split csvs name images relative to some folder of the release
+  (AFAD's '39/112/406208-0.jpg'), by file name (CACD), or by a converted
+  copy's name (CORAL's MORPH '273546_01M22.jpg' for Album2/..._01M22.JPG):
+  every path suffix, and the file stem in lower case, are keys.
+  """
+  index: dict[str, int] = {}
+  for i in range(len(listing)):
+    parts = _rel(listing, i).split("/")
+    for k in range(len(parts)):
+      index.setdefault("/".join(parts[k:]), i)
+    index.setdefault(os.path.splitext(parts[-1])[0].lower(), i)
+  return index
+
+
+def _read_split_file(path: str, listing: base.AgeListing) -> list[int]:
+  """Rows of `listing` named by a published split csv."""
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: split file not found (config key "
+                    "data.split_files)")
+  sources.check_text_file(path)
+  index = _name_index(listing)
+  rows = []
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    # path > file > the unnamed index column of a pandas csv (MORPH's).
+    cols = [c for c in ("path", "file", "file_name", "filename", "image", "")
+            if c in header]
+    if not cols:
+      raise DataError(f"{path}:1: a split file needs a 'path' or 'file' "
+                      f"column; the header has {header}")
+    for row in reader:
+      name = (row[cols[0]] or "").strip().replace("\\", "/")
+      name = name[2:] if name.startswith("./") else name
+      i = index.get(name)
+      if i is None:
+        i = index.get(os.path.splitext(os.path.basename(name))[0].lower())
+      if i is None:
+        raise DataError(
+            f"{path}:{reader.line_num}: {name!r} is not an image of the "
+            f"{listing.format} release at {listing.root} (or the release "
+            "left it out: see the start-up line)")
+      rows.append(i)
+  if not rows:
+    raise DataError(f"{path}: no rows")
+  return rows
+
+
+def split_rows(listing: base.AgeListing, split: str, cfg,
+               ) -> tuple[np.ndarray, str]:
+  """(row indices of `split`, how the split was made)."""
+  files = _option(cfg, "split_files", None)
+  path = files.get(split, "") if files else ""
+  if path:
+    return np.asarray(_read_split_file(path, listing)), "from split files"
+  fractions = tuple(_option(cfg, "split_fractions", (0.8, 0.1, 0.1)))
+  seed = int(_option(cfg, "split_seed", 0))
+  if listing.split is not None:
+    assigned = list(listing.split)
+    rule = "official"
+    if "valid" not in assigned:
+      # Valid people/files carved from the official train split.
+      train = [i for i, s in enumerate(assigned) if s == "train"]
+      keys = _keys(listing, train)
+      for i, s in zip(train, base.seeded_split(
+          keys, (fractions[0], fractions[1], 0.0), seed)):
+        assigned[i] = s
+      rule = "official (valid: seeded share of train)"
+  else:
+    keys = _keys(listing, range(len(listing)))
+    assigned = base.seeded_split(keys, fractions, seed)
+    rule = ("seeded by identity" if listing.identities is not None
+            else "seeded by file")
+  return np.flatnonzero(np.asarray(assigned) == split), rule
+
+
+def _keys(listing: base.AgeListing, rows) -> list[str]:
+  if listing.identities is not None:
+    return [str(listing.identities[i]) for i in rows]
+  return [_rel(listing, i) for i in rows]
+
+
+class ListingSource:
+  """The rows of one split of an AgeListing (same protocol as AgeCsvSource)."""
+
+  def __init__(self, listing: base.AgeListing, rows: np.ndarray, split: str):
+    self.listing = listing
+    self.split = split
+    self.csv_path = f"{listing.root} (data.format={listing.format!r}, {split})"
+    self.paths = [listing.paths[i] for i in rows]
+    self.ages = listing.ages[rows]
+    self.where = [listing.where[i] for i in rows]
+    self.genders = None if listing.genders is None else listing.genders[rows]
+    self.skipped = 0
+    self.missing = [i for i, p in enumerate(self.paths)
+                    if not os.path.isfile(p)]
+
+  def describe(self, i: int) -> str:
+    return f"{self.paths[i]} ({self.where[i]})"
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, i: int) -> dict:
+    return {"image_path": self.paths[i], "age": self.ages[i],
+            "where": self.describe(i)}
+
+  def __repr__(self) -> str:
+    return f"ListingSource({self.csv_path}, n={len(self)})"
+
+
+_announced: set = set()
+
+
+def split_rule_key(cfg) -> str:
+  return repr([_option(cfg, k, None) for k in
+               ("split_files", "split_fractions", "split_seed")])
+
+
+def open_age_split(cfg, split: str, config_prefix: str = "data"):
+  """The source of `split` of the release `cfg.format` at `cfg.root`."""
+  if not cfg.root:
+    raise DataError(f"config key {config_prefix}.root is empty: "
+                    f"{config_prefix}.format={cfg.format!r} reads the "
+                    "release folder given there")
+  listing = read_age(cfg.format, cfg.root, cfg)
+  listing = _in_range(listing, float(cfg.get("min_age", 0.0)),
+                      float(cfg.get("max_age", 200.0)), config_prefix)
+  rows, rule = split_rows(listing, split, cfg)
+  if not len(rows):
+    raise DataError(f"{cfg.root}: the {split!r} split of "
+                    f"data.format={cfg.format!r} is empty ({rule})")
+  key = (cfg.format, listing.root, split_rule_key(cfg))
+  if key not in _announced:
+    _announced.add(key)
+    sizes = {s: int(len(split_rows(listing, s, cfg)[0])) for s in base.SPLITS}
+    line = base.summary_line(listing, sizes, rule)
+    logging.info("%s", line)
+    if jax.process_index() == 0:
+      print(line, flush=True)
+  return ListingSource(listing, rows, split)

@@ -1,0 +1,252 @@
+"""Released age data sets read as unpacked (facejax/data/formats/).
+
+Each fixture is written in the release's own layout by release_fixtures.py
+from the data set's documentation, quirks included; the labels read must
+equal the fixture's truth exactly, the split must be the release's own (or
+identity-disjoint), a broken layout must give one error naming the file
+and the format, and the models that use a format must take steps on it.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from facejax.data import formats
+from facejax.data import sources
+from facejax.data.formats import base
+from facejax.data.formats import imdb_wiki
+import release_fixtures as rf
+from helpers import ROOT
+
+FORMATS = ("appa_real", "afad", "utkface", "cacd2000", "imdb_wiki", "morph2",
+           "ffhq_aging", "hrfae_ffhq")
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+  """{format: (root, truth)} for every format."""
+  out = {}
+  for name in FORMATS:
+    root = str(tmp_path_factory.mktemp(name))
+    out[name] = (root, getattr(rf, name)(root))
+  return out
+
+
+def _by_rel(listing):
+  return {os.path.relpath(p, listing.root).replace(os.sep, "/"): i
+          for i, p in enumerate(listing.paths)}
+
+
+def _cfg(**kw):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  d = common.age_csv_data(True, 32)
+  d.update(kw)
+  return d
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_labels_match_the_release_exactly(releases, name):
+  root, truth = releases[name]
+  listing = formats.read_age(name, root)
+  rows = _by_rel(listing)
+  assert set(rows) == set(truth), (set(rows) ^ set(truth))
+  for rel, want in truth.items():
+    i = rows[rel]
+    age = want.get("age", want.get("real"))
+    assert listing.ages[i] == pytest.approx(age, abs=1e-6), rel
+    if "gender" in want:
+      assert listing.genders[i] == want["gender"], rel
+    if "identity" in want:
+      assert listing.identities[i] == want["identity"], rel
+    if "person" in want and name == "imdb_wiki":
+      assert listing.identities[i] == want["person"], rel
+    if "split" in want:
+      assert listing.split[i] == want["split"], rel
+
+
+def test_appa_real_apparent_age_and_full_images(releases):
+  root, truth = releases["appa_real"]
+  listing = formats.read_age("appa_real", root,
+                             {"age_label": "apparent", "face_crop": False})
+  rows = _by_rel(listing)
+  for rel, want in truth.items():
+    full = rel[:-len("_face.jpg")]
+    assert listing.ages[rows[full]] == pytest.approx(want["apparent"],
+                                                     abs=1e-5)
+
+
+def test_utkface_reports_malformed_names_and_duplicates(releases, tmp_path):
+  root, truth = releases["utkface"]
+  listing = formats.read_age("utkface", root)
+  assert listing.skipped["malformed names"] == len(rf.UTK_MALFORMED)
+  # The in-the-wild copy of a photo under the same root is read once.
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(root, tmp_path / "all")
+  wild = tmp_path / "all" / "part1"
+  wild.mkdir()
+  first = sorted(truth)[0].split("/")[1]
+  shutil.copy(os.path.join(root, "UTKFace", first),
+              wild / first.replace(".chip.jpg", ""))
+  again = formats.read_age("utkface", str(tmp_path / "all"))
+  assert len(again) == len(listing)
+  assert again.skipped["duplicate photos"] == 1
+  # Ages above data.max_age (100 by default) are counted, not trained on.
+  src = formats.open_age_split(_cfg(format="utkface", root=root), "train")
+  assert src.ages.max() <= 100
+
+
+def test_imdb_wiki_age_is_the_age_on_1_july():
+  for dob, taken, age in rf.IMDB_AGES:
+    assert imdb_wiki.age_at_photo(rf._datenum(dob), taken) == age
+
+
+def test_cacd2000_from_names_alone(tmp_path):
+  truth = rf.cacd2000(str(tmp_path), meta=False)
+  listing = formats.read_age("cacd2000", str(tmp_path))
+  rows = _by_rel(listing)
+  for rel, want in truth.items():
+    assert listing.ages[rows[rel]] == want["age"]
+    assert listing.identities[rows[rel]] == want["person"]
+  assert listing.split is None  # no ranks without the .mat: seeded
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_splits_are_official_or_identity_disjoint(releases, name):
+  root, _ = releases[name]
+  cfg = _cfg(format=name, root=root, max_age=120.0)
+  listing = formats.read_age(name, root, cfg)
+  parts = {s: set(formats.split_rows(listing, s, cfg)[0])
+           for s in base.SPLITS}
+  assert not parts["train"] & parts["valid"]
+  assert not parts["train"] & parts["test"]
+  assert not parts["valid"] & parts["test"]
+  assert set().union(*parts.values()) == set(range(len(listing)))
+  if listing.identities is not None:
+    people = {s: {listing.identities[i] for i in rows}
+              for s, rows in parts.items()}
+    assert not people["train"] & people["test"]
+    assert not people["train"] & people["valid"]
+  if listing.split is not None:
+    # The release's test rows are the test split, untouched.
+    official = {i for i, s in enumerate(listing.split) if s == "test"}
+    assert parts["test"] == official
+
+
+def test_seeded_split_does_not_move_when_rows_are_added():
+  keys = [f"person{i}" for i in range(200)]
+  a = base.seeded_split(keys, (0.8, 0.1, 0.1), seed=0)
+  b = base.seeded_split(keys + [f"new{i}" for i in range(50)],
+                        (0.8, 0.1, 0.1), seed=0)
+  assert a == b[:200]
+  counts = {s: a.count(s) for s in base.SPLITS}
+  assert 140 <= counts["train"] <= 180, counts
+  assert base.seeded_split(keys, (0.8, 0.1, 0.1), seed=1) != a
+
+
+def test_published_split_files(releases, tmp_path):
+  """The CORAL repository's csvs select images; ages come from the
+  release (CORAL's `age` column is age - min_age)."""
+  root, truth = releases["afad"]
+  rels = sorted(truth)
+  # CORAL's paths are relative to AFAD-Full/: 39/112/406208-0.jpg.
+  coral = tmp_path / "afad_test.csv"
+  coral.write_text("file,path,age,gender\n" + "".join(
+      f"{r.split('/')[-1]},{r[len('AFAD-Full/'):]},{truth[r]['age'] - 15},"
+      f"{'male' if truth[r]['gender'] == 0 else 'female'}\n"
+      for r in rels[:5]))
+  cfg = _cfg(format="afad", root=root)
+  cfg.split_files.test = str(coral)
+  src = formats.open_age_split(cfg, "test")
+  assert sorted(os.path.relpath(p, root) for p in src.paths) == rels[:5]
+  assert list(src.ages) == [truth[r]["age"] for r in rels[:5]]
+  # MORPH: pandas' unnamed index column, converted .jpg names.
+  root, truth = releases["morph2"]
+  photo = sorted(truth)[0]
+  stem = os.path.splitext(os.path.basename(photo))[0]
+  morph = tmp_path / "morph2_test.csv"
+  morph.write_text(",id_num,picture_num,race,Male,facial_hair,age,glasses,"
+                   f"quality\n{stem}.jpg,1,0,B,1,,3,,GOOD\n")
+  cfg = _cfg(format="morph2", root=root)
+  cfg.split_files.test = str(morph)
+  src = formats.open_age_split(cfg, "test")
+  assert src.paths == [os.path.join(root, photo)]
+  # A name the release does not have: the file and line are named.
+  morph.write_text(",file,age\n0,99_Nobody_0001.jpg,3\n")
+  with pytest.raises(sources.DataError, match=r"morph2_test\.csv:2: "
+                     r"'99_Nobody_0001\.jpg' is not an image of the morph2"):
+    formats.open_age_split(cfg, "test")
+
+
+@pytest.mark.parametrize("name,damage,match", [
+    ("appa_real", "drop_column", r"gt_avg_train\.csv:1: no column "
+     r"'real_age' \(data\.format='appa_real'"),
+    ("appa_real", "empty", r"no gt_avg_train\.csv.*data\.format='appa_real'"),
+    ("afad", "empty", r"no images found for data\.format='afad'.*Expected "
+     r"AFAD-Full/<age>/<111\|112>"),
+    ("utkface", "empty", r"no images found for data\.format='utkface'"),
+    ("imdb_wiki", "empty", r"no imdb\.mat or wiki\.mat"),
+    ("imdb_wiki", "not_mat", r"wiki\.mat: not a readable MATLAB file"),
+    ("morph2", "drop_column", r"morph_2008_nonCommercial\.csv:1: missing "
+     r"columns \['photo'\]"),
+    ("ffhq_aging", "bad_row", r"ffhq_aging_labels\.csv:3: expected an "
+     r"integer image_number"),
+    ("hrfae_ffhq", "not_mat", r"ffhq\.npy: shape \(3,\), expected \(N, 2\)"),
+    ("cacd2000", "not_mat", r"celebrity2000_meta\.mat: not a readable "
+     r"MATLAB file"),
+])
+def test_broken_layouts_name_the_file_and_format(tmp_path, name, damage,
+                                                 match):
+  root = str(tmp_path)
+  if damage != "empty":
+    getattr(rf, name)(root)
+  if damage == "drop_column":
+    label = {"appa_real": "appa-real-release/gt_avg_train.csv",
+             "morph2": "morph_2008_nonCommercial.csv"}[name]
+    path = os.path.join(root, label)
+    lines = open(path).read().splitlines()
+    lines[0] = lines[0].rsplit(",", 1)[0] + ",other"
+    open(path, "w").write("\n".join(lines) + "\n")
+  elif damage == "bad_row":
+    path = os.path.join(root, "ffhq_aging_labels.csv")
+    lines = open(path).read().splitlines()
+    lines[2] = "seven" + lines[2][lines[2].index(","):]
+    open(path, "w").write("\n".join(lines) + "\n")
+  elif damage == "not_mat":
+    label = {"imdb_wiki": "wiki_crop/wiki.mat", "hrfae_ffhq": "ffhq.npy",
+             "cacd2000": "celebrity2000_meta.mat"}[name]
+    if name == "hrfae_ffhq":
+      np.save(os.path.join(root, label), np.array(["a", "b", "c"]))
+    else:
+      open(os.path.join(root, label), "wb").write(b"not a MATLAB file" * 9)
+  formats._read_cached.cache_clear()
+  with pytest.raises(sources.DataError, match=match):
+    formats.read_age(name, root)
+
+
+def test_unknown_format_names_the_choices():
+  with pytest.raises(ValueError, match=r"data\.format: unknown age data "
+                     r"set 'utk'.*'utkface'"):
+    formats.read_age("utk", "/tmp")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FORMATS)
+def test_regressor_trains_on_the_release_folder(releases, name, tmp_path,
+                                                capsys):
+  """Two steps and an eval of the smoke regressor on each release."""
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  root, _ = releases[name]
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "age_regressor.py:smoke"),
+      {"data.format": name, "data.root": root, "data.max_age": 120.0,
+       "total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
+       "data.batch_size": 4, "data.eval_batch_size": 4,
+       "data.split_fractions": (0.5, 0.25, 0.25),
+       "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(result["mae"]), result
+  out = capsys.readouterr().out
+  assert f"{name} at {root}:" in out  # the start-up line
