@@ -274,3 +274,30 @@ def hrfae_ffhq(root: str, n: int = 40) -> dict:
                              "split": "train" if i < int(0.95 * n) else "test"}
   np.save(os.path.join(root, "ffhq.npy"), np.array(rows))
   return truth
+
+
+RAFD_EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy",
+                    "neutral", "sad", "surprised")
+RAFD_SUBJECTS = (("01", "Caucasian", "female"), ("02", "Moroccan", "male"),
+                 ("05", "Kid", "female"), ("33", "Caucasian", "male"),
+                 ("41", "Kid", "male"), ("57", "Moroccan", "female"),
+                 ("61", "Caucasian", "female"), ("73", "Moroccan", "male"))
+
+
+def rafd(root: str) -> dict:
+  """Flat Rafd<angle>_<id>_<ethnicity>_<gender>_<expression>_<gaze>.jpg
+  (five cameras; frontal gaze everywhere, left/right for subject 01)."""
+  rng = np.random.default_rng(8)
+  truth = {}
+  for sid, ethnicity, gender in RAFD_SUBJECTS:
+    for expression in RAFD_EXPRESSIONS:
+      for angle in (0, 45, 90, 135, 180):
+        gazes = ("frontal", "left", "right") if sid == "01" else ("frontal",)
+        for gaze in gazes:
+          name = (f"Rafd{angle:03d}_{sid}_{ethnicity}_{gender}_{expression}"
+                  f"_{gaze}.jpg")
+          _image(os.path.join(root, name), rng, 56)
+          truth[name] = {"camera": angle, "subject": sid,
+                         "expression": expression, "gender": gender,
+                         "ethnicity": ethnicity, "gaze": gaze}
+  return truth

@@ -250,3 +250,77 @@ def test_regressor_trains_on_the_release_folder(releases, name, tmp_path,
   assert np.isfinite(result["mae"]), result
   out = capsys.readouterr().out
   assert f"{name} at {root}:" in out  # the start-up line
+
+
+# ---------------------------------------------------------------------------
+# RaFD: as released (flat names) and as StarGAN's class folders.
+# ---------------------------------------------------------------------------
+
+
+def test_rafd_release_names_parsed_and_split_by_person(tmp_path):
+  from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data.formats import rafd  # pylint: disable=g-import-not-at-top
+  truth = rf.rafd(str(tmp_path))
+  for name, want in truth.items():
+    got = rafd.parse_name(name)
+    assert (got.camera, got.subject, got.expression, got.gender,
+            got.ethnicity, got.gaze) == (
+                want["camera"], want["subject"], want["expression"],
+                want["gender"], want["ethnicity"], want["gaze"])
+  classes = attribute_sets.rafd_classes(str(tmp_path), "train", "k")
+  assert classes == rf.RAFD_EXPRESSIONS  # 'contemptuous' included
+  parts = {s: attribute_sets.RafdFormatSource(str(tmp_path), s, classes, 0,
+                                              None, 0, "k", {"test_fraction":
+                                                             0.25})
+           for s in ("train", "test")}
+  people = {s: {rafd.parse_name(p).subject for p in src.paths}
+            for s, src in parts.items()}
+  assert people["train"] and people["test"]
+  assert not people["train"] & people["test"]
+  for src in parts.values():
+    for p, label in zip(src.paths, src.labels):
+      want = truth[os.path.basename(p)]
+      assert classes[label] == want["expression"]
+      assert want["camera"] in (45, 90, 135)  # StarGAN's three cameras
+  n_kept = sum(t["camera"] in (45, 90, 135) for t in truth.values())
+  assert len(parts["train"]) + len(parts["test"]) == n_kept
+
+
+def test_rafd_class_in_data_but_not_in_config_is_an_error(tmp_path):
+  """StarGAN's train/<class>/ layout with RaFD's 8th expression."""
+  from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
+  for c in rf.RAFD_EXPRESSIONS:
+    folder = tmp_path / "train" / c
+    folder.mkdir(parents=True)
+    rf._image(str(folder / "a.jpg"), np.random.default_rng(0), 16)
+  seven = tuple(c for c in rf.RAFD_EXPRESSIONS if c != "contemptuous")
+  with pytest.raises(sources.DataError, match=r"class folder\(s\) "
+                     r"\['contemptuous'\] are not in the classes.*"
+                     r"data\.sets\[1\]\.classes"):
+    attribute_sets.RafdFormatSource(str(tmp_path), "train", seven, 1, None,
+                                    0, "data.sets[1]")
+  src = attribute_sets.RafdFormatSource(
+      str(tmp_path), "train",
+      attribute_sets.rafd_classes(str(tmp_path), "train", "k"), 1, None, 0)
+  assert len(src) == 8
+
+
+@pytest.mark.slow
+def test_stargan_trains_on_the_rafd_release(tmp_path):
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  rafd_root = tmp_path / "RaFD"
+  rf.rafd(str(rafd_root))
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "stargan.py:smoke"),
+      {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
+       "data.synthetic_dir": str(tmp_path / "synthetic"),
+       "data.batch_size": 4, "eval.samples_per_set": 0,
+       "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+  with config.unlocked():
+    config.data.sets[0]["synthetic_num"] = 120
+    config.data.sets[1]["root"] = str(rafd_root)
+    config.data.sets[1]["classes"] = ()
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert all(np.isfinite(v) for v in result.values()
+             if isinstance(v, float)), result

@@ -33,6 +33,7 @@ import optax
 from PIL import Image
 
 from facejax.data import transforms
+from facejax.data.formats import rafd as rafd_release
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
 from facejax.data.sources import check_text_file
 
@@ -268,8 +269,12 @@ def _read_attr_file(path: str):
 
 
 def rafd_classes(root: str, split_dir: str, key: str) -> tuple[str, ...]:
-  """Sorted class subfolders of `root/split_dir` (ImageFolder order)."""
+  """Sorted class subfolders of `root/split_dir` (ImageFolder order), or
+  the expressions in a released RaFD folder's file names."""
   folder = os.path.join(root, split_dir)
+  if not os.path.isdir(folder) and rafd_release.is_release(root):
+    found = {rafd_release.parse_name(n) for n in os.listdir(root)}
+    return tuple(sorted({f.expression for f in found if f}))
   if not os.path.isdir(folder):
     raise DataError(f"{folder}: folder not found (config keys {key}.root / "
                     f"{key}.train_dir)")
@@ -286,11 +291,25 @@ class RafdFormatSource:
 
   def __init__(self, root: str, split_dir: str, classes: Sequence[str],
                set_index: int, layout: "LabelLayout | None", crop_size: int,
-               key: str = "data.sets[0]"):
+               key: str = "data.sets[0]", release=None):
     self.folder = os.path.join(root, split_dir)
+    self.set_index, self.crop_size, self.layout = set_index, crop_size, layout
+    if not os.path.isdir(self.folder) and rafd_release.is_release(root):
+      self._read_release(root, split_dir, classes, release or {}, key)
+      return
     if not os.path.isdir(self.folder):
       raise DataError(f"{self.folder}: folder not found (config keys "
                       f"{key}.root / {key}.train_dir / {key}.test_dir)")
+    # A class in the data but not in the config is an error, never dropped
+    # (RaFD's 8th expression, 'contemptuous', is easy to leave out).
+    extra = sorted(d for d in os.listdir(self.folder)
+                   if os.path.isdir(os.path.join(self.folder, d))
+                   and d not in classes and not d.startswith("."))
+    if extra:
+      raise DataError(f"{self.folder}: class folder(s) {extra} are not in "
+                      f"the classes {list(classes)} (config key "
+                      f"{key}.classes): add them, or leave {key}.classes "
+                      "empty to take every folder")
     paths, labels = [], []
     for c, name in enumerate(classes):
       sub = os.path.join(self.folder, name)
@@ -304,7 +323,28 @@ class RafdFormatSource:
     if not paths:
       raise DataError(f"{self.folder}: no images in the class folders")
     self.paths, self.labels = paths, np.asarray(labels, np.int32)
-    self.set_index, self.crop_size, self.layout = set_index, crop_size, layout
+
+  def _read_release(self, root, split, classes, release, key):
+    """Flat Rafd090_01_..._angry_frontal.jpg names: split by person."""
+    images, _ = rafd_release.scan(
+        root, tuple(release.get("cameras", rafd_release.DEFAULT_CAMERAS)),
+        key)
+    extra = sorted({im.expression for im in images} - set(classes))
+    if extra:
+      raise DataError(f"{root}: expression(s) {extra} are in the file names "
+                      f"but not in the classes {list(classes)} (config key "
+                      f"{key}.classes)")
+    split = "test" if split in ("test", "valid", "val") else "train"
+    chosen = rafd_release.split_of(
+        images, split, float(release.get("test_fraction", 0.1)),
+        int(release.get("split_seed", 0)))
+    if not chosen:
+      raise DataError(f"{root}: the RaFD {split} split is empty (config key "
+                      f"{key}.test_fraction)")
+    self.folder = root
+    self.paths = [im.path for im in chosen]
+    self.labels = np.asarray([classes.index(im.expression) for im in chosen],
+                             np.int32)
 
   def describe(self, i: int) -> str:
     return self.paths[i]
@@ -342,7 +382,9 @@ _CELEBA_KEYS = {"name", "format", "root", "image_dir", "attr_file",
                 "attributes", "test_count", "split_seed", "crop_size",
                 "synthetic_num", "synthetic_size"}
 _RAFD_KEYS = {"name", "format", "root", "train_dir", "test_dir", "classes",
-              "crop_size", "synthetic_num", "synthetic_size"}
+              "crop_size", "synthetic_num", "synthetic_size",
+              # A released (flat) RaFD folder: cameras kept, test people.
+              "cameras", "test_fraction", "split_seed"}
 
 
 def _get(spec, name, default=None):
@@ -433,8 +475,10 @@ def open_source(data_cfg, layout: LabelLayout, k: int, split: str):
         int(_get(spec, "test_count", 1999)),
         None if seed is None else int(seed), k, layout, crop, key)
   split_dir = _get(spec, f"{split}_dir", split)
+  release = {n: spec[n] for n in ("cameras", "test_fraction", "split_seed")
+             if n in spec}
   return RafdFormatSource(root, split_dir, layout.blocks[k].names, k, layout,
-                          crop, key)
+                          crop, key, release)
 
 
 # ---------------------------------------------------------------------------
@@ -462,6 +506,10 @@ class FacePreprocess:
       im = transforms.load_image(record["image_path"], record.get("where"))
     w, h = im.size
     crop = int(record.get("crop_size", 0)) or min(w, h)
+    if crop > min(w, h):
+      raise DataError(f"{record.get('where', record.get('image_path'))}: "
+                      f"image {w}x{h} is smaller than the centre crop of "
+                      f"{crop} px (config key data.sets[i].crop_size)")
     left, top = (w - crop) / 2, (h - crop) / 2
     im = im.resize((self.image_size,) * 2, Image.BILINEAR,
                    box=(left, top, left + crop, top + crop),
