@@ -9,8 +9,14 @@ loaders can read it directly):
   cacd:   CSV (--csv, columns path,age[,split]; paths relative to the CSV's
           folder) or CACD2000 names <age>_<Name>_<NNNN>.jpg directly in --src.
           Output: out/images/... and out/{train,valid,test}.csv (path,age).
-          Without a split column the split is 80/10/10 by a hash of the file
-          name (--split_by=identity hashes the CACD person name instead).
+          Without a split column the split is 80/10/10 by a hash of the
+          person's name (--split_by=file hashes the file name instead, which
+          puts one person in several splits).
+  appa_real, afad, cacd2000, utkface, imdb_wiki, morph2, ffhq_aging,
+  hrfae_ffhq: the released folder as unpacked, read by the same code as
+          --config.data.format (facejax/data/formats/), split the same way
+          (official, else seeded by person, else by file); written like
+          cacd.
   celeba: list_attr_celeba.txt [+ list_eval_partition.txt] with the images in
           img_align_celeba/ or next to the txt files; both txt files are
           rewritten for the kept images.
@@ -45,8 +51,12 @@ from PIL import ImageOps
 import tqdm
 
 from facejax.data import face_detect
+from facejax.data import formats
+from facejax.data.formats import cacd2000
+from facejax.data.formats import utkface
 
-LAYOUTS = ('cacd', 'celeba', 'rafd', 'fiw')
+# The released age data sets (facejax/data/formats/) are written like cacd.
+LAYOUTS = ('cacd', 'celeba', 'rafd', 'fiw', *formats.AGE_FORMATS)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 # Extensions written as they are; anything else is re-encoded as .jpg.
 _KEPT_EXTENSIONS = ('.jpg', '.jpeg', '.png')
@@ -57,7 +67,6 @@ REPORT_FILE = 'prepare_report.csv'
 # Reasons counted in the summary line even when zero.
 MAIN_REASONS = ('no_face', 'multiple_faces', 'unreadable')
 
-_CACD_NAME = re.compile(r'^(\d+)_(.+)_(\d+)$')
 _FIW_FAMILY = re.compile(r'^F(\d+)$', re.IGNORECASE)
 _FIW_MEMBER = re.compile(r'^MID(\d+)$', re.IGNORECASE)
 
@@ -93,10 +102,10 @@ _PAD = flags.DEFINE_enum(
 )
 _SPLIT_BY = flags.DEFINE_enum(
     'split_by',
-    'file',
+    'identity',
     ('file', 'identity'),
-    'cacd without a split column: hash the file name, or the person name '
-    'so that no person is in two splits.',
+    'cacd without a split column: hash the person name so that no person '
+    'is in two splits, or the file name.',
 )
 _WORKERS = flags.DEFINE_integer(
     'workers', 1, 'Processes for detection and cropping.'
@@ -219,26 +228,33 @@ def _parse_age(value: str, where: str) -> float:
 def scan_cacd(src: str, csv_file: Optional[str], split_by: str) -> Scan:
   """Lists an age data set from a CSV or from CACD2000 file names."""
   if csv_file:
-    if split_by == 'identity':
-      logging.warning('--split_by=identity needs CACD names; a CSV without a '
-                      'split column is split by file name.')
-    return _scan_age_csv(csv_file)
-  items, problems = [], []
+    return _scan_age_csv(csv_file)  # it names no people: split by file
+  items, problems, utk = [], [], 0
   for name in _images_in(src):
-    stem = os.path.splitext(name)[0]
-    match = _CACD_NAME.match(stem)
-    if not match:
+    parsed = cacd2000.parse_name(name)
+    if parsed is None:
+      # UTKFace's 25_0_1_<datetime>.jpg has the shape of a CACD name; its
+      # "person" would be gender_race.
+      if utkface.parse_name(name) is not None:
+        utk += 1
       problems.append((name, 'bad_name', 'expected <age>_<Name>_<NNNN>.jpg'))
       continue
-    key = match.group(2) if split_by == 'identity' else name
+    age, person = parsed
+    key = person if split_by == 'identity' else name
     items.append(
         Item(
             src=os.path.join(src, name),
             rel=name,
             out_rel=os.path.join('images', _out_name(name)),
             split=hash_split(key),
-            labels={'age': float(match.group(1))},
+            labels={'age': float(age)},
         )
+    )
+  if utk and utk * 2 >= len(items) + utk:
+    raise InputError(
+        f'{utk} images in {src} are named like UTKFace '
+        '([age]_[gender]_[race]_[datetime].jpg), not CACD2000 '
+        '(<age>_<Name>_<NNNN>.jpg): use --layout=utkface.'
     )
   if not items:
     raise InputError(
@@ -518,7 +534,38 @@ def scan(layout: str, src: str, csv_file: Optional[str], split_by: str) -> Scan:
     return scan_rafd(src)
   if layout == 'fiw':
     return scan_fiw(src)
+  if layout in formats.AGE_FORMATS:
+    return scan_age_format(layout, src)
   raise InputError(f'Unknown layout {layout!r}; expected one of {LAYOUTS}.')
+
+
+def scan_age_format(layout: str, src: str) -> Scan:
+  """A released age data set, listed and split as training reads it."""
+  try:
+    listing = formats.read_age(layout, src)
+  except formats.DataError as e:
+    raise InputError(str(e)) from None
+  assigned = np.empty(len(listing), dtype=object)
+  for split in CACD_SPLITS:
+    rows, rule = formats.split_rows(listing, split, None)
+    assigned[rows] = split
+  logging.info('%s: split %s.', layout, rule)
+  items = []
+  for i, path in enumerate(listing.paths):
+    rel = os.path.relpath(path, src)
+    items.append(Item(src=path, rel=rel,
+                      out_rel=os.path.join('images', _out_name(rel)),
+                      split=assigned[i],
+                      labels={'age': float(listing.ages[i])}))
+  problems = [(listing.skipped_examples[r], 'release_' + r.split(' (')[0]
+               .replace(' ', '_'), f'{n} entries')
+              for r, n in listing.skipped.items()]
+  return Scan(items=items, problems=problems, splits=CACD_SPLITS)
+
+
+def _label_layout(layout: str) -> str:
+  """The layout whose label files an input layout writes."""
+  return 'cacd' if layout in formats.AGE_FORMATS else layout
 
 
 def load_image(path: str) -> np.ndarray:
@@ -675,13 +722,13 @@ def run(
     options: Options = Options(),
     csv_file: Optional[str] = None,
     write_tfds: bool = True,
-    split_by: str = 'file',
+    split_by: str = 'identity',
     workers: int = 1,
 ) -> dict[str, Any]:
   """Prepares a data set; see the module docstring.
 
   Args:
-    layout: 'cacd', 'celeba', 'rafd' or 'fiw'.
+    layout: 'cacd', 'celeba', 'rafd', 'fiw' or an age format name.
     src: input folder.
     out: output folder.
     options: per-image processing options.
@@ -712,7 +759,7 @@ def run(
       kept.append(item)
     else:
       problems.append((item.rel, reason, detail))
-  _write_label_files(layout, out, scan_result, kept)
+  _write_label_files(_label_layout(layout), out, scan_result, kept)
   report = _write_report(out, problems)
 
   counts = collections.Counter({'kept': len(kept)})
@@ -731,7 +778,7 @@ def run(
         for split in scan_result.splits
     }
     tfds_dir = tfds_prepared.prepare(
-        layout,
+        _label_layout(layout),
         records,
         os.path.join(out, 'tfds'),
         image_size=options.size or None,

@@ -301,3 +301,31 @@ def rafd(root: str) -> dict:
                          "expression": expression, "gender": gender,
                          "ethnicity": ethnicity, "gaze": gaze}
   return truth
+
+
+def fiw(root: str, families: int = 3) -> dict:
+  """FIDs/F0001/MID1/P00001_face0.jpg with each family's mid.csv
+  (`MID 1 2 3 Name Gender`, the relationship matrix) and its
+  unrelated_and_nonfaces/ folder of photos that are no member."""
+  rng = np.random.default_rng(9)
+  members = {}
+  for f in range(1, families + 1):
+    fid = f"F{f:04d}"
+    top = os.path.join(root, "FIDs", fid)
+    # Father, mother, son: 4 = parent of, 1 = child of, 5 = spouse.
+    matrix = [[0, 5, 4], [5, 0, 4], [1, 1, 0]]
+    rows = ["MID 1 2 3 Name Gender"]
+    for m, (name, gender) in enumerate((("dad", "m"), ("mom", "f"),
+                                        ("son", "m")), start=1):
+      rows.append(f"{m} " + " ".join(map(str, matrix[m - 1]))
+                  + f" {name}{f} {gender}")
+      for p in range(2):
+        rel = f"FIDs/{fid}/MID{m}/P{f * 100 + p:05d}_face{m}.jpg"
+        _image(os.path.join(root, rel), rng)
+        members.setdefault(f"{fid}/MID{m}", []).append(rel)
+    for p in range(2):
+      _image(os.path.join(top, "unrelated_and_nonfaces",
+                          f"P{f * 100 + 50 + p:05d}_face0.jpg"), rng)
+    with open(os.path.join(top, "mid.csv"), "w") as fh:
+      fh.write("\n".join(rows) + "\n")
+  return members

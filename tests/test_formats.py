@@ -324,3 +324,12 @@ def test_stargan_trains_on_the_rafd_release(tmp_path):
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert all(np.isfinite(v) for v in result.values()
              if isinstance(v, float)), result
+
+
+def test_fiw_unrelated_and_nonfaces_are_not_identities(tmp_path):
+  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  members = rf.fiw(str(tmp_path))
+  folders = multitask.identity_folders(str(tmp_path / "FIDs"), "k")
+  got = {name.replace(os.sep, "/"): len(paths) for name, paths in folders}
+  assert got == {m[len("FIDs/"):] if m.startswith("FIDs/") else m: len(v)
+                 for m, v in members.items()}

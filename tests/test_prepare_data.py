@@ -122,7 +122,8 @@ def test_cacd_cli_crops_reports_and_writes_tfds(cacd_src, tmp_path, capsys):
       rows[row['path']] = (split, row['age'])
   assert list(rows) == ['images/35_Eileen_Collins_0001.jpg']
   split, age = rows['images/35_Eileen_Collins_0001.jpg']
-  assert split == prepare_data.hash_split('35_Eileen_Collins_0001.jpg')
+  # Split by person by default: all of Eileen Collins on one side.
+  assert split == prepare_data.hash_split('Eileen_Collins')
   assert float(age) == 35
 
   crop = np.asarray(
@@ -258,3 +259,44 @@ def test_fiw_round_trip(tmp_path):
          for i in range(len(source))}
   assert got == {'F0001/MID1/P1.jpg': (1, 1), 'F0001/MID2/P2.jpg': (1, 2),
                  'F0023/MID3/P5.jpg': (23, 3)}
+
+
+def test_cacd_names_default_to_a_person_disjoint_split(tmp_path):
+  src = tmp_path / 'src'
+  for person in ('Aaron_Johnson', 'Mary_Kate_Olsen', 'Bill_Pullman',
+                 'Jean-Claude_Van_Damme', 'Adele', 'Chris_Pine',
+                 'Ed_Harris', 'Renee_Olstead'):
+    for k in range(4):
+      _save(str(src / f'{20 + k}_{person}_{k + 1:04d}.jpg'), _blob(k * 20))
+  out = str(tmp_path / 'out')
+  result = prepare_data.run('cacd', str(src), out,
+                            prepare_data.Options(detect=False, size=16),
+                            write_tfds=False)
+  assert result['counts']['kept'] == 32
+  where = {}
+  for split in ('train', 'valid', 'test'):
+    for row in _read_csv(os.path.join(out, f'{split}.csv')):
+      person = os.path.basename(row['path']).split('_', 1)[1].rsplit('_', 1)[0]
+      where.setdefault(person, set()).add(split)
+  assert len(where) == 8
+  assert all(len(s) == 1 for s in where.values()), where
+
+
+def test_utkface_names_are_not_read_as_cacd(tmp_path):
+  src = tmp_path / 'src'
+  for i in range(4):
+    _save(str(src / f'{25 + i}_{i % 2}_{i}_2017011617452512{i}.jpg.chip.jpg'),
+          _blob(i * 40))
+  with pytest.raises(prepare_data.InputError, match=r'named like UTKFace.*'
+                     r'--layout=utkface'):
+    prepare_data.run('cacd', str(src), str(tmp_path / 'out'),
+                     prepare_data.Options(detect=False, size=16),
+                     write_tfds=False)
+  out = str(tmp_path / 'out2')
+  result = prepare_data.run('utkface', str(src), out,
+                            prepare_data.Options(detect=False, size=16),
+                            write_tfds=False)
+  assert result['counts']['kept'] == 4
+  ages = sorted(float(r['age']) for split in ('train', 'valid', 'test')
+                for r in _read_csv(os.path.join(out, f'{split}.csv')))
+  assert ages == [25.0, 26.0, 27.0, 28.0]

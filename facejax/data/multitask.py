@@ -80,6 +80,9 @@ def _fill(n: int, num_attrs: int, **given) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
+NOT_IDENTITY_FOLDERS = ("unrelated_and_nonfaces",)
+
+
 def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
   """(identity, sorted image paths) for every folder holding images.
 
@@ -91,7 +94,10 @@ def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
                     f"{key}.root)")
   out = []
   for dirpath, dirnames, files in os.walk(root):
-    dirnames.sort()
+    # FIW keeps photos of no family member (and non-faces) in each family's
+    # unrelated_and_nonfaces/ folder: not an identity.
+    dirnames[:] = sorted(d for d in dirnames
+                         if d.lower() not in NOT_IDENTITY_FOLDERS)
     images = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
     if images:
       out.append((os.path.relpath(dirpath, root),
