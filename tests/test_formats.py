@@ -333,3 +333,31 @@ def test_fiw_unrelated_and_nonfaces_are_not_identities(tmp_path):
   got = {name.replace(os.sep, "/"): len(paths) for name, paths in folders}
   assert got == {m[len("FIDs/"):] if m.startswith("FIDs/") else m: len(v)
                  for m, v in members.items()}
+
+
+# ---------------------------------------------------------------------------
+# WebCaricature view files: tab-separated, names with spaces.
+# ---------------------------------------------------------------------------
+
+
+def test_webcaricature_view_files_keep_names_with_spaces(tmp_path):
+  from facejax.data import caricature  # pylint: disable=g-import-not-at-top
+  restricted = tmp_path / "RestrictedView1_DevTrain.txt"
+  restricted.write_text(
+      "2\n"
+      "Adele Laurie Blue Adkins\tC00001\tP00001\n"
+      "Jeff Bridges\tC00004\tP00002\n"
+      "Elizabeth Taylor\tC00039\tJennifer Aniston\tP00006\n"
+      "Jeff Bridges\tC00007\tAdele Laurie Blue Adkins\tP00003\n")
+  assert caricature.read_subject_list(str(restricted)) == [
+      "Adele Laurie Blue Adkins", "Jeff Bridges", "Elizabeth Taylor",
+      "Jennifer Aniston"]
+  unrestricted = tmp_path / "UnRestrictedView1_DevTest.txt"
+  unrestricted.write_text("2\nJeff Bridges\t35\t25\nMeg Ryan\t20\t14\n")
+  assert caricature.read_subject_list(str(unrestricted)) == [
+      "Jeff Bridges", "Meg Ryan"]
+  # The same list re-saved with spaces instead of tabs.
+  spaced = tmp_path / "FR_Train_dev.txt"
+  spaced.write_text("Adele Laurie Blue Adkins 12 9\nMeg Ryan 20 14\n")
+  assert caricature.read_subject_list(str(spaced)) == [
+      "Adele Laurie Blue Adkins", "Meg Ryan"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zlib
 from typing import Sequence
 
@@ -44,6 +45,7 @@ from PIL import ImageFilter
 from facejax.data import synthetic
 from facejax.data import transforms
 from facejax.data.sources import DataError
+from facejax.data.sources import check_text_file
 from facejax.data.sources import IMAGE_EXTENSIONS
 
 DOMAINS = ("photo", "cari")
@@ -138,20 +140,52 @@ def _stable_fraction(name: str) -> float:
   return (zlib.crc32(name.encode()) % 10007) / 10007.0
 
 
+_IMAGE_ID = re.compile(r"^[CP]\d+(\.\w+)?$")
+
+
+def names_in_line(line: str) -> list[str]:
+  """Subject names of one WebCaricature view-file line.
+
+  Fields are tab-separated and names hold spaces ("Adele Laurie Blue
+  Adkins\tC00001\tP00001", "Jeff Bridges\t35\t25", a mismatched pair
+  "Elizabeth Taylor\tC00039\tJennifer Aniston\tP00006"); a line re-saved
+  with spaces instead of tabs is read the same way: every run of words
+  between counts and image ids (C00001, P00001) is one name.
+  """
+  tokens = line.split("\t") if "\t" in line else line.split()
+  names, run = [], []
+  for token in (t.strip() for t in tokens):
+    if not token:
+      continue
+    if token.isdigit() or _IMAGE_ID.match(token):
+      if run:
+        names.append(" ".join(run))
+      run = []
+    else:
+      run.append(token)
+  if run:
+    names.append(" ".join(run))
+  return names
+
+
 def read_subject_list(path: str) -> list[str]:
-  """First token of every non-empty line (WebCaricature's view files)."""
+  """Subject names of a list file, in order of first mention.
+
+  WebCaricature's view files (FaceVerification/*View*.txt,
+  FaceIdentification/FR_Train*.txt) start with a count line and hold tab-
+  separated names, counts and image ids; a plain list has one name a line.
+  """
   if not os.path.isfile(path):
     raise DataError(f"{path}: subject list not found")
-  names = []
-  with open(path) as f:
+  check_text_file(path)
+  names = {}
+  with open(path, encoding="utf-8-sig") as f:
     for line in f:
-      parts = line.split()
-      # WebCaricature view files start with a count line: skip numbers.
-      if parts and not parts[0].isdigit():
-        names.append(parts[0])
+      for name in names_in_line(line):
+        names.setdefault(name, None)
   if not names:
     raise DataError(f"{path}: no subject names")
-  return names
+  return list(names)
 
 
 class DomainSource:
