@@ -329,3 +329,45 @@ def fiw(root: str, families: int = 3) -> dict:
     with open(os.path.join(top, "mid.csv"), "w") as fh:
       fh.write("\n".join(rows) + "\n")
   return members
+
+
+CELEBA_ATTRS = ("5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive",
+                "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+                "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair",
+                "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+                "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+                "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes",
+                "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose",
+                "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling",
+                "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
+                "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+                "Wearing_Necktie", "Young")
+
+
+def celeba_drive(root: str, n: int = 30) -> dict:
+  """CelebA's Google Drive layout: Anno/list_attr_celeba.txt (count line,
+  names line, `000001.jpg -1  1 ...` with the release's double spaces),
+  Anno/identity_CelebA.txt, Eval/list_eval_partition.txt and
+  Img/img_align_celeba/."""
+  rng = np.random.default_rng(10)
+  rows, parts, ids, truth = [], [], [], {}
+  for i in range(1, n + 1):
+    name = f"{i:06d}.jpg"
+    values = rng.choice([-1, 1], size=len(CELEBA_ATTRS))
+    part = 0 if i <= n * 0.6 else 1 if i <= n * 0.8 else 2
+    rows.append(name + "".join(f" {v:2d}" for v in values))
+    parts.append(f"{name} {part}")
+    ids.append(f"{name} {1 + i // 3}")
+    _image(os.path.join(root, "Img", "img_align_celeba", name), rng, 40)
+    truth[name] = {"values": dict(zip(CELEBA_ATTRS, values)),
+                   "partition": part}
+  os.makedirs(os.path.join(root, "Anno"), exist_ok=True)
+  os.makedirs(os.path.join(root, "Eval"), exist_ok=True)
+  with open(os.path.join(root, "Anno", "list_attr_celeba.txt"), "w") as f:
+    f.write(f"{n}\n" + " ".join(CELEBA_ATTRS) + " \n" + "\n".join(rows)
+            + "\n")
+  with open(os.path.join(root, "Anno", "identity_CelebA.txt"), "w") as f:
+    f.write("\n".join(ids) + "\n")
+  with open(os.path.join(root, "Eval", "list_eval_partition.txt"), "w") as f:
+    f.write("\n".join(parts) + "\n")
+  return truth

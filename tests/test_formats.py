@@ -361,3 +361,31 @@ def test_webcaricature_view_files_keep_names_with_spaces(tmp_path):
   spaced.write_text("Adele Laurie Blue Adkins 12 9\nMeg Ryan 20 14\n")
   assert caricature.read_subject_list(str(spaced)) == [
       "Adele Laurie Blue Adkins", "Meg Ryan"]
+
+
+# ---------------------------------------------------------------------------
+# CelebA: the Drive layout and the official partition.
+# ---------------------------------------------------------------------------
+
+
+def test_celeba_drive_layout_with_the_official_partition(tmp_path):
+  from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
+  truth = rf.celeba_drive(str(tmp_path))
+  attrs = ("Black_Hair", "Eyeglasses", "Male", "Young")
+  got = {}
+  for split in ("train", "test"):
+    src = attribute_sets.CelebaFormatSource(
+        str(tmp_path), "img_align_celeba", "list_attr_celeba.txt", attrs,
+        split, 5, 1234, 0, None, 0, partition="official")
+    for path, values in zip(src.paths, src.values):
+      name = os.path.basename(path)
+      got[name] = split
+      want = truth[name]["values"]
+      assert list(values) == [float(want[a] == 1) for a in attrs], name
+  assert got == {n: "test" if t["partition"] == 2 else "train"
+                 for n, t in truth.items()}
+  # The reference protocol: a seeded `test_count` share.
+  ref = attribute_sets.CelebaFormatSource(
+      str(tmp_path), "img_align_celeba", "list_attr_celeba.txt", attrs,
+      "test", 5, 1234, 0, None, 0)
+  assert len(ref) == 5

@@ -179,9 +179,13 @@ class CelebaFormatSource:
                attributes: Sequence[str], split: str, test_count: int,
                split_seed: int | None, set_index: int,
                layout: "LabelLayout | None", crop_size: int,
-               key: str = "data.sets[0]", check_files: bool = True):
-    self.attr_path = os.path.join(root, attr_file)
-    self.image_dir = os.path.join(root, image_dir)
+               key: str = "data.sets[0]", check_files: bool = True,
+               partition: str = "reference"):
+    # Flat (files beside the image folder) or the Google Drive layout:
+    # Anno/list_attr_celeba.txt, Eval/list_eval_partition.txt,
+    # Img/img_align_celeba/.
+    self.attr_path = _first_file(root, ("", "Anno"), attr_file)
+    self.image_dir = _first_dir(root, ("", "Img"), image_dir)
     if not os.path.isfile(self.attr_path):
       raise DataError(f"{self.attr_path}: attribute file not found (config "
                       f"keys {key}.root / {key}.attr_file)")
@@ -195,18 +199,33 @@ class CelebaFormatSource:
           f"{self.attr_path}:2: attribute(s) {missing} (config key "
           f"{key}.attributes) not in the header; known: {' '.join(header)}")
     cols = [header.index(a) for a in attributes]
-    if split_seed is not None:
-      random.seed(split_seed)
-      random.shuffle(rows)
-    if split == "test":
-      rows = rows[:test_count]
-    elif split == "train":
-      rows = rows[test_count:]
-    else:
+    if split not in ("train", "test"):
       raise ValueError(f"unknown split {split!r} (train | valid | test)")
+    if partition == "official":
+      # list_eval_partition.txt: 0 train, 1 val, 2 test; val joins train
+      # (StarGAN-style runs hold out one test set).
+      part_path = _first_file(root, ("", "Eval"), "list_eval_partition.txt")
+      if not os.path.isfile(part_path):
+        raise DataError(f"{part_path}: not found ({key}.partition="
+                        "'official' reads CelebA's list_eval_partition.txt)")
+      parts = _read_partition(part_path)
+      unknown = [r[1] for r in rows if r[1] not in parts]
+      if unknown:
+        raise DataError(f"{part_path}: no partition for {unknown[:3]} "
+                        f"({len(unknown)} images of {self.attr_path})")
+      want = (2,) if split == "test" else (0, 1)
+      rows = [r for r in rows if parts[r[1]] in want]
+    elif partition == "reference":
+      if split_seed is not None:
+        random.seed(split_seed)
+        random.shuffle(rows)
+      rows = rows[:test_count] if split == "test" else rows[test_count:]
+    else:
+      raise ValueError(f"config key {key}.partition: {partition!r} is not "
+                       "'reference' or 'official'")
     if not rows:
       raise DataError(f"{self.attr_path}: no {split} rows (config key "
-                      f"{key}.test_count={test_count})")
+                      f"{key}.test_count={test_count} / {key}.partition)")
     self.set_index, self.crop_size, self.layout = set_index, crop_size, layout
     self.paths = [os.path.join(self.image_dir, r[1]) for r in rows]
     self.lines = [r[0] for r in rows]
@@ -230,6 +249,33 @@ class CelebaFormatSource:
             "label": self.layout.encode(self.set_index, self.values[i]),
             "dataset": np.int32(self.set_index),
             "crop_size": np.int32(self.crop_size)}
+
+
+def _first_file(root: str, subdirs: Sequence[str], name: str) -> str:
+  """root/<sub>/name for the first sub where it exists (else the first)."""
+  paths = [os.path.join(root, d, name) for d in subdirs]
+  return next((p for p in paths if os.path.isfile(p)), paths[0])
+
+
+def _first_dir(root: str, subdirs: Sequence[str], name: str) -> str:
+  paths = [os.path.join(root, d, name) for d in subdirs]
+  return next((p for p in paths if os.path.isdir(p)), paths[0])
+
+
+def _read_partition(path: str) -> dict[str, int]:
+  """list_eval_partition.txt: `000001.jpg 0` lines -> {file: 0|1|2}."""
+  check_text_file(path)
+  out = {}
+  with open(path, encoding="utf-8-sig") as f:
+    for n, line in enumerate(f, start=1):
+      parts = line.split()
+      if not parts:
+        continue
+      if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+        raise DataError(f"{path}:{n}: expected '<file> 0|1|2', got "
+                        f"{line.strip()[:60]!r}")
+      out[parts[0]] = int(parts[1])
+  return out
 
 
 def _read_attr_file(path: str):
@@ -380,6 +426,9 @@ class ConcatSource:
 
 _CELEBA_KEYS = {"name", "format", "root", "image_dir", "attr_file",
                 "attributes", "test_count", "split_seed", "crop_size",
+                # 'reference': StarGAN's shuffled test_count; 'official':
+                # list_eval_partition.txt (test = 2, train = 0 and 1).
+                "partition",
                 "synthetic_num", "synthetic_size"}
 _RAFD_KEYS = {"name", "format", "root", "train_dir", "test_dir", "classes",
               "crop_size", "synthetic_num", "synthetic_size",
@@ -473,7 +522,8 @@ def open_source(data_cfg, layout: LabelLayout, k: int, split: str):
         _get(spec, "attr_file", "list_attr_celeba.txt"),
         tuple(spec["attributes"]), split,
         int(_get(spec, "test_count", 1999)),
-        None if seed is None else int(seed), k, layout, crop, key)
+        None if seed is None else int(seed), k, layout, crop, key,
+        partition=_get(spec, "partition", "reference"))
   split_dir = _get(spec, f"{split}_dir", split)
   release = {n: spec[n] for n in ("cameras", "test_fraction", "split_seed")
              if n in spec}

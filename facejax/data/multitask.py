@@ -233,7 +233,7 @@ def celeba_source(root: str, columns: Sequence[str], split: str, spec,
       spec.get("attr_file", "list_attr_celeba.txt"), tuple(columns),
       "test" if split in ("valid", "test") else "train",
       int(spec.get("test_count", 200)), int(spec.get("split_seed", 1234)),
-      0, None, 0, key)
+      0, None, 0, key, partition=spec.get("partition", "reference"))
   n = len(src)
   return LabelledSource("celeba", src.paths, _fill(
       n, len(columns), attrs=src.values,
