@@ -6,6 +6,13 @@ Age estimators (age regressor, DEX): prints MAE/RMSE and a per-decade
 error table; writes eval_<split>.json and a predicted-vs-true scatter plot
 eval_<split>.png into the workdir. Other tasks (the GANs) print and write
 their own report (`Task.report`), e.g. edited-age error per target age.
+
+  python -m launch.evaluate --workdir=runs/swinface_s2 \
+      --verification_bin=/data/faces_emore/lfw.bin,/data/faces_emore/cfp_fp.bin
+
+SwinFace on insightface's verification sets: the 10-fold accuracy of the
+protocol (flip-summed embeddings, squared L2 distance, best threshold on
+nine folds applied to the tenth), as its paper reports it.
 """
 
 import json
@@ -29,6 +36,10 @@ _SPLIT = flags.DEFINE_string("split", "test", "train | valid | test, or a "
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                            "Which checkpoint to evaluate.")
 _PLOT = flags.DEFINE_bool("plot", True, "Write a scatter plot PNG.")
+_BINS = flags.DEFINE_list(
+    "verification_bin", [], "insightface verification sets (lfw.bin, "
+    "cfp_fp.bin, agedb_30.bin): 10-fold accuracy instead of a split "
+    "(SwinFace).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -80,6 +91,14 @@ def main(argv):
   workdir = _WORKDIR.value
   try:
     setup, state, step = restore.restore(workdir, which=_WHICH.value)
+    if _BINS.value:
+      if not hasattr(setup.task, "verification_bins"):
+        common.fail(f"--verification_bin: the {setup.config.task!r} task "
+                    "has no face embedding to verify with (swinface has)")
+      table = setup.task.verification_bins(setup, state, _BINS.value)
+      if jax.process_index() == 0:
+        print(f"checkpoint step {step}, 10-fold verification\n\n{table}")
+      return
     if hasattr(setup.task, "report"):
       table = setup.task.report(setup, state, _SPLIT.value, workdir)
       if jax.process_index() == 0:

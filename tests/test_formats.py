@@ -389,3 +389,82 @@ def test_celeba_drive_layout_with_the_official_partition(tmp_path):
       str(tmp_path), "img_align_celeba", "list_attr_celeba.txt", attrs,
       "test", 5, 1234, 0, None, 0)
   assert len(ref) == 5
+
+
+# ---------------------------------------------------------------------------
+# insightface verification .bin files and the 10-fold protocol.
+# ---------------------------------------------------------------------------
+
+
+def write_verification_bin(path, images, issame):
+  """A .bin as insightface writes it: pickle((JPEG bytes, issame list))."""
+  import io  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  bins = []
+  for im in images:
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, format="JPEG", quality=95)
+    bins.append(buf.getvalue())
+  with open(path, "wb") as f:
+    pickle.dump((bins, list(map(bool, issame))), f, protocol=2)
+
+
+def test_verification_bin_round_trip_and_refuses_code(tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from facejax.data.formats import verification_bin  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (8, 112, 112, 3), dtype=np.uint8)
+  issame = [True, False, True, False]
+  path = tmp_path / "lfw.bin"
+  write_verification_bin(path, images, issame)
+  got, same = verification_bin.read_bin(str(path))
+  assert got.shape == (8, 112, 112, 3) and list(same) == issame
+  bins, _ = pickle.load(open(path, "rb"), encoding="bytes")
+  np.testing.assert_array_equal(
+      got[3], np.asarray(Image.open(io.BytesIO(bins[3])).convert("RGB")))
+
+  class Evil:
+    def __reduce__(self):
+      return (os.system, ("echo pwned",))
+  bad = tmp_path / "evil.bin"
+  bad.write_bytes(pickle.dumps(([Evil(), b""], [True])))
+  with pytest.raises(sources.DataError, match=r"evil\.bin: not an "
+                     r"insightface verification \.bin.*posix\.system|"
+                     r"evil\.bin: not an insightface.*os\.system"):
+    verification_bin.read_bin(str(bad))
+  bad.write_bytes(pickle.dumps((bins[:3], [True, False])))
+  with pytest.raises(sources.DataError, match=r"3 images for 2 pairs"):
+    verification_bin.read_bin(str(bad))
+
+
+def test_ten_fold_accuracy_matches_a_brute_force_count():
+  from facejax import verification  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  n = 203  # not a multiple of 10: the first 3 folds hold 21 pairs
+  issame = rng.random(n) < 0.5
+  dist = np.where(issame, rng.normal(1.0, 0.4, n), rng.normal(1.8, 0.4, n))
+  dist = np.clip(dist, 0, 3.99)
+  got = verification.kfold_accuracy(dist, issame)
+  # Brute force: every candidate threshold, every fold, by counting.
+  starts, accs = [0], []
+  for k in range(10):
+    starts.append(starts[-1] + 20 + (k < 3))
+  cands = [i / 100 for i in range(400)]
+  for k in range(10):
+    lo, hi = starts[k], starts[k + 1]
+    train = [i for i in range(n) if not lo <= i < hi]
+    best, best_acc = None, -1.0
+    for t in cands:
+      acc = sum((dist[i] < t) == issame[i] for i in train) / len(train)
+      if acc > best_acc + 1e-12:
+        best, best_acc = t, acc
+    accs.append(sum((dist[i] < best) == issame[i]
+                    for i in range(lo, hi)) / (hi - lo))
+  assert got["accuracy"] == pytest.approx(np.mean(accs), abs=1e-12)
+  assert got["pairs"] == n
+  assert 0.75 < got["accuracy"] < 0.95  # the two normals overlap
+  perfect = verification.kfold_accuracy(np.where(issame, 0.5, 2.5), issame)
+  assert perfect["accuracy"] == 1.0

@@ -423,3 +423,51 @@ def test_partial_fc_keeps_batch_classes_and_trains_only_sampled_centres():
       jax.random.key(0), labels, mask, 64, 1.0)
   np.testing.assert_allclose(loss(params, full_index, full_local),
                              loss(params, None, labels), rtol=1e-5)
+
+
+def test_verification_bin_ten_fold_on_held_out_identities(smoke_run,
+                                                          tmp_path):
+  """launch.evaluate --verification_bin's path: an lfw.bin-style file of
+  held-out identities; the table's accuracy equals the protocol computed
+  here from the model's own embeddings of the decoded images."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from facejax import verification  # pylint: disable=g-import-not-at-top
+  from launch import restore  # pylint: disable=g-import-not-at-top
+  from test_formats import write_verification_bin  # pylint: disable=g-import-not-at-top
+  workdir, _ = smoke_run
+  setup, state, _ = restore.restore(workdir, which="latest")
+  _, valid_ids = setup.task._identity_split()
+  rng = np.random.default_rng(0)
+  images, issame = [], []
+  for k in range(40):
+    same = k % 2 == 0
+    a = valid_ids[rng.integers(len(valid_ids))]
+    b = a if same else valid_ids[rng.integers(len(valid_ids))]
+    if not same and b[0] == a[0]:
+      continue
+    pa, pb = rng.choice(a[1], 2) if same else (a[1][0], b[1][0])
+    images += [np.asarray(Image.open(p).convert("RGB").resize((112, 112)))
+               for p in (pa, pb)]
+    issame.append(same)
+  path = tmp_path / "lfw.bin"
+  write_verification_bin(path, images, issame)
+  table = setup.task.verification_bins(setup, state, [str(path)])
+  row = [r for r in table.splitlines() if r.startswith("| lfw.bin")][0]
+  reported = float(row.split("|")[3])
+  # The same protocol by hand: decode, preprocess, embed x and flip(x).
+  from facejax.data.formats import verification_bin  # pylint: disable=g-import-not-at-top
+  decoded, same = verification_bin.read_bin(str(path))
+  pre = setup.task._base_preprocess(False)
+  def embed(batch_images):
+    x = np.stack([pre((0, {"image": im, "age": 0.0}))["image"]
+                  for im in batch_images])
+    return np.asarray(setup.predict(state, x)["embedding"])
+  n = len(decoded)
+  pad = (-n) % setup.eval_batch
+  emb = sum(embed(np.concatenate([v, v[:pad]]))[:n]
+            for v in (decoded, decoded[:, :, ::-1]))
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  dist = np.sum((emb[0::2] - emb[1::2]) ** 2, 1)
+  want = verification.kfold_accuracy(dist, same)["accuracy"]
+  print(table, f"by hand: {want:.4f}")
+  assert reported == pytest.approx(want, abs=1e-4)

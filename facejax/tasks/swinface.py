@@ -23,6 +23,8 @@ import numpy as np
 import optax
 
 from facejax import optim
+from facejax import parallel
+from facejax import verification
 from facejax.data import attribute_sets
 from facejax.data import multitask
 from facejax.data import transforms
@@ -484,6 +486,36 @@ class Task:
     return out
 
   # --- evaluation report -------------------------------------------------
+  def verification_bins(self, setup, state, paths) -> str:
+    """insightface's 10-fold accuracy on verification .bin files (lfw.bin,
+    cfp_fp.bin, agedb_30.bin): the table SwinFace's paper reports."""
+    from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
+    from facejax.data.formats import verification_bin  # pylint: disable=g-import-not-at-top
+    pre = self._base_preprocess(False)
+    lines = ["| set | pairs | accuracy | std | threshold |",
+             "|---|---|---|---|---|"]
+    for path in paths:
+      images, issame = verification_bin.read_bin(path)
+      embs = []
+      # The protocol's test-time flip: embedding(x) + embedding(flip(x)).
+      for view in (images, images[:, :, ::-1]):
+        source = [{"image": im} for im in view]
+        out = []
+        for batch in pipeline.eval_batches(source, pre, setup.eval_batch):
+          emb = np.asarray(setup.predict(
+              state, parallel.shard_batch(batch, setup.mesh)["image"]
+          )["embedding"])
+          out.append(emb[np.asarray(batch["mask"]) > 0])
+        embs.append(np.concatenate(out))
+      emb = embs[0] + embs[1]
+      emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
+      dist = np.sum((emb[0::2] - emb[1::2]) ** 2, axis=1)
+      r = verification.kfold_accuracy(dist, issame)
+      lines.append(f"| {os.path.basename(path)} | {r['pairs']} | "
+                   f"{r['accuracy']:.4f} | {r['std']:.4f} | "
+                   f"{r['threshold']:.2f} |")
+    return "\n".join(lines) + "\n"
+
   def report(self, setup, state, split: str, out_dir: str) -> str:
     """Per-task metrics and channel attention over FM1..FM4 (table + PNG).
 
