@@ -132,6 +132,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.expression.train_dir = "train"
   c.data.expression.test_dir = "test"
   c.data.expression.classes = ()  # () : the train folder's subfolders
+  # data.expression.root may also be RAF-DB basic (EmoLabel/, Image/): its
+  # 7 classes and train_/test_ split; `aligned` picks Image/aligned/.
+  c.data.expression.aligned = True
   c.data.expression.synthetic_num = 420 if smoke else 2800
 
   c.optim = ml_collections.ConfigDict()

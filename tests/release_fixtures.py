@@ -371,3 +371,27 @@ def celeba_drive(root: str, n: int = 30) -> dict:
   with open(os.path.join(root, "Eval", "list_eval_partition.txt"), "w") as f:
     f.write("\n".join(parts) + "\n")
   return truth
+
+
+def raf_db(root: str, per_class: int = 3) -> dict:
+  """RAF-DB basic: EmoLabel/list_patition_label.txt (`train_00001.jpg 5`),
+  Image/aligned/<name>_aligned.jpg and Image/original/<name>.jpg."""
+  rng = np.random.default_rng(11)
+  top = os.path.join(root, "basic")
+  lines, truth = [], {}
+  for split in ("train", "test"):
+    k = 0
+    for label in range(1, 8):
+      for _ in range(per_class):
+        k += 1
+        name = f"{split}_{k:05d}.jpg"
+        lines.append(f"{name} {label}")
+        _image(os.path.join(top, "Image", "original", name), rng, 48)
+        _image(os.path.join(top, "Image", "aligned",
+                            f"{split}_{k:05d}_aligned.jpg"), rng, 32)
+        truth[name] = {"label": label, "split": split}
+  os.makedirs(os.path.join(top, "EmoLabel"), exist_ok=True)
+  with open(os.path.join(top, "EmoLabel", "list_patition_label.txt"),
+            "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return truth

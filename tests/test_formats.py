@@ -468,3 +468,53 @@ def test_ten_fold_accuracy_matches_a_brute_force_count():
   assert 0.75 < got["accuracy"] < 0.95  # the two normals overlap
   perfect = verification.kfold_accuracy(np.where(issame, 0.5, 2.5), issame)
   assert perfect["accuracy"] == 1.0
+
+
+def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
+  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
+  truth = rf.raf_db(str(tmp_path))
+  for split in ("train", "test"):
+    src = multitask.expression_source(str(tmp_path), split, 40, {}, 7,
+                                      "data.expression")
+    names = [os.path.basename(p).replace("_aligned", "") for p in src.paths]
+    assert sorted(names) == sorted(n for n, t in truth.items()
+                                   if t["split"] == split)
+    labels = [int(src[i]["expression"]) for i in range(len(src))]
+    assert labels == [truth[n]["label"] - 1 for n in names]
+    assert all("/Image/aligned/" in p for p in src.paths)
+  assert raf_db.CLASSES[3] == "happiness"  # label 4
+  with pytest.raises(sources.DataError, match=r"RAF-DB has 7 classes; the "
+                     r"Expression head has 8"):
+    multitask.expression_source(str(tmp_path), "train", 40, {}, 8, "k")
+  os.remove(tmp_path / "basic" / "Image" / "aligned" /
+            "train_00004_aligned.jpg")
+  with pytest.raises(sources.DataError, match=r"list_patition_label\.txt:4: "
+                     r"1 image\(s\) not found"):
+    multitask.expression_source(str(tmp_path), "train", 40, {}, 7, "k")
+
+
+@pytest.mark.slow
+def test_swinface_trains_on_four_releases(tmp_path):
+  """Stage 2 takes steps with FIW's FIDs/ as identities, UTKFace as the
+  age set, CelebA's Drive layout (official partition) and RAF-DB basic."""
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  rf.fiw(str(tmp_path / "fiw"), families=6)
+  rf.utkface(str(tmp_path / "utk"))
+  rf.celeba_drive(str(tmp_path / "celeba"), n=40)
+  rf.raf_db(str(tmp_path / "raf"))
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "swinface.py:smoke"),
+      {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
+       "data.identity.root": str(tmp_path / "fiw" / "FIDs"),
+       "data.identity.num_pairs": 8, "data.identity.valid_fraction": 0.3,
+       "data.age.format": "utkface", "data.age.root": str(tmp_path / "utk"),
+       "data.age.split_fractions": (0.5, 0.25, 0.25),
+       "data.celeba.root": str(tmp_path / "celeba"),
+       "data.celeba.partition": "official",
+       "data.expression.root": str(tmp_path / "raf"),
+       "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  for key in ("verification_acc", "age_mae", "expression_acc"):
+    assert np.isfinite(result[key]), result

@@ -34,6 +34,7 @@ from facejax.data import attribute_sets
 from facejax.data import pipeline
 from facejax.data import sources as sources_lib
 from facejax.data import transforms
+from facejax.data.formats import raf_db
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
 
 KINDS = ("identity", "age", "celeba", "expression")
@@ -243,7 +244,18 @@ def celeba_source(root: str, columns: Sequence[str], split: str, spec,
 
 def expression_source(root: str, split: str, num_attrs: int, spec,
                       num_classes: int, key: str) -> LabelledSource:
-  """RaFD-format folders `root/<split>/<class>/*` (alphabetical classes)."""
+  """RaFD-format folders `root/<split>/<class>/*` (alphabetical classes),
+  a released RaFD folder, or RAF-DB basic (its 7 classes, its split)."""
+  if raf_db.release_dir(root):
+    if num_classes != len(raf_db.CLASSES):
+      raise DataError(f"{root}: RAF-DB has {len(raf_db.CLASSES)} classes; "
+                      f"the Expression head has {num_classes}")
+    paths, labels, _ = raf_db.read(root, split, bool(spec.get("aligned",
+                                                               True)), key)
+    n = len(paths)
+    return LabelledSource("expression", paths, _fill(
+        n, num_attrs, expression=np.asarray(labels, np.int32),
+        expression_mask=np.ones(n, np.float32)))
   classes = tuple(spec.get("classes", ()) or attribute_sets.rafd_classes(
       root, spec.get("train_dir", "train"), key))
   if len(classes) != num_classes:

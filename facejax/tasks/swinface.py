@@ -27,6 +27,7 @@ from facejax import parallel
 from facejax import verification
 from facejax.data import attribute_sets
 from facejax.data import multitask
+from facejax.data.formats import raf_db
 from facejax.data import transforms
 from facejax.models import swinface
 from facejax.tasks import base
@@ -414,6 +415,8 @@ class Task:
 
   def expression_classes(self) -> tuple[str, ...]:
     d = self.config.data.expression
+    if not d.classes and raf_db.release_dir(self._roots()["expression"]):
+      return raf_db.CLASSES
     return tuple(d.classes) or attribute_sets.rafd_classes(
         self._roots()["expression"], d.train_dir, "data.expression")
 
