@@ -395,3 +395,26 @@ def raf_db(root: str, per_class: int = 3) -> dict:
             "w") as f:
     f.write("\n".join(lines) + "\n")
   return truth
+
+
+def rfiw_lists(root: str, members: dict) -> dict:
+  """RFIW track-I csvs for a fiw() tree: train-pairs.csv at member level
+  (`p1,p2,ptype`, kin only) and val-pairs.csv / test-pairs.csv at face
+  level with labels (`p1,p2,ptype,label`, kin and non-kin)."""
+  fams = sorted({m.split("/")[0] for m in members})
+  train = ["p1,p2,ptype"]
+  for fid in fams[:-2]:
+    train += [f"{fid}/MID1,{fid}/MID3,fs", f"{fid}/MID2,{fid}/MID3,ms"]
+  face = lambda fid, m, k=0: members[f"{fid}/MID{m}"][k][len("FIDs/"):]
+  lists = {"train-pairs.csv": train}
+  for name, fid, other in (("val-pairs.csv", fams[-2], fams[0]),
+                           ("test-pairs.csv", fams[-1], fams[1])):
+    lists[name] = ["p1,p2,ptype,label",
+                   f"{face(fid, 1)},{face(fid, 3)},fs,1",
+                   f"{face(fid, 2, 1)},{face(fid, 3, 1)},ms,1",
+                   f"{face(fid, 1)},{face(other, 3)},fs,0",
+                   f"{face(fid, 2)},{face(other, 3, 1)},ms,0"]
+  for name, lines in lists.items():
+    with open(os.path.join(root, name), "w") as f:
+      f.write("\n".join(lines) + "\n")
+  return lists

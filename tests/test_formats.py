@@ -518,3 +518,52 @@ def test_swinface_trains_on_four_releases(tmp_path):
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   for key in ("verification_acc", "age_mae", "expression_acc"):
     assert np.isfinite(result[key]), result
+
+
+# ---------------------------------------------------------------------------
+# FIW + RFIW track-I pair lists (kinship).
+# ---------------------------------------------------------------------------
+
+
+def test_rfiw_pair_lists_member_and_face_level(tmp_path):
+  from facejax.data import kinship as kin_data  # pylint: disable=g-import-not-at-top
+  members = rf.fiw(str(tmp_path), families=5)
+  rf.rfiw_lists(str(tmp_path), members)
+  train = kin_data.load_split(str(tmp_path), "train-pairs.csv")
+  # 3 families x 2 member pairs x 2 faces each (face k with face k).
+  assert len(train) == 12 and set(train.labels) == {1}
+  assert {kin_data.RELATIONS[r - 1] for r in train.relations} == {"fs", "ms"}
+  first = train[0]
+  assert first["image_a_path"].endswith("F0001/MID1/P00100_face1.jpg")
+  assert first["image_b_path"].endswith("F0001/MID3/P00100_face3.jpg")
+  assert (first["gender_a"], first["gender_b"]) == (1, 1)  # mid.csv: m, m
+  val = kin_data.load_split(str(tmp_path), "val-pairs.csv")
+  assert list(val.labels) == [1, 1, 0, 0]
+  assert all("unrelated_and_nonfaces" not in p.path_a + p.path_b
+             for p in train.pairs + val.pairs)
+  bad = tmp_path / "bad.csv"
+  bad.write_text("p1,p2,ptype\nF0001/MID1,F0001/MID3,uncle\n")
+  with pytest.raises(sources.DataError, match=r"bad\.csv:2: unknown "
+                     r"relation 'uncle'"):
+    kin_data.load_split(str(tmp_path), "bad.csv")
+  bad.write_text("p1,p2,ptype\nF0001/MID1,F0001/MID9,fs\n")
+  with pytest.raises(sources.DataError, match=r"bad\.csv:2: member "
+                     r"'F0001/MID9' has no face images"):
+    kin_data.load_split(str(tmp_path), "bad.csv")
+
+
+@pytest.mark.slow
+def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  members = rf.fiw(str(tmp_path / "fiw"), families=6)
+  rf.rfiw_lists(str(tmp_path / "fiw"), members)
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "kinship.py:smoke"),
+      {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
+       "data.root": str(tmp_path / "fiw"), "data.batch_size": 4,
+       "data.train_file": "train-pairs.csv", "data.val_file":
+       "val-pairs.csv", "data.test_file": "test-pairs.csv",
+       "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(result["auc"]), result

@@ -329,6 +329,14 @@ def kinship_train_dataset(source: PairSource, preprocess: PairPreprocess,
 def load_split(root: str, list_file: str, check_files: bool = True
                ) -> PairSource:
   """PairSource of `root/txt/<list_file>` (or a path given directly)."""
+  if list_file.lower().endswith(".csv"):
+    # RFIW's pair csvs beside FIW's FIDs/ (facejax.data.formats.rfiw).
+    from facejax.data.formats import rfiw  # pylint: disable=g-import-not-at-top
+    path = list_file if os.path.isabs(list_file) else os.path.join(
+        root, list_file)
+    images = rfiw.image_root(root)
+    return PairSource(rfiw.read_pair_csv(path, images), images,
+                      rfiw.read_mid_genders(images), check_files=check_files)
   path = list_file if os.path.isabs(list_file) else os.path.join(
       root, "txt", list_file)
   families = read_families(os.path.join(root, "families.csv"))
