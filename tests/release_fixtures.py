@@ -418,3 +418,53 @@ def rfiw_lists(root: str, members: dict) -> dict:
     with open(os.path.join(root, name), "w") as f:
       f.write("\n".join(lines) + "\n")
   return lists
+
+
+def insightface_rec(root: str, identities: int = 6, per_id: int = 4) -> dict:
+  """train.rec / train.idx as insightface writes MS1MV2 (mxnet's
+  MXIndexedRecordIO with IRHeaders): record 0 the header (first identity
+  record, end), images 1..N labelled by identity, then one (start, end)
+  record per identity. One payload holds the RecordIO magic at an aligned
+  offset, so it is written as two parts (cflag 1, 3), as dmlc's writer
+  does."""
+  import io  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(12)
+  magic = 0xCED7230A
+  records, truth = {}, {}
+  n_img = identities * per_id
+  first_id = n_img + 1
+  header = lambda flag, label, id2=0: struct.pack("<IfQQ", flag, label, 0,
+                                                  id2)
+  records[0] = header(2, 0.0) + struct.pack("<2f", first_id,
+                                            first_id + identities)
+  key = 1
+  for ident in range(identities):
+    for _ in range(per_id):
+      im = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+      buf = io.BytesIO()
+      Image.fromarray(im).save(buf, format="PNG")  # lossless: exact pixels
+      id2 = magic if key == 3 else 0
+      records[key] = header(0, float(ident), id2) + buf.getvalue()
+      truth[key] = (ident, im)
+      key += 1
+  for ident in range(identities):
+    start = 1 + ident * per_id
+    records[first_id + ident] = header(2, 0.0) + struct.pack(
+        "<2f", start, start + per_id)
+  rec = open(os.path.join(root, "train.rec"), "wb")
+  idx = []
+  for k in sorted(records):
+    idx.append(f"{k}\t{rec.tell()}")
+    data = records[k]
+    cut = [i for i in range(0, len(data) - 3, 4)
+           if struct.unpack_from("<I", data, i)[0] == magic]
+    chunks = ([data[:cut[0]], data[cut[0] + 4:]] if cut else [data])
+    for c, chunk in enumerate(chunks):
+      cflag = 0 if len(chunks) == 1 else (1 if c == 0 else 3)
+      rec.write(struct.pack("<II", magic, cflag << 29 | len(chunk)))
+      rec.write(chunk + b"\0" * ((4 - len(chunk) % 4) % 4))
+  rec.close()
+  with open(os.path.join(root, "train.idx"), "w") as f:
+    f.write("\n".join(idx) + "\n")
+  return truth

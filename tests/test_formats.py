@@ -496,18 +496,19 @@ def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
 
 @pytest.mark.slow
 def test_swinface_trains_on_four_releases(tmp_path):
-  """Stage 2 takes steps with FIW's FIDs/ as identities, UTKFace as the
-  age set, CelebA's Drive layout (official partition) and RAF-DB basic."""
+  """Stage 2 takes steps with MS1MV2-style RecordIO identities, UTKFace as
+  the age set, CelebA's Drive layout (official partition) and RAF-DB."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
   from facejax.train import loop  # pylint: disable=g-import-not-at-top
-  rf.fiw(str(tmp_path / "fiw"), families=6)
+  os.makedirs(tmp_path / "faces_emore")
+  rf.insightface_rec(str(tmp_path / "faces_emore"), identities=12)
   rf.utkface(str(tmp_path / "utk"))
   rf.celeba_drive(str(tmp_path / "celeba"), n=40)
   rf.raf_db(str(tmp_path / "raf"))
   config = config_lib.load_config(
       os.path.join(ROOT, "configs", "swinface.py:smoke"),
       {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
-       "data.identity.root": str(tmp_path / "fiw" / "FIDs"),
+       "data.identity.root": str(tmp_path / "faces_emore"),
        "data.identity.num_pairs": 8, "data.identity.valid_fraction": 0.3,
        "data.age.format": "utkface", "data.age.root": str(tmp_path / "utk"),
        "data.age.split_fractions": (0.5, 0.25, 0.25),
@@ -567,3 +568,34 @@ def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
        "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert np.isfinite(result["auc"]), result
+
+
+# ---------------------------------------------------------------------------
+# insightface RecordIO (MS1MV2 / Glint360K), without mxnet.
+# ---------------------------------------------------------------------------
+
+
+def test_recordio_identities_and_exact_pixels(tmp_path):
+  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import transforms  # pylint: disable=g-import-not-at-top
+  truth = rf.insightface_rec(str(tmp_path))
+  folders = multitask.identity_folders(str(tmp_path), "data.identity")
+  assert len(folders) == 6 and all(len(n) == 4 for _, n in folders)
+  for ident, (_, names) in enumerate(folders):
+    for name in names:
+      key = int(name.rsplit("#", 1)[1])
+      assert truth[key][0] == ident
+      # Record 3 was written in two parts around an inner magic number.
+      np.testing.assert_array_equal(
+          np.asarray(transforms.load_image(name)), truth[key][1])
+  # Without insightface's header record: identities from every label.
+  os.rename(tmp_path / "train.idx", tmp_path / "full.idx")
+  lines = (tmp_path / "full.idx").read_text().splitlines()[1:1 + 24]
+  (tmp_path / "train.idx").write_text("\n".join(lines) + "\n")
+  from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
+  scanned = recordio.identities(str(tmp_path))
+  assert [len(n) for _, n in scanned] == [4] * 6
+  (tmp_path / "train.idx").write_text("0\t5\n")
+  with pytest.raises(sources.DataError, match=r"train\.rec: no RecordIO "
+                     r"magic at byte 5"):
+    recordio.identities(str(tmp_path))

@@ -35,6 +35,7 @@ from facejax.data import pipeline
 from facejax.data import sources as sources_lib
 from facejax.data import transforms
 from facejax.data.formats import raf_db
+from facejax.data.formats import recordio
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
 
 KINDS = ("identity", "age", "celeba", "expression")
@@ -93,6 +94,8 @@ def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
   if not os.path.isdir(root):
     raise DataError(f"{root}: identity folder root not found (config key "
                     f"{key}.root)")
+  if recordio.is_recordio(root):  # MS1MV2 / Glint360K as insightface ships
+    return recordio.identities(root, key)
   out = []
   for dirpath, dirnames, files in os.walk(root):
     # FIW keeps photos of no family member (and non-faces) in each family's

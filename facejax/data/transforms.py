@@ -7,6 +7,7 @@ augmentation whatever the number of processes or workers, and after resume.
 """
 
 import dataclasses
+import io
 
 from absl import logging
 import numpy as np
@@ -21,9 +22,17 @@ _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
 
 def load_image(path: str, where: str | None = None) -> Image.Image:
-  """Opens an image as RGB (EXIF orientation applied); clear errors."""
+  """Opens an image as RGB (EXIF orientation applied); clear errors.
+
+  `recordio:<train.rec>#<key>` names an image inside an insightface
+  RecordIO file (facejax.data.formats.recordio).
+  """
   try:
-    with Image.open(path) as im:
+    source = path
+    if path.startswith("recordio:"):
+      from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
+      source = io.BytesIO(recordio.read_image_bytes(path))
+    with Image.open(source) as im:
       im = ImageOps.exif_transpose(im)
       return im.convert("RGB")
   except FileNotFoundError:
