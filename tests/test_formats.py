@@ -599,3 +599,26 @@ def test_recordio_identities_and_exact_pixels(tmp_path):
   with pytest.raises(sources.DataError, match=r"train\.rec: no RecordIO "
                      r"magic at byte 5"):
     recordio.identities(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_stargan_trains_on_a_single_data_set(tmp_path):
+  """One CelebA set: no data-set mask (3 + c_dim generator input)."""
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "stargan.py:smoke"),
+      {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
+       "data.synthetic_dir": str(tmp_path / "synthetic"),
+       "data.batch_size": 4, "eval.samples_per_set": 0,
+       "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+  with config.unlocked():
+    config.data.sets = config.data.sets[:1]
+    config.data.sets[0]["synthetic_num"] = 120
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert all(np.isfinite(v) for v in result.values()
+             if isinstance(v, float)), result
+  from launch import restore  # pylint: disable=g-import-not-at-top
+  setup, state, _ = restore.restore(str(tmp_path / "run"), which="latest")
+  kernel = state.gen["conv0"]["kernel"]
+  assert kernel.shape[2] == 3 + len(config.data.sets[0]["attributes"])

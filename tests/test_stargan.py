@@ -81,9 +81,10 @@ def test_label_vectors_for_one_two_three_sets(tmp_path):
   c2 = _celeba_spec("c2", str(tmp_path / "c2"), ("Male",))
   r = {"name": "r", "format": "rafd", "root": str(tmp_path / "r")}
 
+  # One data set: no data-set mask, as in the official StarGAN.
   layout, (l1,) = _labels(_data_cfg([c1]))
-  assert layout.label_dim == 3
-  np.testing.assert_array_equal(l1, [[1, 1, 1], [0, 0, 1]])
+  assert layout.label_dim == 2 and layout.mask_dim == 0
+  np.testing.assert_array_equal(l1, [[1, 1], [0, 0]])
 
   # RaFD classes are the sorted folders: angry, happy, sad.
   layout, (lr, l1) = _labels(_data_cfg([r, c1]))
@@ -205,6 +206,34 @@ def test_conv_transpose_matches_pytorch_semantics():
       "kernel": stargan_import._conv_transpose(w)}}}
   np.testing.assert_allclose(layer.apply(params, x), want, rtol=1e-5,
                              atol=1e-5)
+
+
+def test_celeba_only_release_loads_into_a_single_set_generator(tmp_path):
+  """The downloadable StarGAN checkpoints are CelebA-only (c_dim 5): G's
+  first conv takes 3 + 5 channels. A one-set config has no mask, so the
+  file's (64, 8, 7, 7) main.0.weight fits (it used to want 9 channels)."""
+  names = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
+  _write_celeba(str(tmp_path / "c"), [(1, -1, -1, 1, 1)], names)
+  layout = sets_lib.make_layout(_data_cfg(
+      [_celeba_spec("celeba", str(tmp_path / "c"), names)]))
+  assert layout.label_dim == 5
+  gen = model_lib.Generator(impl="xla")
+  g_abs = jax.eval_shape(gen.init, jax.random.key(0),
+                         jnp.zeros((1, 128, 128, 3)),
+                         jnp.zeros((1, layout.label_dim)))["params"]
+  rng = np.random.default_rng(0)
+  flat = traverse_util.flatten_dict(g_abs, sep="/")
+  sd = {}
+  for path, (key, kind) in stargan_import.generator_names(6).items():
+    shape = flat[path].shape
+    if kind == "conv":
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    elif kind == "convt":
+      shape = (shape[2], shape[3], shape[0], shape[1])
+    sd[key] = rng.normal(size=shape).astype(np.float32)
+  assert sd["main.0.weight"].shape == (64, 8, 7, 7)
+  g = stargan_import.generator_from_torch(sd, g_abs, 6)
+  assert g["conv0"]["kernel"].shape == (7, 7, 8, 64)
 
 
 def test_importer_maps_official_names_and_shapes():

@@ -84,9 +84,21 @@ class LabelLayout:
     return sum(b.size for b in self.blocks)
 
   @property
+  def mask_dim(self) -> int:
+    """The one-hot data-set mask: none for a single data set, as in the
+    official StarGAN (a CelebA-only generator takes 3 + c_dim channels)."""
+    return self.num_sets if self.num_sets > 1 else 0
+
+  @property
   def label_dim(self) -> int:
     """Full label vector: all blocks plus the one-hot data-set mask."""
-    return self.cls_dim + self.num_sets
+    return self.cls_dim + self.mask_dim
+
+  def active(self, labels: jax.Array, k: int) -> jax.Array:
+    """[B] bool: the examples of data set `k` (all of a single set)."""
+    if not self.mask_dim:
+      return jnp.ones(labels.shape[:1], bool)
+    return labels[:, self.cls_dim + k] > 0.5
 
   def encode(self, k: int, values) -> np.ndarray:
     """Full label of an example of data set `k`.
@@ -106,7 +118,8 @@ class LabelLayout:
       out[block.slice] = values
     else:
       out[block.offset + int(values)] = 1.0
-    out[self.cls_dim + k] = 1.0
+    if self.mask_dim:
+      out[self.cls_dim + k] = 1.0
     return out
 
   def summary(self) -> str:
@@ -582,6 +595,8 @@ class FacePreprocess:
 
 def dataset_index(labels: jax.Array, layout: LabelLayout) -> jax.Array:
   """[B] data set index from the one-hot mask part of the labels."""
+  if not layout.mask_dim:
+    return jnp.zeros(labels.shape[:1], jnp.int32)
   return jnp.argmax(labels[:, layout.cls_dim:], axis=-1)
 
 
@@ -601,7 +616,7 @@ def masked_cls_loss(logits: jax.Array, labels: jax.Array,
   """
   total = jnp.zeros(logits.shape[:1], jnp.float32)
   for k, block in enumerate(layout.blocks):
-    active = labels[:, layout.cls_dim + k] > 0.5
+    active = layout.active(labels, k)
     lg = logits[:, block.slice].astype(jnp.float32)
     lg = jnp.where(active[:, None], lg, 0.0)
     y = labels[:, block.slice]
@@ -624,7 +639,7 @@ def block_correct(logits: jax.Array, labels: jax.Array,
   """
   cols = []
   for k, block in enumerate(layout.blocks):
-    active = (labels[:, layout.cls_dim + k] > 0.5)[:, None]
+    active = layout.active(labels, k)[:, None]
     lg, y = logits[:, block.slice], labels[:, block.slice]
     if block.format == "celeba":
       ok = (lg > 0) == (y > 0.5)
@@ -638,8 +653,8 @@ def block_correct(logits: jax.Array, labels: jax.Array,
 def active_columns(labels: jax.Array, layout: LabelLayout) -> jax.Array:
   """[B, cls_dim] 1 on the columns of each example's own block."""
   return jnp.concatenate(
-      [jnp.broadcast_to(labels[:, layout.cls_dim + k, None],
-                        (labels.shape[0], b.size))
+      [jnp.broadcast_to(layout.active(labels, k)[:, None].astype(
+          labels.dtype), (labels.shape[0], b.size))
        for k, b in enumerate(layout.blocks)], axis=-1)
 
 

@@ -92,7 +92,8 @@ class Task:
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     s = self.config.data.image_size
     label = np.zeros((batch_size, self.layout.label_dim), np.float32)
-    label[:, self.layout.cls_dim] = 1.0
+    if self.layout.mask_dim:
+      label[:, self.layout.cls_dim] = 1.0
     return {"image": np.zeros((batch_size, s, s, 3), np.float32),
             "label": label, "dataset": np.zeros((batch_size,), np.int32),
             "mask": np.ones((batch_size,), np.float32)}
@@ -182,7 +183,7 @@ class Task:
     labels = np.stack([train_src[i]["label"] for i in range(len(train_src))])
     correct = counted = 0.0
     for k, block in enumerate(self.layout.blocks):
-      rows = labels[labels[:, self.layout.cls_dim + k] > 0.5][:, block.slice]
+      rows = labels[np.asarray(self.layout.active(labels, k))][:, block.slice]
       if not len(rows):
         continue
       if block.format == "rafd":

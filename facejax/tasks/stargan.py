@@ -156,7 +156,8 @@ class Task:
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     s = self.config.data.image_size
     label = np.zeros((batch_size, self.layout.label_dim), np.float32)
-    label[:, self.layout.cls_dim] = 1.0  # examples of data set 0
+    if self.layout.mask_dim:
+      label[:, self.layout.cls_dim] = 1.0  # examples of data set 0
     return {"image": np.zeros((batch_size, s, s, 3), np.float32),
             "label": label, "dataset": np.zeros((batch_size,), np.int32),
             "mask": np.ones((batch_size,), np.float32)}
