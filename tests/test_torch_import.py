@@ -11,6 +11,7 @@ installed (`requirements-parity.txt`); timm is imported beside the
 
 import collections
 import json
+import pickle
 import logging
 import struct
 import sys
@@ -377,6 +378,35 @@ def write_torch_zip(path, entries, wrap=None):
       z.writestr(f"archive/data/{sid}", raw)
 
 
+def write_torch_legacy(path, entries):
+  """The same state dict in torch < 1.6's format (HRFAE's `checkpoint`):
+  pickled magic number, protocol 1001 and system info, the main pickle
+  (storages as persistent ids with a view slot), the storage keys, then
+  per storage an int64 element count and its bytes."""
+  storages, body = {}, b""
+  for key, (storage, offset, size, stride, dtype) in entries.items():
+    sid = str(len(storages))
+    storages[sid] = storage
+    body += (_p_str(key) + b"ctorch._utils\n_rebuild_tensor_v2\n" + b"(" +
+             b"(" + _p_str("storage") + b"ctorch\n%s\n" %
+             _STORAGE_NAMES[dtype].encode() + _p_str(sid) + _p_str("cpu") +
+             _p_int(storage.size) + b"N" + b"t" + b"Q" + _p_int(offset) +
+             _p_ints(size) + _p_ints(stride) + b"\x89" +
+             b"ccollections\nOrderedDict\n)R" + b"t" + b"R")
+  main = b"\x80\x02ccollections\nOrderedDict\n)R(" + body + b"u."
+  with open(path, "wb") as f:
+    f.write(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2))
+    f.write(pickle.dumps(1001, protocol=2))
+    f.write(pickle.dumps({"protocol_version": 1001, "little_endian": True,
+                          "type_sizes": {"short": 2, "int": 4, "long": 4}},
+                         protocol=2))
+    f.write(main)
+    f.write(pickle.dumps(list(storages), protocol=2))
+    for storage in storages.values():
+      f.write(struct.pack("<q", storage.size))
+      f.write(storage.astype(storage.dtype.newbyteorder("<")).tobytes())
+
+
 def _zip_entries():
   rng = np.random.default_rng(0)
   base = rng.normal(size=24).astype(np.float32)
@@ -411,6 +441,43 @@ def test_zip_reader_without_torch(tmp_path, monkeypatch, wrap):
   for k, v in expected.items():
     assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape, k
     np.testing.assert_array_equal(loaded[k], v, err_msg=k)
+
+
+def test_legacy_reader_without_torch_by_content(tmp_path, monkeypatch):
+  """A torch < 1.6 file with no extension (HRFAE's logs/001/checkpoint)
+  is recognised by its content and read without torch."""
+  _block_torch(monkeypatch)
+  path = tmp_path / "checkpoint"
+  entries, expected = _zip_entries()
+  write_torch_legacy(path, entries)
+  loaded = torch_import.read_state_dict(path)
+  assert loaded.keys() == expected.keys()
+  for k, v in expected.items():
+    assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape, k
+    np.testing.assert_array_equal(loaded[k], v, err_msg=k)
+  raw = path.read_bytes()
+  path.write_bytes(raw[:-6])
+  with pytest.raises(ValueError, match=r"checkpoint: storage 3 is truncated"):
+    torch_import.read_state_dict(path)
+
+
+def test_handwritten_legacy_is_a_real_torch_checkpoint(tmp_path):
+  torch = pytest.importorskip("torch", reason="torch not installed")
+  path = tmp_path / "checkpoint"
+  entries, expected = _zip_entries()
+  write_torch_legacy(path, entries)
+  got = torch.load(path, map_location="cpu", weights_only=False)
+  for k, v in expected.items():
+    t = got[f"module.{k}"]
+    np.testing.assert_array_equal(t.float().numpy() if t.is_floating_point()
+                                  else t.numpy(), v)
+  # And a file torch itself writes in the legacy format reads the same.
+  sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+        expected.items() if k != "bf"}
+  torch.save(sd, path, _use_new_zipfile_serialization=False)
+  loaded = torch_import._load_torch_legacy(str(path))
+  for k in sd:
+    np.testing.assert_array_equal(loaded[k], expected[k])
 
 
 def test_handwritten_zip_is_a_real_torch_checkpoint(tmp_path):

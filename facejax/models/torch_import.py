@@ -91,17 +91,34 @@ def read_state_dict(path: "str | os.PathLike[str]") -> StateDict:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no weights file at {path!r}")
   lower = path.lower()
-  if lower.endswith(".safetensors") or _looks_like_safetensors(path):
+  # By content first: releases name files freely (HRFAE's is `checkpoint`).
+  if _looks_like_safetensors(path):
     tensors = _read_safetensors(path)
-  elif lower.endswith(_TORCH_SUFFIXES) or zipfile.is_zipfile(path):
+  elif zipfile.is_zipfile(path) or _looks_like_torch_legacy(path):
+    tensors = _read_torch_file(path)
+  elif lower.endswith(".safetensors"):
+    tensors = _read_safetensors(path)
+  elif lower.endswith(_TORCH_SUFFIXES):
     tensors = _read_torch_file(path)
   else:
     raise ValueError(
-        f"{path}: not a weights file facejax can read; expected .safetensors "
-        f"or a PyTorch checkpoint ({', '.join(_TORCH_SUFFIXES)}).")
+        f"{path}: not a weights file facejax can read: neither safetensors "
+        "nor a PyTorch checkpoint (zip, or the legacy format of torch < 1.6)"
+        " by its content.")
   if not tensors:
     raise ValueError(f"{path}: no tensors found in the file.")
   return StateDict(tensors, source=path)
+
+
+# torch < 1.6 (`torch.save(..., _use_new_zipfile_serialization=False)`):
+# a protocol-2 pickle of this magic number comes first.
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_HEAD = pickle.dumps(_LEGACY_MAGIC, protocol=2)
+
+
+def _looks_like_torch_legacy(path: str) -> bool:
+  with open(path, "rb") as f:
+    return f.read(len(_LEGACY_HEAD)) == _LEGACY_HEAD
 
 
 def _looks_like_safetensors(path: str) -> bool:
@@ -179,21 +196,23 @@ def _read_torch_file(path: str) -> dict[str, np.ndarray]:
       # weights_only refuses any non-allowlisted object (argparse
       # namespaces, numpy scalars, ... next to the weights). The restricted
       # reader below never imports them, it only skips them.
-      if not zipfile.is_zipfile(path):
+      legacy = _looks_like_torch_legacy(path)
+      if not (legacy or zipfile.is_zipfile(path)):
         raise ValueError(
             f"{path}: torch.load(weights_only=True) failed: {e}") from e
       logging.info("%s: torch.load(weights_only=True) refused a non-tensor "
                    "object; reading the tensors with facejax's restricted "
                    "reader instead.", path)
-      obj = _load_torch_zip(path)
+      obj = _load_torch_legacy(path) if legacy else _load_torch_zip(path)
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f"{path}: torch.load failed: {e}") from e
     return _tensors_from_container(obj, path, _torch_to_numpy)
+  if _looks_like_torch_legacy(path):
+    return _tensors_from_container(_load_torch_legacy(path), path, None)
   if not zipfile.is_zipfile(path):
     raise ValueError(
-        f"{path}: not a zip-format PyTorch checkpoint. Without torch "
-        "installed facejax reads only the zip format (torch>=1.6 default) "
-        "and safetensors; install torch or convert the file.")
+        f"{path}: not a PyTorch checkpoint: neither the zip format (torch "
+        ">= 1.6) nor the legacy format (a pickled magic number first).")
   return _tensors_from_container(_load_torch_zip(path), path, None)
 
 
@@ -308,6 +327,8 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride,
                        metadata=None):
   del requires_grad, backward_hooks, metadata
   size, stride = tuple(size), tuple(stride)
+  if isinstance(storage, _LazyStorage):  # legacy: data after the pickle
+    return _LazyTensor(storage, storage_offset, size, stride)
   if not size:
     return np.array(storage[storage_offset])
   needed = storage_offset + 1 + sum((n - 1) * s for n, s in zip(size, stride)
@@ -337,8 +358,14 @@ def _rebuild_from_type_v2(func, new_type, args, state):
   return func(*args)
 
 
+def _rebuild_tensor(storage, storage_offset, size, stride):
+  """torch < 1.0's form of _rebuild_tensor_v2."""
+  return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
 _TORCH_FUNCS = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
@@ -403,6 +430,120 @@ def _load_torch_zip(path: str) -> Any:
     unpickler = _TorchZipUnpickler(io.BytesIO(archive.read(pkls[0])),
                                    archive, prefix, byteorder, path)
     return unpickler.load()
+
+
+class _LazyStorage:
+  """A legacy-format storage: its bytes follow the main pickle."""
+
+  def __init__(self, dtype, numel: int):
+    self.dtype, self.numel = dtype, numel
+    self.data: Optional[np.ndarray] = None
+    self.view_of: Optional[tuple["_LazyStorage", int, int]] = None
+
+  def array(self) -> np.ndarray:
+    if self.view_of is not None:
+      root, offset, size = self.view_of
+      return root.array()[offset:offset + size]
+    return self.data
+
+
+class _LazyTensor:
+
+  def __init__(self, storage, offset, size, stride):
+    self.args = (storage, offset, size, stride)
+
+  def build(self) -> np.ndarray:
+    storage, offset, size, stride = self.args
+    return _rebuild_tensor_v2(storage.array(), offset, size, stride)
+
+
+class _TorchLegacyUnpickler(_TorchZipUnpickler):
+  """The main pickle of a legacy checkpoint; storages stay lazy."""
+
+  def __init__(self, file, path: str, storages: dict):
+    pickle.Unpickler.__init__(self, file, encoding="latin1")
+    self._path = path
+    self._storages = storages
+
+  def persistent_load(self, pid):
+    if isinstance(pid, tuple) and pid and pid[0] == "module":
+      return None  # the source of a pickled nn.Module: never run
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+      raise pickle.UnpicklingError(f"{self._path}: unsupported persistent id "
+                                   f"{pid!r}")
+    storage_type, root_key, _, numel = pid[1:5]
+    view = pid[5] if len(pid) > 5 else None
+    if not isinstance(storage_type, _StorageType):
+      raise ValueError(f"{self._path}: storage {root_key} has an unsupported "
+                       "type; install torch to read this file.")
+    root_key = str(root_key)
+    if root_key not in self._storages:
+      self._storages[root_key] = _LazyStorage(storage_type.dtype, int(numel))
+    root = self._storages[root_key]
+    if view is None:
+      return root
+    view_key, offset, size = view
+    view_key = str(view_key)
+    if view_key not in self._storages:
+      lazy = _LazyStorage(storage_type.dtype, int(size))
+      lazy.view_of = (root, int(offset), int(size))
+      self._storages[view_key] = lazy
+    return self._storages[view_key]
+
+
+def _materialize(obj):
+  if isinstance(obj, _LazyTensor):
+    return obj.build()
+  if isinstance(obj, collections.OrderedDict):
+    return collections.OrderedDict((k, _materialize(v))
+                                   for k, v in obj.items())
+  if isinstance(obj, dict):
+    return {k: _materialize(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return type(obj)(_materialize(v) for v in obj)
+  return obj
+
+
+def _load_torch_legacy(path: str) -> Any:
+  """Loads a torch < 1.6 checkpoint (torch.save's legacy format).
+
+  Layout: pickles of the magic number, the protocol version (1001) and
+  system info; the main pickle (tensors name storages by persistent id);
+  a pickled list of storage keys; then per key an int64 element count and
+  the raw little-endian bytes.
+  """
+  storages: dict[str, _LazyStorage] = {}
+  with open(path, "rb") as f:
+    try:
+      if pickle.load(f) != _LEGACY_MAGIC:
+        raise ValueError(f"{path}: not a legacy PyTorch checkpoint")
+      version = pickle.load(f)
+      if version != 1001:
+        raise ValueError(f"{path}: legacy checkpoint protocol {version}, "
+                         "expected 1001")
+      info = pickle.load(f)
+      if isinstance(info, dict) and not info.get("little_endian", True):
+        raise ValueError(f"{path}: a big-endian checkpoint")
+      obj = _TorchLegacyUnpickler(f, path, storages).load()
+      keys = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError) as e:
+      raise ValueError(f"{path}: a damaged legacy PyTorch checkpoint ({e})"
+                       ) from None
+    for key in keys:
+      lazy = storages.get(str(key))
+      if lazy is None:
+        raise ValueError(f"{path}: storage {key} is listed but not used")
+      count = int.from_bytes(f.read(8), "little", signed=True)
+      dtype = np.dtype(np.uint16 if lazy.dtype == "bfloat16"
+                       else lazy.dtype)
+      raw = f.read(count * dtype.itemsize)
+      if count != lazy.numel or len(raw) != count * dtype.itemsize:
+        raise ValueError(f"{path}: storage {key} is truncated or its size "
+                         f"({count}) disagrees with the pickle "
+                         f"({lazy.numel})")
+      arr = np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype)
+      lazy.data = _bf16_to_f32(arr) if lazy.dtype == "bfloat16" else arr
+  return _materialize(obj)
 
 
 # ---------------------------------------------------------------------------
