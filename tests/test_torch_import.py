@@ -205,6 +205,21 @@ def test_resnet_tiny_matches_numpy_reference():
   np.testing.assert_allclose(age, ref_out[:, 0], atol=1e-4, rtol=1e-4)
 
 
+def test_trained_pytorch_regressor_head_predicts_the_age_itself():
+  """A 1-unit PyTorch regressor's fc gives the age; facejax's regressor
+  computes head * age_scale + age_shift, so the import divides through
+  (it used to give 30 y + 50)."""
+  model = _regressor("tiny", age_shift=50.0, age_scale=30.0)
+  sd = torch_resnet_state_dict("tiny", num_classes=1, seed=3)
+  variables = torch_import.resnet_from_torch(
+      sd, _abstract_variables(model, 48), head="head",
+      head_affine=(30.0, 50.0))
+  x = np.random.default_rng(1).normal(size=(2, 3, 48, 48)).astype(np.float32)
+  age, _ = model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  ref_out, _ = np_resnet(sd, x.astype(np.float64), resnet.VARIANTS["tiny"][0])
+  np.testing.assert_allclose(age, ref_out[:, 0], atol=1e-3, rtol=1e-4)
+
+
 def test_bare_resnet_without_prefix():
   model = resnet.create("tiny")
   abstract = jax.eval_shape(
@@ -220,7 +235,7 @@ def test_bare_resnet_without_prefix():
 def test_resnet_imagenet_fc_is_skipped_for_age_head(caplog):
   abstract = _abstract_variables(_regressor("tiny"), 32)
   sd = torch_resnet_state_dict("tiny", num_classes=1000)
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.WARNING):  # said at warning level
     out = torch_import.resnet_from_torch(sd, abstract, head="head")
   # Untouched: still the abstract leaf of the initial variables.
   assert out["params"]["head"]["kernel"] is abstract["params"]["head"]["kernel"]

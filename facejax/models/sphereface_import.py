@@ -16,6 +16,7 @@ identities starts a new head).
 
 from typing import Any, Mapping
 
+from absl import logging
 import numpy as np
 
 from facejax.models import torch_import
@@ -109,5 +110,8 @@ def convert(state_dict: Mapping[str, np.ndarray], params: Any,
 def load(path: str, params: Any, input_size: tuple[int, int]) -> Any:
   """Params with the sphereface_pytorch weights of `path` filled in."""
   state_dict = torch_import.read_state_dict(path)
-  new, _ = convert(state_dict, params, input_size, path)
+  new, skipped = convert(state_dict, params, input_size, path)
+  if skipped:
+    logging.warning("%s: %d entries not used (not SphereFace weights of "
+                    "this model): %s", path, len(skipped), skipped[:8])
   return new

@@ -163,8 +163,8 @@ def convert(state_dict: Mapping[str, np.ndarray], variables: dict
     raise ValueError(f"{source}: not a SwinFace checkpoint for this model "
                      f"(model.swin.*): missing {missing[:8]} "
                      f"({len(missing)} in all); shape mismatches {bad[:8]}")
-  unused = [k for k in sd if k.startswith(PREFIXES) and k not in used
-            and not _SKIP.search(k.split(".", 1)[1])]
+  unused = [k for k in sd if k not in used and not (
+      k.startswith(PREFIXES) and _SKIP.search(k.split(".", 1)[1]))]
   if unused:
     logging.warning("%s: %d weights not used, e.g. %s", source, len(unused),
                     unused[:5])

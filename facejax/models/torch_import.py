@@ -591,7 +591,8 @@ def _import(state_dict: Mapping[str, np.ndarray], variables, *,
             prefix: Optional[str], module_to_torch: Callable[[str], str],
             head: Optional[str], head_key: Optional[str],
             optional_torch: Callable[[str], bool], strict: bool,
-            source: Optional[str], arch: str):
+            source: Optional[str], arch: str,
+            head_affine: Optional[tuple[float, float]] = None):
   """Shared mapping: walks facejax leaves under `prefix`, fills from torch."""
   source = source or getattr(state_dict, "source", None)
   where = f" from {source}" if source else ""
@@ -640,6 +641,7 @@ def _import(state_dict: Mapping[str, np.ndarray], variables, *,
   head_done = False
   if head is not None and head_key is not None:
     head_done = _import_head(state_dict, flat, new_flat, head, head_key,
+                             head_affine,
                              used, where)
 
   unexpected = [k for k in state_dict
@@ -665,9 +667,15 @@ def _import(state_dict: Mapping[str, np.ndarray], variables, *,
   return _unflatten(new_flat)
 
 
-def _import_head(state_dict, flat, new_flat, head, head_key, used,
-                 where) -> bool:
-  """Copies `head_key.{weight,bias}` into Dense `head` if shapes fit."""
+def _import_head(state_dict, flat, new_flat, head, head_key, head_affine,
+                 used, where) -> bool:
+  """Copies `head_key.{weight,bias}` into Dense `head` if shapes fit.
+
+  `head_affine` (scale, shift): the facejax model computes
+  head(x) * scale + shift (the age regressor's age_scale / age_shift) while
+  the torch head predicts the value itself; the imported weights are
+  divided through so that the model's output equals the torch head's.
+  """
   w_key, b_key = f"{head_key}.weight", f"{head_key}.bias"
   k_path, b_path = ("params", head, "kernel"), ("params", head, "bias")
   if k_path not in flat:
@@ -685,14 +693,23 @@ def _import_head(state_dict, flat, new_flat, head, head_key, used,
                        state_dict[b_key].shape == _shape_dtype(
                            flat[b_path])[0]))
   if not fits:
-    logging.info("Skipped %r %s%s: it does not fit head %r %s; the head "
-                 "keeps its initialisation.", w_key,
-                 tuple(state_dict[w_key].shape), where, head, k_shape)
+    logging.warning("Ignored %r %s%s: it does not fit head %r %s; the head "
+                    "keeps its initialisation.", w_key,
+                    tuple(state_dict[w_key].shape), where, head, k_shape)
     return False
+  bias = state_dict[b_key] if has_bias else None
+  if head_affine is not None:
+    scale, shift = head_affine
+    kernel = kernel / scale
+    if bias is not None:
+      bias = (bias - shift) / scale
+    logging.warning("Imported %r%s as the model's output itself: divided "
+                    "through by age_scale %g after subtracting age_shift %g.",
+                    head_key, where, scale, shift)
   new_flat[k_path] = kernel.astype(k_dtype)
   used.add(w_key)
   if has_bias:
-    new_flat[b_path] = state_dict[b_key].astype(_shape_dtype(flat[b_path])[1])
+    new_flat[b_path] = bias.astype(_shape_dtype(flat[b_path])[1])
     used.add(b_key)
   return True
 
@@ -723,7 +740,8 @@ def resnet_from_torch(state_dict: Mapping[str, np.ndarray], variables, *,
                       head: Optional[str] = "head",
                       head_key: str = "fc",
                       strict: bool = True,
-                      source: Optional[str] = None):
+                      source: Optional[str] = None,
+                      head_affine: Optional[tuple[float, float]] = None):
   """Maps a torchvision/timm ResNet state dict onto facejax variables.
 
   `conv1.weight`, `bn1.*`, `layer{i}.{j}.conv{1,2}.weight`,
@@ -757,7 +775,8 @@ def resnet_from_torch(state_dict: Mapping[str, np.ndarray], variables, *,
   return _import(state_dict, variables, prefix=prefix,
                  module_to_torch=_resnet_module_to_torch, head=head,
                  head_key=head_key, optional_torch=lambda k: False,
-                 strict=strict, source=source, arch="ResNet")
+                 strict=strict, source=source, arch="ResNet",
+                 head_affine=head_affine)
 
 
 # VGG (DEX / Caffe-converted naming; torchvision naming is translated).

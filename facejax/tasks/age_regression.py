@@ -73,7 +73,14 @@ class Task:
     from facejax.models import torch_import  # pylint: disable=g-import-not-at-top
     arch = "vgg" if self.config.model.backbone.startswith("vgg") else "resnet"
     logging.info("importing %s weights from %s", arch, path)
-    return torch_import.load_pretrained(path, variables, arch)
+    kwargs = {}
+    if arch == "resnet":
+      # A trained 1-unit PyTorch regressor's fc predicts the age itself;
+      # this model adds age_scale / age_shift on top of its head.
+      m = self.config.model
+      kwargs["head_affine"] = (float(m.get("age_scale", 30.0)),
+                               float(m.get("age_shift", 50.0)))
+    return torch_import.load_pretrained(path, variables, arch, **kwargs)
 
   # --- train / eval ------------------------------------------------------
   def loss_fn(self, params, batch_stats, batch, rng):
