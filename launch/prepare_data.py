@@ -51,6 +51,7 @@ from PIL import ImageOps
 import tqdm
 
 from facejax.data import face_detect
+from facejax.data import transforms
 from facejax.data import formats
 from facejax.data.formats import cacd2000
 from facejax.data.formats import utkface
@@ -572,7 +573,7 @@ def load_image(path: str) -> np.ndarray:
   """Reads an image as uint8 RGB [H, W, 3], honouring EXIF rotation."""
   with Image.open(path) as img:
     img.load()  # Decode now, so truncated files fail here.
-    return np.asarray(ImageOps.exif_transpose(img).convert('RGB'))
+    return np.asarray(transforms.to_rgb(ImageOps.exif_transpose(img)))
 
 
 def process_image(

@@ -258,3 +258,30 @@ def test_normalisations_round_trip():
     np.testing.assert_array_equal(back, img)
   with pytest.raises(ValueError, match="data.normalize"):
     transforms.normalize(img, "zscore")
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "P", "CMYK", "LA",
+                                  "RGBA", "L", "1"])
+def test_every_image_mode_decodes_to_the_right_grey(tmp_path, mode):
+  """A mid-grey image in every PIL mode a face photo may come in decodes
+  to mid-grey RGB (a 16-bit PNG used to come out white)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  grey8 = np.full((6, 8), 128, np.uint8)
+  if mode == "I;16":
+    im = Image.fromarray(grey8.astype(np.uint16) * 257)  # 16-bit PNG
+    assert im.mode.startswith("I;16")
+  elif mode == "I":
+    im = Image.fromarray(grey8.astype(np.int32) * 257, "I")
+  elif mode == "F":
+    im = Image.fromarray(grey8.astype(np.float32) / 255.0, "F")
+  elif mode == "1":
+    im = Image.fromarray(np.ones((6, 8), bool))
+  else:
+    im = Image.fromarray(grey8, "L").convert(mode)
+  ext = ".tif" if mode in ("F", "I", "CMYK") else ".png"
+  path = str(tmp_path / f"face{ext}")
+  im.save(path)
+  rgb = np.asarray(transforms.load_image(path))
+  assert rgb.shape == (6, 8, 3) and rgb.dtype == np.uint8
+  want = 255 if mode == "1" else 128
+  np.testing.assert_allclose(rgb, want, atol=1)
