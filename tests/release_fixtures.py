@@ -468,3 +468,40 @@ def insightface_rec(root: str, identities: int = 6, per_id: int = 4) -> dict:
   with open(os.path.join(root, "train.idx"), "w") as f:
     f.write("\n".join(idx) + "\n")
   return truth
+
+
+WEBCARI_SUBJECTS = ("Adele Laurie Blue Adkins", "Jeff Bridges", "Meg Ryan",
+                    "Elizabeth Taylor", "Jennifer Aniston", "Bill Gates",
+                    "Jean-Claude Van Damme", "Yao Ming")
+
+
+def webcaricature(root: str) -> dict:
+  """WebCaricature as released: OriginalImages/<Subject Name>/C00001.jpg
+  and P00001.jpg, FacialPoints/<Subject Name>/<stem>.txt (17 'x y'
+  lines), Filenames/, and the EvaluationProtocols view files (a count
+  line, then tab-separated `Name\\t#caricatures\\t#photos`)."""
+  rng = np.random.default_rng(13)
+  truth = {}
+  for s, name in enumerate(WEBCARI_SUBJECTS):
+    for kind, n in (("C", 2), ("P", 2)):
+      for k in range(1, n + 1):
+        stem = f"{kind}{k:05d}"
+        _image(os.path.join(root, "OriginalImages", name, stem + ".jpg"),
+               rng, 64)
+        pts = [(20 + 2 * i + s, 24 + (i % 5) * 3) for i in range(17)]
+        lm = os.path.join(root, "FacialPoints", name, stem + ".txt")
+        os.makedirs(os.path.dirname(lm), exist_ok=True)
+        with open(lm, "w") as f:
+          f.write("\n".join(f"{x} {y}" for x, y in pts) + "\n")
+    os.makedirs(os.path.join(root, "Filenames", name), exist_ok=True)
+    truth[name] = {"C": 2, "P": 2}
+  view = os.path.join(root, "EvaluationProtocols", "FaceVerification",
+                      "UnRestricted")
+  os.makedirs(view, exist_ok=True)
+  for fname, names in (("UnRestrictedView1_DevTrain.txt",
+                        WEBCARI_SUBJECTS[:6]),
+                       ("UnRestrictedView1_DevTest.txt",
+                        WEBCARI_SUBJECTS[6:])):
+    with open(os.path.join(view, fname), "w") as f:
+      f.write(f"{len(names)}\n" + "".join(f"{n}\t2\t2\n" for n in names))
+  return truth

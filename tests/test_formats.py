@@ -622,3 +622,28 @@ def test_stargan_trains_on_a_single_data_set(tmp_path):
   setup, state, _ = restore.restore(str(tmp_path / "run"), which="latest")
   kernel = state.gen["conv0"]["kernel"]
   assert kernel.shape[2] == 3 + len(config.data.sets[0]["attributes"])
+
+
+def test_webcaricature_release_with_its_view_files(tmp_path):
+  from configs import sphereface as sphereface_config  # pylint: disable=g-import-not-at-top
+  from facejax.data import caricature  # pylint: disable=g-import-not-at-top
+  rf.webcaricature(str(tmp_path))
+  view = "EvaluationProtocols/FaceVerification/UnRestricted/"
+  cfg = sphereface_config.data_config(False)
+  cfg.root = str(tmp_path)
+  cfg.train_list = view + "UnRestrictedView1_DevTrain.txt"
+  cfg.test_list = view + "UnRestrictedView1_DevTest.txt"
+  cfg.valid_list = ""
+  cfg.valid_fraction = 0.2
+  seen = {}
+  for split in ("train", "valid", "test"):
+    photo, cari = caricature.open_domains(cfg, split)
+    names = {photo.names[i] for i in photo.identities if i >= 0}
+    seen[split] = names
+    assert len(cari) == 2 * len(names) and len(photo) == 2 * len(names)
+    # The 17 FacialPoints became 5 alignment points for every image.
+    assert np.isfinite(cari.points).all() and np.isfinite(photo.points).all()
+  assert seen["test"] == set(rf.WEBCARI_SUBJECTS[6:])
+  assert seen["train"] | seen["valid"] == set(rf.WEBCARI_SUBJECTS[:6])
+  assert not seen["train"] & seen["valid"]
+  assert "Adele Laurie Blue Adkins" in seen["train"] | seen["valid"]
