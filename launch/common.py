@@ -46,7 +46,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   inside flag parsing; pass this as `app.run(main, flags_parser=...)`.
   """
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    if not flags.FLAGS["verbosity"].present:
+      # Quiet by default: library INFO lines (orbax, absl, jax) would bury
+      # facejax's own output, which is printed; --verbosity=0 shows them.
+      logging.set_verbosity(logging.WARNING)
+    return rest
   except flags.Error as e:
     fail(f"{e}\nSee --helpfull for the flags.", code=2)
   except (AttributeError, KeyError, TypeError, ValueError) as e:

@@ -318,6 +318,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   try:
     step = start
     compile_t0 = time.perf_counter()
+    if step < config.total_steps:
+      progress.message("compiling the train step (minutes on a CPU the "
+                       "first time; reruns read the compilation cache)...")
     while step < config.total_steps:
       batch = parallel.shard_batch(next(train_iter), setup.mesh)
       state, metrics = setup.run(setup.train_step_at(step), state, batch)
@@ -325,8 +328,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       window.append(metrics)
       if step == start + 1:
         jax.block_until_ready(metrics)
-        writer.write(step, {"perf/compile_s":
-                            time.perf_counter() - compile_t0})
+        compile_s = time.perf_counter() - compile_t0
+        writer.write(step, {"perf/compile_s": compile_s})
+        progress.message(f"first step done in {compile_s:.0f} s; training")
         progress.reset(step)
       last = step == config.total_steps
       # Read the flag once: SIGTERM may arrive mid-iteration, and stopping
