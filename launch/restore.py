@@ -19,6 +19,31 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def _inference_mesh(config: ml_collections.ConfigDict) -> None:
+  # Inference may run on another machine than training: a data-parallel
+  # mesh over this machine's devices, batches rounded to fit it.
+  n = jax.device_count()
+  with config.unlocked():
+    config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
+    for key in ("batch_size", "eval_batch_size"):
+      config.data[key] = -(-config.data[key] // n) * n
+
+
+def from_weights(config: ml_collections.ConfigDict, weights: str):
+  """(setup, state, 0): `config`'s model with the weights file imported
+  through its model.init_from (an official checkpoint; no training run)."""
+  if not os.path.exists(weights):
+    raise FileNotFoundError(f"--weights {weights}: no such file")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.init_from = os.path.abspath(weights)
+  _inference_mesh(config)
+  setup = loop.Setup(config)
+  if not setup.task.has_import():
+    raise ValueError(f"the {config.task!r} task imports no weights file")
+  return setup, setup.init_state(), 0
+
+
 def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
             which: str = "best"):
   """Returns (setup, state, step) from workdir's best or latest checkpoint.
@@ -29,13 +54,7 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
     which: 'best' (best validation metric) or 'latest'.
   """
   config = config or load_workdir_config(workdir)
-  # Inference may run on another machine than training: a data-parallel
-  # mesh over this machine's devices, batches rounded to fit it.
-  n = jax.device_count()
-  with config.unlocked():
-    config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
-    for key in ("batch_size", "eval_batch_size"):
-      config.data[key] = -(-config.data[key] // n) * n
+  _inference_mesh(config)
   setup = loop.Setup(config)
   ckpt_lib.check_workdir_model(workdir, setup.task.meta())
   checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)

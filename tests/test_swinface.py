@@ -471,3 +471,54 @@ def test_verification_bin_ten_fold_on_held_out_identities(smoke_run,
   want = verification.kfold_accuracy(dist, same)["accuracy"]
   print(table, f"by hand: {want:.4f}")
   assert reported == pytest.approx(want, abs=1e-4)
+
+
+def test_analyze_cli_with_official_weights_and_no_workdir(tmp_path):
+  """launch.analyze --weights: an official-format checkpoint (random
+  weights, the release's names, the smoke geometry) straight to answers on
+  a real photo; they equal the imported model applied here."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  from facejax.data import transforms  # pylint: disable=g-import-not-at-top
+  from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
+  from facejax.models import swinface_import  # pylint: disable=g-import-not-at-top
+  split = swinface.split_channels([32, 64, 128, 128], 64)
+  sd = _official_state_dict(16, (2, 2, 1, 1), (1, 2, 2, 4), 4, 16, split,
+                            64, 32, 32, np.random.default_rng(0))
+  weights = str(tmp_path / "checkpoint_step_79999_gpu_0.safetensors")
+  safetensors.numpy.save_file(sd, weights)
+  photo = str(tmp_path / "astronaut.png")
+  Image.fromarray(skdata.astronaut()).save(photo)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.analyze", f"--weights={weights}",
+       "--config=configs/swinface.py:smoke", "--config.model.fam_dim=64",
+       "--config.model.tss_dim=32", "--detect=false", photo],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  fields = dict(f.split(" ", 1) for f in out.stdout.strip().split("\t")[1:4])
+  # The same model, imported and applied in this process.
+  cfg = _config(**{"model.fam_dim": 64, "model.tss_dim": 32})
+  model = swinface.create(cfg.model)
+  x = jnp.zeros((1, 32, 32, 3))
+  v = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x))
+  v = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v)
+  new = swinface_import.convert(sd, v)
+  pre = transforms.Preprocess(image_size=32, normalize=cfg.data.normalize,
+                              label_keys=())
+  image = pre((0, {"image": skdata.astronaut()}))["image"][None]
+  ref = model.apply(new, jnp.asarray(image))
+  # Printed with one decimal (random weights: any magnitude).
+  assert float(fields["age"]) == pytest.approx(float(ref["Age"][0]),
+                                               rel=1e-4, abs=0.06)
+  assert fields["expression"] == raf_db.CLASSES[
+      int(np.argmax(ref["Expression"][0]))]
+  # Neither a workdir nor weights: one clear error.
+  out = subprocess.run([sys.executable, "-m", "launch.analyze", photo],
+                       cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode != 0 and "workdir" in out.stderr
