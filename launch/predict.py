@@ -1,6 +1,11 @@
 r"""Predicts the age of faces in photos with a trained regressor.
 
   python -m launch.predict --workdir=runs/age_regressor photo1.jpg dir/ ...
+  python -m launch.predict --weights=dex_imdb_wiki.caffemodel.pt photo.jpg
+
+--weights takes the official DEX weights (the Caffe-converted VGG-16 that
+HRFAE uses; any DEX-format file: the network's shape and input size are
+read from it), with no training run: the expected age over 0..100.
 
 Prints one line per image: `path<TAB>predicted age`. Each photo goes
 through the same face detection and crop as `launch.prepare_data`
@@ -16,6 +21,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from facejax import age_estimators
 from facejax import parallel
 from facejax.data import face_detect
 from facejax.data import sources
@@ -24,12 +30,14 @@ from launch import common
 from launch import restore
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "Official DEX weights "
+                               "(.pt / .pth), instead of --workdir.")
 _DETECT = flags.DEFINE_bool("detect", True, "Detect and crop the face.")
 _MARGIN = flags.DEFINE_float("margin", 0.4, "Crop margin around the face "
                              "box (same as prepare_data).")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                            "Which checkpoint to use.")
-flags.mark_flag_as_required("workdir")
+flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 
 
 def expand_paths(args: list[str]) -> list[str]:
@@ -53,16 +61,36 @@ def face_crop(image: np.ndarray, detector, margin: float
   return crop, f"{n} face(s) found" if n > 1 else ""
 
 
+def _workdir_predictor(setup, state):
+  """image uint8 [H, W, 3] -> age, through the run's own preprocessing."""
+  pre = setup.task.preprocess(train=False)
+
+  def predict(image):
+    example = pre((0, {"image": image, "age": np.float32(0)}))
+    # One copy per local device, so the batch divides over the mesh.
+    images = np.repeat(example["image"][None], jax.local_device_count(), 0)
+    images = parallel.shard_batch({"image": images}, setup.mesh)["image"]
+    return float(jax.device_get(setup.predict(state, images))[0])
+  return predict
+
+
 def main(argv):
   paths = expand_paths(argv[1:])
   if not paths:
     common.fail("give one or more image files or folders after the flags")
   common.start_jax()
   try:
-    setup, state, _ = restore.restore(_WORKDIR.value, which=_WHICH.value)
+    if _WEIGHTS.value:
+      estimator = age_estimators.load_estimator(
+          {"estimator": "dex", "weights": _WEIGHTS.value})
+      age_fn = jax.jit(estimator.age)
+      predict = lambda image: float(age_fn(
+          estimator.variables, image[None].astype(np.float32) / 255.0)[0])
+    else:
+      setup, state, _ = restore.restore(_WORKDIR.value, which=_WHICH.value)
+      predict = _workdir_predictor(setup, state)
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
-  pre = setup.task.preprocess(train=False)
   detector = face_detect.FaceDetector(multiple_faces="largest")
   failures = 0
   for path in paths:
@@ -75,11 +103,7 @@ def main(argv):
     note = ""
     if _DETECT.value:
       image, note = face_crop(image, detector, _MARGIN.value)
-    example = pre((0, {"image": image, "age": np.float32(0)}))
-    # One copy per local device, so the batch divides over the mesh.
-    images = np.repeat(example["image"][None], jax.local_device_count(), 0)
-    images = parallel.shard_batch({"image": images}, setup.mesh)["image"]
-    age = float(jax.device_get(setup.predict(state, images))[0])
+    age = predict(image)
     print(f"{path}\t{age:.1f}" + (f"\t({note})" if note else ""), flush=True)
   if failures:
     print(f"{failures} of {len(paths)} file(s) could not be read",

@@ -287,3 +287,37 @@ def test_smoke_training_beats_the_mean_baseline(dex_workdir):
             open(os.path.join(dex_workdir, "metrics.jsonl"))]
   losses = [r["train/loss"] for r in logged if "train/loss" in r]
   assert losses[-1] < losses[0], (losses[0], losses[-1])
+
+
+def test_predict_cli_with_official_dex_weights_and_no_workdir(tmp_path):
+  """launch.predict --weights: a DEX-format file (the release's names, a
+  small geometry read from the file) straight to ages on a real photo;
+  they equal the expected age of a numpy forward of the same weights."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+  sd = _dex_state_dict(GEO)
+  weights = str(tmp_path / "dex_imdb_wiki.caffemodel.pt")
+  safetensors.numpy.save_file(sd, weights)
+  face = np.asarray(Image.fromarray(skdata.astronaut()[20:220, 150:350])
+                    .resize((64, 64), Image.BILINEAR))
+  photo = str(tmp_path / "face.png")
+  Image.fromarray(face).save(photo)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.predict", f"--weights={weights}",
+       "--detect=false", photo], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  age = float(out.stdout.strip().split("\t")[1])
+  est = age_estimators.load_estimator({"estimator": "dex",
+                                       "weights": weights})
+  x = np.asarray(est.prepare(jnp.asarray(face[None] / 255.0, jnp.float32)))
+  logits = _numpy_dex(sd, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  want = float((p * np.arange(101)).sum(-1)[0])
+  assert age == pytest.approx(want, abs=0.06), (age, want)
