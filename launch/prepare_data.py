@@ -50,6 +50,7 @@ from PIL import Image
 from PIL import ImageOps
 import tqdm
 
+from facejax.data import attribute_sets
 from facejax.data import face_detect
 from facejax.data import transforms
 from facejax.data import formats
@@ -421,19 +422,10 @@ def scan_celeba(src: str) -> Scan:
 
 
 def _read_celeba_partitions(partition_file: str) -> dict[str, int]:
-  partitions = {}
-  with open(partition_file, encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      parts = line.split()
-      if not parts:
-        continue
-      if len(parts) != 2 or parts[1] not in ('0', '1', '2'):
-        raise InputError(
-            f'{partition_file}:{number}: expected "<file> 0|1|2", got '
-            f'{line.strip()!r}.'
-        )
-      partitions[parts[0]] = int(parts[1])
-  return partitions
+  try:
+    return attribute_sets.read_partition(partition_file)
+  except formats.DataError as e:
+    raise InputError(str(e)) from None
 
 
 def _split_folders(src: str) -> list[tuple[str, str]]:

@@ -221,7 +221,7 @@ class CelebaFormatSource:
       if not os.path.isfile(part_path):
         raise DataError(f"{part_path}: not found ({key}.partition="
                         "'official' reads CelebA's list_eval_partition.txt)")
-      parts = _read_partition(part_path)
+      parts = read_partition(part_path)
       unknown = [r[1] for r in rows if r[1] not in parts]
       if unknown:
         raise DataError(f"{part_path}: no partition for {unknown[:3]} "
@@ -275,7 +275,7 @@ def _first_dir(root: str, subdirs: Sequence[str], name: str) -> str:
   return next((p for p in paths if os.path.isdir(p)), paths[0])
 
 
-def _read_partition(path: str) -> dict[str, int]:
+def read_partition(path: str) -> dict[str, int]:
   """list_eval_partition.txt: `000001.jpg 0` lines -> {file: 0|1|2}."""
   check_text_file(path)
   out = {}

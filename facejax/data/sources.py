@@ -49,7 +49,33 @@ def check_text_file(path: str) -> None:
           f"UTF-8 (this one may be latin-1/cp1252, or not text)") from None
 
 
-class AgeCsvSource:
+class AgeSource:
+  """Images with ages: `paths`, `ages`, `missing` (indices of absent
+  files) and `csv_path` (the label file, for messages); subclasses say
+  where row i's label came from (`where`)."""
+
+  paths: list
+  ages: np.ndarray
+  csv_path: str
+
+  def where(self, i: int) -> str:
+    raise NotImplementedError
+
+  def describe(self, i: int) -> str:
+    return f"{self.paths[i]} ({self.where(i)})"
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, i: int) -> dict:
+    return {"image_path": self.paths[i], "age": self.ages[i],
+            "where": self.describe(i)}
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.csv_path!r}, n={len(self)})"
+
+
+class AgeCsvSource(AgeSource):
   """`path,age` CSV (CACD / AFAD / APPA-REAL style) with image files.
 
   Paths in the CSV are relative to `image_dir` (default: the CSV's folder).
@@ -108,18 +134,8 @@ class AgeCsvSource:
     else:
       self.missing = []
 
-  def describe(self, i: int) -> str:
-    return f"{self.paths[i]} ({self.csv_path}:{self.lines[i]})"
-
-  def __len__(self) -> int:
-    return len(self.paths)
-
-  def __getitem__(self, i: int) -> dict:
-    return {"image_path": self.paths[i], "age": self.ages[i],
-            "where": self.describe(i)}
-
-  def __repr__(self) -> str:
-    return f"AgeCsvSource({self.csv_path!r}, n={len(self)})"
+  def where(self, i: int) -> str:
+    return f"{self.csv_path}:{self.lines[i]}"
 
 
 class SubsetSource:

@@ -165,8 +165,8 @@ def _keys(listing: base.AgeListing, rows) -> list[str]:
   return [_rel(listing, i) for i in rows]
 
 
-class ListingSource:
-  """The rows of one split of an AgeListing (same protocol as AgeCsvSource)."""
+class ListingSource(sources.AgeSource):
+  """The rows of one split of an AgeListing (AgeCsvSource's protocol)."""
 
   def __init__(self, listing: base.AgeListing, rows: np.ndarray, split: str):
     self.listing = listing
@@ -174,24 +174,14 @@ class ListingSource:
     self.csv_path = f"{listing.root} (data.format={listing.format!r}, {split})"
     self.paths = [listing.paths[i] for i in rows]
     self.ages = listing.ages[rows]
-    self.where = [listing.where[i] for i in rows]
+    self.labels_at = [listing.where[i] for i in rows]
     self.genders = None if listing.genders is None else listing.genders[rows]
     self.skipped = 0
     self.missing = [i for i, p in enumerate(self.paths)
                     if not os.path.isfile(p)]
 
-  def describe(self, i: int) -> str:
-    return f"{self.paths[i]} ({self.where[i]})"
-
-  def __len__(self) -> int:
-    return len(self.paths)
-
-  def __getitem__(self, i: int) -> dict:
-    return {"image_path": self.paths[i], "age": self.ages[i],
-            "where": self.describe(i)}
-
-  def __repr__(self) -> str:
-    return f"ListingSource({self.csv_path}, n={len(self)})"
+  def where(self, i: int) -> str:
+    return self.labels_at[i]
 
 
 _announced: set = set()
