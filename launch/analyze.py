@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from facejax import config_lib
 from facejax import swinface_analysis
 from facejax.data import face_detect
 from facejax.data import sources
@@ -34,8 +35,8 @@ _WEIGHTS = flags.DEFINE_string(
     "weights", None, "An official SwinFace checkpoint (.pt), instead of "
     "--workdir.")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/swinface.py", "The model geometry for --weights.",
-    lock_config=False)
+    "config", None, "The model geometry for --weights (default "
+    "configs/swinface.py).", lock_config=False)
 _NPY = flags.DEFINE_string("npy_dir", "", "Write embeddings here (.npy).")
 _DETECT = flags.DEFINE_bool("detect", True, "Detect and crop the face.")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
@@ -62,7 +63,9 @@ def main(argv):
   common.start_jax()
   try:
     if _WEIGHTS.value:
-      config = _CONFIG.value
+      config = _CONFIG.value or config_lib.load_config(os.path.join(
+          os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+          "configs", "swinface.py"))
       with config.unlocked():
         # Inference needs no data: no identity count from the data set,
         # RAF-DB's expression classes (SwinFace's training set).
@@ -75,7 +78,7 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   if setup.config.task != "swinface":
-    common.fail(f"{_WORKDIR.value or _CONFIG.value.task!r} is a "
+    common.fail(f"{_WORKDIR.value or _WEIGHTS.value!r} is a "
                 f"{setup.config.task!r} model; launch.analyze needs swinface")
   detector = (face_detect.FaceDetector(multiple_faces="largest")
               if _DETECT.value else None)

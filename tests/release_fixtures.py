@@ -185,8 +185,7 @@ def imdb_wiki(root: str) -> dict:
       _image(os.path.join(root, folder, rel), rng)
       if i not in (7, 8, 9):
         truth[f"{folder}/{rel}"] = {
-            "age": age, "person": (f"imdb:{person}" if var == "imdb"
-                                else f"wiki:Person {person}"),
+            "age": age, "person": f"name:person {person}",
             "gender": -1 if i == 10 else (0 if i % 2 else 1)}
     n = len(rows)
     cell = lambda xs: np.array([np.array([x]) for x in xs] + [None],

@@ -161,6 +161,16 @@ def test_published_split_files(releases, tmp_path):
   src = formats.open_age_split(cfg, "test")
   assert sorted(os.path.relpath(p, root) for p in src.paths) == rels[:5]
   assert list(src.ages) == [truth[r]["age"] for r in rels[:5]]
+  # Only train and test files (UTKFace's published splits): valid is the
+  # rows they leave out, never rows of theirs.
+  train_csv = tmp_path / "afad_train.csv"
+  train_csv.write_text("file,path,age,gender\n" + "".join(
+      f"x,{r[len('AFAD-Full/'):]},0,male\n" for r in rels[5:15]))
+  cfg.split_files.train = str(train_csv)
+  parts = {s: set(formats.open_age_split(cfg, s).paths)
+           for s in ("train", "valid", "test")}
+  assert len(parts["train"]) == 10 and len(parts["test"]) == 5
+  assert parts["valid"] == {os.path.join(root, r) for r in rels[15:]}
   # MORPH: pandas' unnamed index column, converted .jpg names.
   root, truth = releases["morph2"]
   photo = sorted(truth)[0]
@@ -578,12 +588,15 @@ def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
 def test_recordio_identities_and_exact_pixels(tmp_path):
   from facejax.data import multitask  # pylint: disable=g-import-not-at-top
   from facejax.data import transforms  # pylint: disable=g-import-not-at-top
+  from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
   truth = rf.insightface_rec(str(tmp_path))
+  offsets = recordio.read_idx(str(tmp_path / "train.idx"))
+  key_at = {off: k for k, off in offsets.items()}
   folders = multitask.identity_folders(str(tmp_path), "data.identity")
   assert len(folders) == 6 and all(len(n) == 4 for _, n in folders)
   for ident, (_, names) in enumerate(folders):
     for name in names:
-      key = int(name.rsplit("#", 1)[1])
+      key = key_at[int(name.rsplit("@", 1)[1])]
       assert truth[key][0] == ident
       # Record 3 was written in two parts around an inner magic number.
       np.testing.assert_array_equal(
@@ -592,12 +605,11 @@ def test_recordio_identities_and_exact_pixels(tmp_path):
   os.rename(tmp_path / "train.idx", tmp_path / "full.idx")
   lines = (tmp_path / "full.idx").read_text().splitlines()[1:1 + 24]
   (tmp_path / "train.idx").write_text("\n".join(lines) + "\n")
-  from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
   scanned = recordio.identities(str(tmp_path))
   assert [len(n) for _, n in scanned] == [4] * 6
   (tmp_path / "train.idx").write_text("0\t5\n")
   with pytest.raises(sources.DataError, match=r"train\.rec: no RecordIO "
-                     r"magic at byte 5"):
+                     r"record at byte 5"):
     recordio.identities(str(tmp_path))
 
 

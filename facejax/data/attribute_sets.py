@@ -26,6 +26,7 @@ import os
 import random
 from typing import Any, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -350,11 +351,13 @@ class RafdFormatSource:
 
   def __init__(self, root: str, split_dir: str, classes: Sequence[str],
                set_index: int, layout: "LabelLayout | None", crop_size: int,
-               key: str = "data.sets[0]", release=None):
+               key: str = "data.sets[0]", release=None,
+               split: str | None = None):
     self.folder = os.path.join(root, split_dir)
     self.set_index, self.crop_size, self.layout = set_index, crop_size, layout
     if not os.path.isdir(self.folder) and rafd_release.is_release(root):
-      self._read_release(root, split_dir, classes, release or {}, key)
+      self._read_release(root, split or split_dir, classes, release or {},
+                         key)
       return
     if not os.path.isdir(self.folder):
       raise DataError(f"{self.folder}: folder not found (config keys "
@@ -385,9 +388,11 @@ class RafdFormatSource:
 
   def _read_release(self, root, split, classes, release, key):
     """Flat Rafd090_01_..._angry_frontal.jpg names: split by person."""
-    images, _ = rafd_release.scan(
+    images, skipped = rafd_release.scan(
         root, tuple(release.get("cameras", rafd_release.DEFAULT_CAMERAS)),
         key)
+    for reason, n in skipped.items():
+      logging.warning("%s: left out %d image(s): %s", root, n, reason)
     extra = sorted({im.expression for im in images} - set(classes))
     if extra:
       raise DataError(f"{root}: expression(s) {extra} are in the file names "
@@ -541,7 +546,7 @@ def open_source(data_cfg, layout: LabelLayout, k: int, split: str):
   release = {n: spec[n] for n in ("cameras", "test_fraction", "split_seed")
              if n in spec}
   return RafdFormatSource(root, split_dir, layout.blocks[k].names, k, layout,
-                          crop, key, release)
+                          crop, key, release, split=split)
 
 
 # ---------------------------------------------------------------------------

@@ -269,8 +269,9 @@ def expression_source(root: str, split: str, num_attrs: int, spec,
                        "train" if split == "train" else "test")
   release = {n: spec[n] for n in ("cameras", "test_fraction", "split_seed")
              if n in spec}
-  src = attribute_sets.RafdFormatSource(root, split_dir, classes, 0, None, 0,
-                                        key, release)
+  src = attribute_sets.RafdFormatSource(
+      root, split_dir, classes, 0, None, 0, key, release,
+      split="train" if split == "train" else "test")
   n = len(src)
   return LabelledSource("expression", src.paths, _fill(
       n, num_attrs, expression=src.labels,

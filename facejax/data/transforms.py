@@ -24,7 +24,7 @@ _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 def load_image(path: str, where: str | None = None) -> Image.Image:
   """Opens an image as RGB (EXIF orientation applied); clear errors.
 
-  `recordio:<train.rec>#<key>` names an image inside an insightface
+  `recordio:<train.rec>@<offset>` names an image inside an insightface
   RecordIO file (facejax.data.formats.recordio).
   """
   try:

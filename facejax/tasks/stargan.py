@@ -148,10 +148,15 @@ class Task:
   # --- identity / shapes -------------------------------------------------
   def meta(self) -> dict[str, Any]:
     m = self.config.model
-    return {"task": "stargan", "labels": self.layout.to_json(),
+    meta = {"task": "stargan", "labels": self.layout.to_json(),
             "image_size": self.config.data.image_size,
             "g": [m.g_conv_dim, m.g_repeat_num],
             "d": [m.d_conv_dim, m.d_repeat_num]}
+    if not self.layout.mask_dim:
+      # One data set has no mask input since this release: a workdir
+      # trained with one (3 + c_dim + 1 channels) is named as such.
+      meta["data_set_mask"] = False
+    return meta
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     s = self.config.data.image_size

@@ -123,8 +123,9 @@ def _read_split_file(path: str, listing: base.AgeListing) -> list[int]:
       if i is None:
         raise DataError(
             f"{path}:{reader.line_num}: {name!r} is not an image of the "
-            f"{listing.format} release at {listing.root} (or the release "
-            "left it out: see the start-up line)")
+            f"{listing.format} release at {listing.root} (or it was left "
+            "out: a malformed entry of the release, or an age outside "
+            "data.min_age/max_age)")
       rows.append(i)
   if not rows:
     raise DataError(f"{path}: no rows")
@@ -135,11 +136,12 @@ def split_rows(listing: base.AgeListing, split: str, cfg,
                ) -> tuple[np.ndarray, str]:
   """(row indices of `split`, how the split was made)."""
   files = _option(cfg, "split_files", None)
-  path = files.get(split, "") if files else ""
-  if path:
-    return np.asarray(_read_split_file(path, listing)), "from split files"
+  given = {s: files.get(s, "") for s in base.SPLITS} if files else {}
+  given = {s: p for s, p in given.items() if p}
   fractions = tuple(_option(cfg, "split_fractions", (0.8, 0.1, 0.1)))
   seed = int(_option(cfg, "split_seed", 0))
+  if given:
+    return _from_split_files(listing, split, given, fractions, seed)
   if listing.split is not None:
     assigned = list(listing.split)
     rule = "official"
@@ -159,6 +161,29 @@ def split_rows(listing: base.AgeListing, split: str, cfg,
   return np.flatnonzero(np.asarray(assigned) == split), rule
 
 
+def _from_split_files(listing, split, given, fractions, seed):
+  """Rows named by the split files; splits without a file share the rows
+  no file names (seeded by person, by their fractions), so the splits never
+  overlap (UTKFace's published splits have no valid file)."""
+  named = {s: _read_split_file(p, listing) for s, p in given.items()}
+  owner: dict[int, str] = {}
+  for s, rows in named.items():
+    for i in rows:
+      if owner.setdefault(i, s) != s:
+        raise DataError(f"{given[s]}: {listing.paths[i]} is also in the "
+                        f"{owner[i]} split file {given[owner[i]]}")
+  if split in named:
+    return np.asarray(named[split]), "from split files"
+  rest = [i for i in range(len(listing)) if i not in owner]
+  missing = [s for s in base.SPLITS if s not in named]
+  weights = tuple(f if s in missing else 0.0
+                  for s, f in zip(base.SPLITS, fractions))
+  assigned = base.seeded_split(_keys(listing, rest), weights, seed)
+  rows = [i for i, s in zip(rest, assigned) if s == split]
+  return np.asarray(rows, np.int64), (
+      f"from split files ({split}: the rows they leave out)")
+
+
 def _keys(listing: base.AgeListing, rows) -> list[str]:
   if listing.identities is not None:
     return [str(listing.identities[i]) for i in rows]
@@ -169,7 +194,6 @@ class ListingSource(sources.AgeSource):
   """The rows of one split of an AgeListing (AgeCsvSource's protocol)."""
 
   def __init__(self, listing: base.AgeListing, rows: np.ndarray, split: str):
-    self.listing = listing
     self.split = split
     self.csv_path = f"{listing.root} (data.format={listing.format!r}, {split})"
     self.paths = [listing.paths[i] for i in rows]

@@ -89,7 +89,8 @@ def read(root: str, cfg) -> base.AgeListing:
                  "(data.min_age_confidence)", where)
         continue
       rel = f"{number - number % 1000:05d}/{number:05d}.png"
-      gender = {"male": 0, "female": 1}.get(row["gender"].strip().lower(), -1)
+      gender = {"male": 0, "female": 1}.get(
+          (row["gender"] or "").strip().lower(), -1)
       out.add(os.path.join(images, rel), age,
               f"{where} (age_group {row['age_group']})", gender=gender,
               split="train" if number < TRAIN_BELOW else "test")

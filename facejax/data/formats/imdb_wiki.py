@@ -14,8 +14,9 @@ them.
 Age is the age on 1 July of photo_taken, as the release defines it
 (datenum(photo_taken, 7, 1) - dob). Rows are kept as the widely used
 loaders keep them: face_score >= data.min_face_score (1.0) and finite, and
-no second face (data.single_face). People: IMDB's celeb_id, Wikipedia's
-name, so the seeded split keeps each person on one side.
+no second face (data.single_face). People: the name field (IMDB's celeb_id
+where a name is empty) (the same person in both subsets is one person), so the seeded split
+keeps each person on one side.
 """
 
 import datetime
@@ -114,12 +115,14 @@ def read(root: str, cfg) -> base.AgeListing:
     gender = np.ravel(f["gender"]).astype(np.float64)
     score = np.ravel(f["face_score"]).astype(np.float64)
     second = np.ravel(f["second_face_score"]).astype(np.float64)
-    if "celeb_id" in f:
-      people = [f"{var}:{int(c)}" for c in np.ravel(f["celeb_id"])]
-    elif "name" in f:
-      people = [f"{var}:{n}" if n else None for n in _strings(f["name"])]
-    else:
-      people = [None] * len(full)
+    # People by name, the field both subsets have: one celebrity is often
+    # in IMDB and in Wikipedia, and must stay on one side of the split.
+    names = _strings(f["name"]) if "name" in f else [""] * len(full)
+    ids = (np.ravel(f["celeb_id"]) if "celeb_id" in f
+           else [None] * len(full))
+    people = [f"name:{' '.join(n.lower().split())}" if n else
+              (f"{var}:{int(c)}" if c is not None else None)
+              for n, c in zip(names, ids)]
     lengths = {len(dob), len(taken), len(full), len(gender), len(score),
                len(second), len(people)}
     if len(lengths) != 1:

@@ -15,7 +15,7 @@ record, end): records 1 .. first-1 are images, and each identity record
 holds the (start, end) range of its images. Files without it are read by
 scanning every record's label.
 
-Images are named `recordio:<train.rec>#<key>` so that every source built
+Images are named `recordio:<train.rec>@<byte offset>` so that every source built
 on image paths (identity folders, verification pairs) reads them through
 transforms.load_image unchanged.
 """
@@ -94,17 +94,30 @@ def unpack(payload: bytes) -> tuple[np.ndarray, bytes]:
   return np.array([label], np.float32), rest
 
 
-def image_name(rec: str, key: int) -> str:
-  return f"{SCHEME}{rec}#{key}"
+def image_name(rec: str, offset: int) -> str:
+  """`recordio:<rec>@<byte offset>`: workers read it with no index."""
+  return f"{SCHEME}{rec}@{offset}"
 
 
-def read_image_bytes(name: str, offsets_cache: dict = {}) -> bytes:  # pylint: disable=dangerous-default-value
-  """Image bytes of a `recordio:<rec>#<key>` name."""
-  rec, key = name[len(SCHEME):].rsplit("#", 1)
-  idx = offsets_cache.get(rec)
-  if idx is None:
-    idx = offsets_cache[rec] = read_idx(os.path.splitext(rec)[0] + ".idx")
-  return unpack(read_record(rec, idx[int(key)]))[1]
+def read_image_bytes(name: str) -> bytes:
+  """Image bytes of a `recordio:<rec>@<offset>` name."""
+  rec, offset = name[len(SCHEME):].rsplit("@", 1)
+  return unpack(read_record(rec, int(offset)))[1]
+
+
+def _label(rec: str, offset: int) -> np.ndarray:
+  """A record's labels, reading only its IRHeader (not the image)."""
+  fd = _fd(rec)
+  head = os.pread(fd, 8 + _HEADER.size, offset)
+  if len(head) < 8 + _HEADER.size or struct.unpack_from("<I", head)[0] != MAGIC:
+    raise DataError(f"{rec}: no RecordIO record at byte {offset}")
+  if struct.unpack_from("<I", head, 4)[0] >> 29:  # a multi-part record
+    return unpack(read_record(rec, offset))[0]
+  flag, label, _, _ = _HEADER.unpack_from(head, 8)
+  if flag > 0:
+    return np.frombuffer(os.pread(fd, 4 * flag, offset + 8 + _HEADER.size),
+                         np.float32)
+  return np.array([label], np.float32)
 
 
 def identities(root: str, key: str = "data.identity"
@@ -115,21 +128,27 @@ def identities(root: str, key: str = "data.identity"
   if not os.path.isfile(rec):
     raise DataError(f"{rec}: not found (config key {key}.root)")
   first = min(idx)
-  labels, _ = unpack(read_record(rec, idx[first]))
+  labels = _label(rec, idx[first])
   groups: dict[int, list[str]] = {}
   if first == 0 and len(labels) >= 2 and labels[0] > 0:
     # insightface's header: identity records (start, end) after the images.
+    # (Record numbers are float32 labels: exact up to 2**24 records.)
     start, end = int(labels[0]), int(labels[1])
     for ident, k in enumerate(range(start, end)):
       if k not in idx:
         raise DataError(f"{rec}: identity record {k} missing from train.idx")
-      rng, _ = unpack(read_record(rec, idx[k]))
-      groups[ident] = [image_name(rec, j) for j in range(int(rng[0]),
-                                                         int(rng[1]))]
+      rng = _label(rec, idx[k])
+      names = []
+      for j in range(int(rng[0]), int(rng[1])):
+        if j not in idx:
+          raise DataError(f"{rec}: image record {j} of identity {ident} "
+                          "missing from train.idx")
+        names.append(image_name(rec, idx[j]))
+      groups[ident] = names
   else:
     for k in sorted(idx):
-      lab, _ = unpack(read_record(rec, idx[k]))
-      groups.setdefault(int(lab[0]), []).append(image_name(rec, k))
+      groups.setdefault(int(_label(rec, idx[k])[0]), []).append(
+          image_name(rec, idx[k]))
   out = [(f"id{ident:07d}", names) for ident, names in sorted(groups.items())
          if names]
   if not out:

@@ -62,15 +62,15 @@ def read_pair_csv(path: str, images: str) -> list[kin_data.Pair]:
     label_col = next((c for c in LABEL_COLUMNS if c in header), None)
     for row in reader:
       where = f"{path}:{reader.line_num}"
-      a, b = (row[c].strip().strip("/") for c in ("p1", "p2"))
-      rel = row[rel_col].strip().lower()
+      a, b = ((row[c] or "").strip().strip("/") for c in ("p1", "p2"))
+      rel = (row[rel_col] or "").strip().lower()
       rel = RELATION_ALIASES.get(rel, rel)
       if rel not in kin_data.RELATION_LABELS:
         raise DataError(f"{where}: unknown relation {rel!r}; expected one "
                         f"of {', '.join(kin_data.RELATIONS)}")
       is_kin = 1
       if label_col:
-        value = row[label_col].strip()
+        value = (row[label_col] or "").strip()
         if value not in ("0", "1"):
           raise DataError(f"{where}: {label_col} must be 0 or 1, got "
                           f"{value!r}")
