@@ -84,7 +84,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.loss.recon_c_w = 1.0
   c.loss.recon_cyc_w = 10.0
   c.loss.identity_w = 10.0
-  c.loss.identity_thd = 0.2875
+  # The reference's hinge stops pushing at cos 0.2875 (sphere20 on real
+  # faces). The smoke identity net's cosines sit on another scale: with the
+  # reference's threshold, longer smoke runs let identity drift down to it
+  # as the adversarial term grows (photo -> caricature 0.37 after 300
+  # steps). Measured at 300 steps over seeds 0-2 on both XLA:CPU paths:
+  # hinge 0.5 gave identity cos 0.44-0.56 / 0.51-0.73, 0.6 gives
+  # 0.47-0.55 / 0.55-0.75 with the probe discriminability still falling to
+  # 0.40-0.57 (from 0.97-1.00).
+  c.loss.identity_thd = 0.6 if smoke else 0.2875
 
   # TTUR: the reference's Adam betas (0, 0.9), lr_G 1e-4, lr_D 4e-4.
   for name, lr in (("optim_g", 1e-4), ("optim_d", 4e-4)):
