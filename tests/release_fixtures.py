@@ -171,7 +171,7 @@ def imdb_wiki(root: str) -> dict:
     rows = []
     for i in range(12):
       dob, taken, age = IMDB_AGES[i % len(IMDB_AGES)]
-      person = i % 4
+      person = i
       if var == "imdb":
         rel = (f"{i:02d}/nm{person:07d}_rm{i:09d}_{dob.year}-{dob.month}-"
                f"{dob.day}_{taken}.jpg")
@@ -200,8 +200,7 @@ def imdb_wiki(root: str) -> dict:
         "face_score": np.array([[r[5] for r in rows]]),
         "second_face_score": np.array([[r[6] for r in rows]])}
     if var == "imdb":
-      fields["celeb_names"] = cell([f"Person {k}" for k in range(4)]
-                                   + [""] * (n - 4))
+      fields["celeb_names"] = cell([f"Person {k}" for k in range(n)])
       fields["celeb_id"] = np.array([[r[4] for r in rows]], np.uint16)
     scipy.io.savemat(os.path.join(root, folder, f"{var}.mat"), {var: fields})
   return truth

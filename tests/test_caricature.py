@@ -313,7 +313,13 @@ def _steps(config, mesh, n=2):
 
 
 def test_sharded_step_equals_single_device(tmp_path):
-  config = _tiny_config(str(tmp_path / "data"))
+  # The reference's identity hinge (0.2875), not the smoke recipe's 0.6:
+  # with the hinge active on more pairs, more rounding-level gradients
+  # reach the first content conv, and Adam with b1 = 0 turns each one's
+  # sign into a whole lr step on either mesh (measured: 3 of 1176 entries
+  # 2.2e-4 apart, above this test's tolerance).
+  config = _tiny_config(str(tmp_path / "data"), **{"loss.identity_thd":
+                                                   0.2875})
   # Two compiles of the whole G + D step: XLA's fast-compile mode halves
   # them (the numbers are the same up to float rounding).
   with fast_compiles():

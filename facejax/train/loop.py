@@ -243,9 +243,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  logging.info("process %d/%d, %d devices, mesh %s", jax.process_index(),
-               jax.process_count(), jax.device_count(),
-               dict(setup.mesh.shape))
+  # Every process says where it stands (the cluster's logs per process).
+  print(f"process {jax.process_index()}/{jax.process_count()}, "
+        f"{jax.device_count()} devices, mesh {dict(setup.mesh.shape)}",
+        flush=True)
   progress = metrics_lib.Progress(config.total_steps)
   writer = metrics_lib.MetricWriter(workdir, config)
 
