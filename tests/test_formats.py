@@ -267,7 +267,7 @@ def test_regressor_trains_on_the_release_folder(releases, name, tmp_path,
 # ---------------------------------------------------------------------------
 
 
-def test_rafd_release_names_parsed_and_split_by_person(tmp_path):
+def test_rafd_release_names_parsed_and_split_by_person(tmp_path, capsys):
   from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import rafd  # pylint: disable=g-import-not-at-top
   truth = rf.rafd(str(tmp_path))
@@ -294,6 +294,8 @@ def test_rafd_release_names_parsed_and_split_by_person(tmp_path):
       assert want["camera"] in (45, 90, 135)  # StarGAN's three cameras
   n_kept = sum(t["camera"] in (45, 90, 135) for t in truth.values())
   assert len(parts["train"]) + len(parts["test"]) == n_kept
+  out = capsys.readouterr().out  # one start-up line per split
+  assert f"rafd release at {tmp_path}: test {len(parts['test'])} images" in out
 
 
 def test_rafd_class_in_data_but_not_in_config_is_an_error(tmp_path):
@@ -585,7 +587,7 @@ def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_recordio_identities_and_exact_pixels(tmp_path):
+def test_recordio_identities_and_exact_pixels(tmp_path, capsys):
   from facejax.data import multitask  # pylint: disable=g-import-not-at-top
   from facejax.data import transforms  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
@@ -594,6 +596,7 @@ def test_recordio_identities_and_exact_pixels(tmp_path):
   key_at = {off: k for k, off in offsets.items()}
   folders = multitask.identity_folders(str(tmp_path), "data.identity")
   assert len(folders) == 6 and all(len(n) == 4 for _, n in folders)
+  assert "train.rec: 24 images of 6 identities" in capsys.readouterr().out
   for ident, (_, names) in enumerate(folders):
     for name in names:
       key = key_at[int(name.rsplit("@", 1)[1])]

@@ -229,6 +229,9 @@ class CelebaFormatSource:
                         f"({len(unknown)} images of {self.attr_path})")
       want = (2,) if split == "test" else (0, 1)
       rows = [r for r in rows if parts[r[1]] in want]
+      rafd_release.base.announce(
+          f"celeba at {root}: {split} {len(rows)} images of "
+          f"{len(parts)} (official partition, {part_path})")
     elif partition == "reference":
       if split_seed is not None:
         random.seed(split_seed)
@@ -405,6 +408,13 @@ class RafdFormatSource:
     if not chosen:
       raise DataError(f"{root}: the RaFD {split} split is empty (config key "
                       f"{key}.test_fraction)")
+    people = {im.subject for im in chosen}
+    rafd_release.base.announce(
+        f"rafd release at {root}: {split} {len(chosen)} images of "
+        f"{len(people)} people ({len(images)} of cameras "
+        f"{tuple(release.get('cameras', rafd_release.DEFAULT_CAMERAS))}; "
+        f"test people a seeded share); skipped: "
+        + (", ".join(f"{n} {r}" for r, n in skipped.items()) or "none"))
     self.folder = root
     self.paths = [im.path for im in chosen]
     self.labels = np.asarray([classes.index(im.expression) for im in chosen],

@@ -14,8 +14,6 @@ import functools
 import os
 from typing import Any
 
-from absl import logging
-import jax
 import numpy as np
 
 from facejax.data import sources
@@ -233,8 +231,5 @@ def open_age_split(cfg, split: str, config_prefix: str = "data"):
   if key not in _announced:
     _announced.add(key)
     sizes = {s: int(len(split_rows(listing, s, cfg)[0])) for s in base.SPLITS}
-    line = base.summary_line(listing, sizes, rule)
-    logging.info("%s", line)
-    if jax.process_index() == 0:
-      print(line, flush=True)
+    base.announce(base.summary_line(listing, sizes, rule))
   return ListingSource(listing, rows, split)

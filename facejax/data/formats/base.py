@@ -177,6 +177,21 @@ def seeded_split(keys: Sequence[str], fractions: Sequence[float],
   return out
 
 
+_announced: set = set()
+
+
+def announce(line: str) -> None:
+  """Prints a data set's start-up line once (process 0), and logs it."""
+  if line in _announced:
+    return
+  _announced.add(line)
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  logging.info("%s", line)
+  if jax.process_index() == 0:
+    print(line, flush=True)
+
+
 def summary_line(listing: AgeListing, split_sizes: dict[str, int],
                  split_rule: str) -> str:
   """The one start-up line: what was read and how it is split."""

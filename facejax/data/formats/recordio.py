@@ -25,6 +25,7 @@ import struct
 
 import numpy as np
 
+from facejax.data.formats import base
 from facejax.data.sources import DataError
 
 MAGIC = 0xCED7230A
@@ -153,6 +154,8 @@ def identities(root: str, key: str = "data.identity"
          if names]
   if not out:
     raise DataError(f"{rec}: no identities")
+  base.announce(f"recordio at {rec}: {sum(len(n) for _, n in out)} images "
+                f"of {len(out)} identities")
   return out
 
 

@@ -89,6 +89,9 @@ def read_pair_csv(path: str, images: str) -> list[kin_data.Pair]:
                                    where))
   if not pairs:
     raise DataError(f"{path}: no pairs")
+  kin = sum(p.is_kin for p in pairs)
+  base.announce(f"rfiw pairs {path}: {len(pairs)} face pairs ({kin} kin, "
+                f"{len(pairs) - kin} not) under {images}")
   return pairs
 
 
