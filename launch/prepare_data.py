@@ -538,10 +538,7 @@ def scan_age_format(layout: str, src: str) -> Scan:
     listing = formats.read_age(layout, src)
   except formats.DataError as e:
     raise InputError(str(e)) from None
-  assigned = np.empty(len(listing), dtype=object)
-  for split in CACD_SPLITS:
-    rows, rule = formats.split_rows(listing, split, None)
-    assigned[rows] = split
+  assigned, rule = formats.assign_splits(listing, None)
   logging.info('%s: split %s.', layout, rule)
   items = []
   for i, path in enumerate(listing.paths):

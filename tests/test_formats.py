@@ -317,18 +317,23 @@ def test_rafd_class_in_data_but_not_in_config_is_an_error(tmp_path):
   assert len(src) == 8
 
 
-@pytest.mark.slow
-def test_stargan_trains_on_the_rafd_release(tmp_path):
+def _stargan_two_steps(tmp_path):
+  """The StarGAN smoke config for a 2-step run on one device."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
-  rafd_root = tmp_path / "RaFD"
-  rf.rafd(str(rafd_root))
-  config = config_lib.load_config(
+  return config_lib.load_config(
       os.path.join(ROOT, "configs", "stargan.py:smoke"),
       {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
        "data.synthetic_dir": str(tmp_path / "synthetic"),
        "data.batch_size": 4, "eval.samples_per_set": 0,
        "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+
+
+@pytest.mark.slow
+def test_stargan_trains_on_the_rafd_release(tmp_path):
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  rafd_root = tmp_path / "RaFD"
+  rf.rafd(str(rafd_root))
+  config = _stargan_two_steps(tmp_path)
   with config.unlocked():
     config.data.sets[0]["synthetic_num"] = 120
     config.data.sets[1]["root"] = str(rafd_root)
@@ -619,14 +624,8 @@ def test_recordio_identities_and_exact_pixels(tmp_path, capsys):
 @pytest.mark.slow
 def test_stargan_trains_on_a_single_data_set(tmp_path):
   """One CelebA set: no data-set mask (3 + c_dim generator input)."""
-  from facejax import config_lib  # pylint: disable=g-import-not-at-top
   from facejax.train import loop  # pylint: disable=g-import-not-at-top
-  config = config_lib.load_config(
-      os.path.join(ROOT, "configs", "stargan.py:smoke"),
-      {"total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
-       "data.synthetic_dir": str(tmp_path / "synthetic"),
-       "data.batch_size": 4, "eval.samples_per_set": 0,
-       "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
+  config = _stargan_two_steps(tmp_path)
   with config.unlocked():
     config.data.sets = config.data.sets[:1]
     config.data.sets[0]["synthetic_num"] = 120

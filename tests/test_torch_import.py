@@ -361,6 +361,26 @@ def _p_ints(xs):
   return b"(" + b"".join(_p_int(x) for x in xs) + b"t"
 
 
+def _tensor_pickles(entries, view_slot: bool):
+  """({storage id: array}, pickle opcodes of `key, tensor` items).
+
+  Each tensor is torch._utils._rebuild_tensor_v2 of a persistent-id
+  storage ('storage', torch.<X>Storage, id, 'cpu', numel[, None]): the
+  legacy format has a sixth, view slot.
+  """
+  storages, body = {}, b""
+  for key, (storage, offset, size, stride, dtype) in entries.items():
+    sid = str(len(storages))
+    storages[sid] = storage
+    body += (_p_str(key) + b"ctorch._utils\n_rebuild_tensor_v2\n" + b"(" +
+             b"(" + _p_str("storage") + b"ctorch\n%s\n" %
+             _STORAGE_NAMES[dtype].encode() + _p_str(sid) + _p_str("cpu") +
+             _p_int(storage.size) + (b"N" if view_slot else b"") + b"t" +
+             b"Q" + _p_int(offset) + _p_ints(size) + _p_ints(stride) +
+             b"\x89" + b"ccollections\nOrderedDict\n)R" + b"t" + b"R")
+  return storages, body
+
+
 def write_torch_zip(path, entries, wrap=None):
   """Writes {key: (storage, offset, size, stride, dtype_name)} like torch.save.
 
@@ -368,16 +388,9 @@ def write_torch_zip(path, entries, wrap=None):
   `wrap` nests the state dict under that key, next to an argparse.Namespace
   (which the restricted reader must skip without importing).
   """
-  storages, body = {}, b""
-  for key, (storage, offset, size, stride, dtype) in entries.items():
-    sid = str(len(storages))
-    storages[sid] = storage.astype(storage.dtype.newbyteorder("<")).tobytes()
-    body += (_p_str(key) + b"ctorch._utils\n_rebuild_tensor_v2\n" + b"(" +
-             b"(" + _p_str("storage") + b"ctorch\n%s\n" %
-             _STORAGE_NAMES[dtype].encode() + _p_str(sid) + _p_str("cpu") +
-             _p_int(storage.size) + b"t" + b"Q" + _p_int(offset) +
-             _p_ints(size) + _p_ints(stride) + b"\x89" +
-             b"ccollections\nOrderedDict\n)R" + b"t" + b"R")
+  storages, body = _tensor_pickles(entries, view_slot=False)
+  storages = {sid: storage.astype(storage.dtype.newbyteorder("<")).tobytes()
+              for sid, storage in storages.items()}
   state_dict = b"ccollections\nOrderedDict\n)R(" + body + b"u"
   if wrap:
     pkl = (b"\x80\x02}(" + _p_str(wrap) + state_dict + _p_str("args") +
@@ -398,16 +411,7 @@ def write_torch_legacy(path, entries):
   pickled magic number, protocol 1001 and system info, the main pickle
   (storages as persistent ids with a view slot), the storage keys, then
   per storage an int64 element count and its bytes."""
-  storages, body = {}, b""
-  for key, (storage, offset, size, stride, dtype) in entries.items():
-    sid = str(len(storages))
-    storages[sid] = storage
-    body += (_p_str(key) + b"ctorch._utils\n_rebuild_tensor_v2\n" + b"(" +
-             b"(" + _p_str("storage") + b"ctorch\n%s\n" %
-             _STORAGE_NAMES[dtype].encode() + _p_str(sid) + _p_str("cpu") +
-             _p_int(storage.size) + b"N" + b"t" + b"Q" + _p_int(offset) +
-             _p_ints(size) + _p_ints(stride) + b"\x89" +
-             b"ccollections\nOrderedDict\n)R" + b"t" + b"R")
+  storages, body = _tensor_pickles(entries, view_slot=True)
   main = b"\x80\x02ccollections\nOrderedDict\n)R(" + body + b"u."
   with open(path, "wb") as f:
     f.write(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2))
@@ -476,16 +480,21 @@ def test_legacy_reader_without_torch_by_content(tmp_path, monkeypatch):
     torch_import.read_state_dict(path)
 
 
+def _assert_torch_tensors_equal(got, expected):
+  """torch.load's `module.<k>` tensors equal the expected arrays."""
+  for k, v in expected.items():
+    t = got[f"module.{k}"]
+    np.testing.assert_array_equal(t.float().numpy() if t.is_floating_point()
+                                  else t.numpy(), v)
+
+
 def test_handwritten_legacy_is_a_real_torch_checkpoint(tmp_path):
   torch = pytest.importorskip("torch", reason="torch not installed")
   path = tmp_path / "checkpoint"
   entries, expected = _zip_entries()
   write_torch_legacy(path, entries)
   got = torch.load(path, map_location="cpu", weights_only=False)
-  for k, v in expected.items():
-    t = got[f"module.{k}"]
-    np.testing.assert_array_equal(t.float().numpy() if t.is_floating_point()
-                                  else t.numpy(), v)
+  _assert_torch_tensors_equal(got, expected)
   # And a file torch itself writes in the legacy format reads the same.
   sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
         expected.items() if k != "bf"}
@@ -501,10 +510,7 @@ def test_handwritten_zip_is_a_real_torch_checkpoint(tmp_path):
   entries, expected = _zip_entries()
   write_torch_zip(path, entries)
   got = torch.load(path, map_location="cpu", weights_only=True)
-  for k, v in expected.items():
-    t = got[f"module.{k}"]
-    np.testing.assert_array_equal(t.float().numpy() if t.is_floating_point()
-                                  else t.numpy(), v)
+  _assert_torch_tensors_equal(got, expected)
   # With torch, a checkpoint holding non-tensor objects (refused by
   # weights_only) falls back to the restricted reader.
   write_torch_zip(path, entries, wrap="model")

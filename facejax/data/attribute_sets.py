@@ -34,6 +34,7 @@ import optax
 from PIL import Image
 
 from facejax.data import transforms
+from facejax.data.formats import base as formats_base
 from facejax.data.formats import rafd as rafd_release
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
 from facejax.data.sources import check_text_file
@@ -229,7 +230,7 @@ class CelebaFormatSource:
                         f"({len(unknown)} images of {self.attr_path})")
       want = (2,) if split == "test" else (0, 1)
       rows = [r for r in rows if parts[r[1]] in want]
-      rafd_release.base.announce(
+      formats_base.announce(
           f"celeba at {root}: {split} {len(rows)} images of "
           f"{len(parts)} (official partition, {part_path})")
     elif partition == "reference":
@@ -409,7 +410,7 @@ class RafdFormatSource:
       raise DataError(f"{root}: the RaFD {split} split is empty (config key "
                       f"{key}.test_fraction)")
     people = {im.subject for im in chosen}
-    rafd_release.base.announce(
+    formats_base.announce(
         f"rafd release at {root}: {split} {len(chosen)} images of "
         f"{len(people)} people ({len(images)} of cameras "
         f"{tuple(release.get('cameras', rafd_release.DEFAULT_CAMERAS))}; "

@@ -169,6 +169,25 @@ class PairSource:
     return out
 
 
+def _age_labelled(src, num_attrs: int, gender_index: int,
+                  male=None, known=None) -> LabelledSource:
+  """A LabelledSource of an age source; `male` (where `known`) labels the
+  Gender head."""
+  if src.missing:
+    raise DataError(f"{src.csv_path}: {len(src.missing)} image file(s) not "
+                    f"found, e.g. {src.describe(src.missing[0])}")
+  n = len(src)
+  attrs = np.zeros((n, num_attrs), np.float32)
+  attrs_mask = np.zeros((n, num_attrs), np.float32)
+  if male is not None:
+    attrs[:, gender_index] = male
+    attrs_mask[:, gender_index] = known
+  return LabelledSource("age", src.paths, _fill(
+      n, num_attrs, age=src.ages, age_mask=np.ones(n, np.float32),
+      attrs=attrs, attrs_mask=attrs_mask),
+                        [src.describe(i) for i in range(n)])
+
+
 def age_source(csv_path: str, num_attrs: int, gender_column: str,
                gender_index: int, key: str, min_age: float = 0.0,
                max_age: float = 100.0) -> LabelledSource:
@@ -179,32 +198,23 @@ def age_source(csv_path: str, num_attrs: int, gender_column: str,
   """
   src = sources_lib.AgeCsvSource(csv_path, min_age=min_age, max_age=max_age,
                                  config_prefix=key)
-  if src.missing:
-    raise DataError(f"{csv_path}: {len(src.missing)} image file(s) not "
-                    f"found, e.g. {src.describe(src.missing[0])}")
-  n = len(src)
-  attrs = np.zeros((n, num_attrs), np.float32)
-  attrs_mask = np.zeros((n, num_attrs), np.float32)
-  if gender_column:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-      reader = csv.DictReader(f)
-      if gender_column not in (reader.fieldnames or []):
-        raise DataError(f"{csv_path}:1: no column {gender_column!r} (config "
-                        f"key {key}.gender_column; empty for none)")
-      by_line = {}
-      for row in reader:
-        value = (row.get(gender_column) or "").strip()
-        try:
-          by_line[reader.line_num] = float(value) >= 0.5
-        except ValueError:
-          raise DataError(f"{csv_path}:{reader.line_num}: gender {value!r} "
-                          f"is not 0/1") from None
-    attrs[:, gender_index] = [by_line[int(ln)] for ln in src.lines]
-    attrs_mask[:, gender_index] = 1.0
-  return LabelledSource("age", src.paths, _fill(
-      n, num_attrs, age=src.ages, age_mask=np.ones(n, np.float32),
-      attrs=attrs, attrs_mask=attrs_mask),
-                        [src.describe(i) for i in range(n)])
+  if not gender_column:
+    return _age_labelled(src, num_attrs, gender_index)
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    reader = csv.DictReader(f)
+    if gender_column not in (reader.fieldnames or []):
+      raise DataError(f"{csv_path}:1: no column {gender_column!r} (config "
+                      f"key {key}.gender_column; empty for none)")
+    by_line = {}
+    for row in reader:
+      value = (row.get(gender_column) or "").strip()
+      try:
+        by_line[reader.line_num] = float(value) >= 0.5
+      except ValueError:
+        raise DataError(f"{csv_path}:{reader.line_num}: gender {value!r} "
+                        f"is not 0/1") from None
+  male = [by_line[int(ln)] for ln in src.lines]
+  return _age_labelled(src, num_attrs, gender_index, male, 1.0)
 
 
 def release_age_source(spec, split: str, num_attrs: int, gender_index: int,
@@ -213,20 +223,10 @@ def release_age_source(spec, split: str, num_attrs: int, gender_index: int,
   its genders, where the release has them, label the Gender head."""
   from facejax.data import formats  # pylint: disable=g-import-not-at-top
   src = formats.open_age_split(spec, split, config_prefix=key)
-  if src.missing:
-    raise DataError(f"{src.csv_path}: {len(src.missing)} image file(s) not "
-                    f"found, e.g. {src.describe(src.missing[0])}")
-  n = len(src)
-  attrs = np.zeros((n, num_attrs), np.float32)
-  attrs_mask = np.zeros((n, num_attrs), np.float32)
-  if src.genders is not None:
-    known = src.genders >= 0
-    attrs[:, gender_index] = src.genders == 0  # 1 = male
-    attrs_mask[:, gender_index] = known
-  return LabelledSource("age", src.paths, _fill(
-      n, num_attrs, age=src.ages, age_mask=np.ones(n, np.float32),
-      attrs=attrs, attrs_mask=attrs_mask),
-                        [src.describe(i) for i in range(n)])
+  if src.genders is None:
+    return _age_labelled(src, num_attrs, gender_index)
+  return _age_labelled(src, num_attrs, gender_index, src.genders == 0,
+                       src.genders >= 0)  # release: 0 = male
 
 
 def celeba_source(root: str, columns: Sequence[str], split: str, spec,

@@ -6,6 +6,7 @@ network. Records carry either `image_path` (decoded later, in the workers)
 or an already decoded `image`, plus labels such as `age`.
 """
 
+import abc
 import collections
 import csv
 import os
@@ -49,7 +50,7 @@ def check_text_file(path: str) -> None:
           f"UTF-8 (this one may be latin-1/cp1252, or not text)") from None
 
 
-class AgeSource:
+class AgeSource(abc.ABC):
   """Images with ages: `paths`, `ages`, `missing` (indices of absent
   files) and `csv_path` (the label file, for messages); subclasses say
   where row i's label came from (`where`)."""
@@ -58,8 +59,9 @@ class AgeSource:
   ages: np.ndarray
   csv_path: str
 
+  @abc.abstractmethod
   def where(self, i: int) -> str:
-    raise NotImplementedError
+    """'file:line' (or the like) of row i's label."""
 
   def describe(self, i: int) -> str:
     return f"{self.paths[i]} ({self.where(i)})"

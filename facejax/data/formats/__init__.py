@@ -130,56 +130,60 @@ def _read_split_file(path: str, listing: base.AgeListing) -> list[int]:
   return rows
 
 
-def split_rows(listing: base.AgeListing, split: str, cfg,
-               ) -> tuple[np.ndarray, str]:
-  """(row indices of `split`, how the split was made)."""
+def assign_splits(listing: base.AgeListing, cfg) -> tuple[np.ndarray, str]:
+  """(split name of every row, '' where a row is in none; how the split
+  was made)."""
   files = _option(cfg, "split_files", None)
   given = {s: files.get(s, "") for s in base.SPLITS} if files else {}
   given = {s: p for s, p in given.items() if p}
   fractions = tuple(_option(cfg, "split_fractions", (0.8, 0.1, 0.1)))
   seed = int(_option(cfg, "split_seed", 0))
   if given:
-    return _from_split_files(listing, split, given, fractions, seed)
+    return _from_split_files(listing, given, fractions, seed)
   if listing.split is not None:
-    assigned = list(listing.split)
-    rule = "official"
-    if "valid" not in assigned:
+    assigned = np.asarray(listing.split, object)
+    if "valid" not in listing.split:
       # Valid people/files carved from the official train split.
-      train = [i for i, s in enumerate(assigned) if s == "train"]
-      keys = _keys(listing, train)
-      for i, s in zip(train, base.seeded_split(
-          keys, (fractions[0], fractions[1], 0.0), seed)):
-        assigned[i] = s
-      rule = "official (valid: seeded share of train)"
-  else:
-    keys = _keys(listing, range(len(listing)))
-    assigned = base.seeded_split(keys, fractions, seed)
-    rule = ("seeded by identity" if listing.identities is not None
-            else "seeded by file")
-  return np.flatnonzero(np.asarray(assigned) == split), rule
+      train = np.flatnonzero(assigned == "train")
+      assigned[train] = base.seeded_split(
+          _keys(listing, train), (fractions[0], fractions[1], 0.0), seed)
+      return assigned, "official (valid: seeded share of train)"
+    return assigned, "official"
+  assigned = base.seeded_split(_keys(listing, range(len(listing))),
+                               fractions, seed)
+  return np.asarray(assigned, object), (
+      "seeded by identity" if listing.identities is not None
+      else "seeded by file")
 
 
-def _from_split_files(listing, split, given, fractions, seed):
+def split_rows(listing: base.AgeListing, split: str, cfg,
+               ) -> tuple[np.ndarray, str]:
+  """(row indices of `split`, how the split was made)."""
+  assigned, rule = assign_splits(listing, cfg)
+  return np.flatnonzero(assigned == split), rule
+
+
+def _from_split_files(listing, given, fractions, seed):
   """Rows named by the split files; splits without a file share the rows
   no file names (seeded by person, by their fractions), so the splits never
-  overlap (UTKFace's published splits have no valid file)."""
-  named = {s: _read_split_file(p, listing) for s, p in given.items()}
-  owner: dict[int, str] = {}
-  for s, rows in named.items():
-    for i in rows:
-      if owner.setdefault(i, s) != s:
-        raise DataError(f"{given[s]}: {listing.paths[i]} is also in the "
-                        f"{owner[i]} split file {given[owner[i]]}")
-  if split in named:
-    return np.asarray(named[split]), "from split files"
-  rest = [i for i in range(len(listing)) if i not in owner]
-  missing = [s for s in base.SPLITS if s not in named]
-  weights = tuple(f if s in missing else 0.0
-                  for s, f in zip(base.SPLITS, fractions))
-  assigned = base.seeded_split(_keys(listing, rest), weights, seed)
-  rows = [i for i, s in zip(rest, assigned) if s == split]
-  return np.asarray(rows, np.int64), (
-      f"from split files ({split}: the rows they leave out)")
+  overlap (UTKFace's published splits have no valid file). With a file for
+  every split, rows no file names are in none."""
+  assigned = np.full(len(listing), "", object)
+  for s, path in given.items():
+    for i in _read_split_file(path, listing):
+      if assigned[i] and assigned[i] != s:
+        raise DataError(f"{path}: {listing.paths[i]} is also in the "
+                        f"{assigned[i]} split file {given[assigned[i]]}")
+      assigned[i] = s
+  rest = np.flatnonzero(assigned == "")
+  missing = [s for s in base.SPLITS if s not in given]
+  if missing and len(rest):
+    weights = tuple(f if s in missing else 0.0
+                    for s, f in zip(base.SPLITS, fractions))
+    assigned[rest] = base.seeded_split(_keys(listing, rest), weights, seed)
+  rule = "from split files" + (
+      f" ({', '.join(missing)}: the rows they leave out)" if missing else "")
+  return assigned, rule
 
 
 def _keys(listing: base.AgeListing, rows) -> list[str]:
@@ -206,14 +210,6 @@ class ListingSource(sources.AgeSource):
     return self.labels_at[i]
 
 
-_announced: set = set()
-
-
-def split_rule_key(cfg) -> str:
-  return repr([_option(cfg, k, None) for k in
-               ("split_files", "split_fractions", "split_seed")])
-
-
 def open_age_split(cfg, split: str, config_prefix: str = "data"):
   """The source of `split` of the release `cfg.format` at `cfg.root`."""
   if not cfg.root:
@@ -223,13 +219,11 @@ def open_age_split(cfg, split: str, config_prefix: str = "data"):
   listing = read_age(cfg.format, cfg.root, cfg)
   listing = _in_range(listing, float(cfg.get("min_age", 0.0)),
                       float(cfg.get("max_age", 200.0)), config_prefix)
-  rows, rule = split_rows(listing, split, cfg)
+  assigned, rule = assign_splits(listing, cfg)
+  sizes = {s: int(np.sum(assigned == s)) for s in base.SPLITS}
+  base.announce(base.summary_line(listing, sizes, rule))  # once a run
+  rows = np.flatnonzero(assigned == split)
   if not len(rows):
     raise DataError(f"{cfg.root}: the {split!r} split of "
                     f"data.format={cfg.format!r} is empty ({rule})")
-  key = (cfg.format, listing.root, split_rule_key(cfg))
-  if key not in _announced:
-    _announced.add(key)
-    sizes = {s: int(len(split_rows(listing, s, cfg)[0])) for s in base.SPLITS}
-    base.announce(base.summary_line(listing, sizes, rule))
   return ListingSource(listing, rows, split)
