@@ -80,6 +80,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   c.data = common.age_csv_data(smoke, synthetic_size=64 if smoke else 256)
   c.data.image_size = c.stages[-1][1]  # eval/inference size (last stage)
+  c.data.align = 'ffhq'  # Photos at inference: FFHQ's crop, as trained.
   c.data.crop_fraction = 1.0
   c.data.batch_size = 16 if smoke else 8
   c.data.eval_batch_size = 16

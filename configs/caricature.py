@@ -70,6 +70,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   c.data = sphereface_config.data_config(smoke)
   c.data.image_size = 32 if smoke else 128
+  c.data.align = 'box'  # Photos at inference: a square face box crop.
   c.data.batch_size = 8 if smoke else 1
   # Valid subjects, disjoint from train and test (the synthetic set's
   # list; '' = a valid_fraction share of the training subjects).

@@ -53,6 +53,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data = common.age_csv_data(smoke, synthetic_size=64 if smoke else 128)
   # The released model is 224 px; fc6's width follows the input size.
   c.data.image_size = 32 if smoke else 224
+  # Photos at inference: the face box grown 40% a side (DEX's crop).
+  c.data.align = 'box'
   c.data.crop_fraction = 1.0
   c.data.normalize = "caffe_bgr"  # the reference's input transform
   c.data.batch_size = 32

@@ -99,6 +99,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.val_file = "val.txt"
   c.data.test_file = "test.txt"
   c.data.image_size = 32 if smoke else 64
+  # Photos at inference: five landmarks onto the ArcFace template (FIW's
+  # faces are aligned crops).
+  c.data.align = 'arcface_112'
   c.data.crop_fraction = 1.0
   c.data.normalize = "unit"          # [-1, 1], the age transformer's input
   c.data.flip = True

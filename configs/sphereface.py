@@ -49,6 +49,7 @@ def data_config(smoke: bool) -> ml_collections.ConfigDict:
   d.synthetic_size = 64 if smoke else 128
   d.synthetic_seed = 0
   d.image_size = 32 if smoke else 112
+  d.align = 'sphereface_96x112'  # Five landmarks onto its 96x112 template.
   d.align_size = 112
   d.crop_fraction = 1.0
   d.flip = True

@@ -71,6 +71,7 @@ def data_config(smoke: bool) -> ml_collections.ConfigDict:
       "data/synthetic/stargan")
   d.synthetic_seed = 0
   d.image_size = 32 if smoke else 128
+  d.align = 'box'  # Photos at inference: a square face box crop.
   d.flip = True
   d.batch_size = 16
   d.eval_batch_size = 32 if smoke else 16

@@ -84,6 +84,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.synthetic_size = 64 if smoke else 128
   c.data.synthetic_seed = 0
   c.data.image_size = 32 if smoke else 112
+  # Photos at inference: five landmarks onto insightface's 112x112 template.
+  c.data.align = 'arcface_112'
   c.data.normalize = "unit"  # (x/255 - 0.5) / 0.5
   c.data.batch_size = 48 if smoke else 128
   c.data.eval_batch_size = 64 if smoke else 128

@@ -1,17 +1,17 @@
-"""SwinFace predictions for face photos (used by launch.analyze).
+"""SwinFace predictions for face crops (used by launch.analyze).
 
 Kept out of launch/ so that it can be imported without launch.analyze's
-absl flags (two launch modules in one process would define --detect twice).
+absl flags.
 """
 
 import os
+from typing import Iterable, Iterator
 
 import jax
 import numpy as np
 
 from facejax import parallel
-from facejax.data import sources
-from facejax.data import transforms
+from facejax.data.faces import photos
 from facejax.models import swinface
 
 
@@ -20,37 +20,43 @@ def _softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
-def analyze(setup, state, paths, npy_dir: str = "", detector=None
-            ) -> list[dict]:
-  """One dict of predictions per readable image (errors as 'error')."""
+def analyze(setup, state, batches: Iterable[list[photos.FaceCrop]],
+            npy_dir: str = "", names: dict | None = None) -> Iterator[dict]:
+  """One row of predictions per face (problems as rows with 'error').
+
+  With `npy_dir`, each face's L2-normalised recognition embedding goes to
+  `<npy_dir>/<name>.face<k>.npy`, `name` from `names` (path -> distinct
+  name; `photos.unique_names`) or else the file's base name.
+  """
   task = setup.task
   pre = task.preprocess(train=False).base
   classes = task.expression_classes()
-  rows = []
+  devices = jax.local_device_count()
   if npy_dir:
     os.makedirs(npy_dir, exist_ok=True)
-  for path in paths:
-    try:
-      image = np.asarray(transforms.load_image(path))
-    except sources.DataError as e:
-      rows.append({"path": path, "error": str(e)})
-      continue
-    if detector is not None:
-      crop, _ = detector.detect_and_crop(image, margin=0.4)
-      image = image if crop is None else crop
-    x = pre((0, {"image": image}))["image"]
-    images = np.repeat(x[None], jax.local_device_count(), 0)
-    images = parallel.shard_batch({"image": images}, setup.mesh)["image"]
-    out = jax.tree.map(lambda a: np.asarray(a)[0],
-                       jax.device_get(setup.predict(state, images)))
-    row = {"path": path, "age": float(out["Age"]),
-           "expression": classes[int(np.argmax(out["Expression"]))],
-           "gender": "male" if _softmax(out["Gender"])[1] > 0.5
-                     else "female",
-           "attributes": {n: float(_softmax(out[n])[1])
-                          for n in swinface.BINARY_TASKS if n != "Gender"}}
-    if npy_dir:
-      np.save(os.path.join(npy_dir, os.path.basename(path) + ".npy"),
-              out["embedding"].astype(np.float32))
-    rows.append(row)
-  return rows
+  for batch in batches:
+    outputs = {}
+    for group in photos.groups_by_shape(batch):
+      x = np.stack([pre((0, {"image": batch[i].crop}))["image"]
+                    for i in group])
+      pad = -len(x) % devices  # The batch divides over the mesh's devices.
+      x = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
+      x = parallel.shard_batch({"image": x}, setup.mesh)["image"]
+      out = jax.device_get(setup.predict(state, x))
+      for k, i in enumerate(group):
+        outputs[i] = jax.tree.map(lambda a, k=k: np.asarray(a)[k], out)
+    for i, face in enumerate(batch):
+      if i not in outputs:
+        yield face.row()
+        continue
+      out = outputs[i]
+      yield face.row(
+          age=round(float(out["Age"]), 2),
+          expression=classes[int(np.argmax(out["Expression"]))],
+          gender=("male" if _softmax(out["Gender"])[1] > 0.5 else "female"),
+          attributes={n: round(float(_softmax(out[n])[1]), 4)
+                      for n in swinface.BINARY_TASKS if n != "Gender"})
+      if npy_dir:
+        name = (names or {}).get(face.path, os.path.basename(face.path))
+        np.save(os.path.join(npy_dir, f"{name}.face{face.face}.npy"),
+                out["embedding"].astype(np.float32))

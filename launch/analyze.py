@@ -1,7 +1,7 @@
-r"""Every SwinFace prediction for face photos, and their embeddings.
+r"""Every SwinFace prediction for every face in photos, and embeddings.
 
   python -m launch.analyze --workdir=runs/swinface_s2 face1.jpg dir/ \
-      [--npy_dir=embeddings] [--detect=false]
+      [--npy_dir=embeddings] [--out=faces.csv] [--detector=none]
   python -m launch.analyze --weights=checkpoint_step_79999_gpu_0.pt face.jpg
 
 --weights takes the official SwinFace checkpoint (or a facejax-exported
@@ -9,14 +9,17 @@ one) with no training run; its geometry is configs/swinface.py's (Swin-T,
 112 px), --config=... [--config.model.swin.variant=...] for another, and
 the expression classes are RAF-DB's, the data set SwinFace was trained on.
 
-Prints per image: expression, age, gender and the attributes predicted
-present (probability > 0.5); with --npy_dir writes the L2-normalised
-recognition embedding to <npy_dir>/<image name>.npy. Faces are detected
-and cropped as in launch.predict (--detect=false for aligned crops).
+Faces are found with MTCNN and aligned as SwinFace was trained: the five
+landmarks moved onto insightface's 112x112 template (--align=arcface_112;
+--detector=none for crops already aligned). Prints per face: expression,
+age, gender and the attributes predicted present (probability > 0.5), or
+writes rows with box, score, landmarks and every probability to --out
+(.csv or .jsonl). With --npy_dir writes each face's L2-normalised
+recognition embedding to <npy_dir>/<file>.face<k>.npy (files of the same
+name in different folders keep their folder in the name).
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -24,8 +27,7 @@ from ml_collections import config_flags
 
 from facejax import config_lib
 from facejax import swinface_analysis
-from facejax.data import face_detect
-from facejax.data import sources
+from facejax.data.faces import photos
 from facejax.data.formats import raf_db
 from launch import common
 from launch import restore
@@ -38,26 +40,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The model geometry for --weights (default "
     "configs/swinface.py).", lock_config=False)
 _NPY = flags.DEFINE_string("npy_dir", "", "Write embeddings here (.npy).")
-_DETECT = flags.DEFINE_bool("detect", True, "Detect and crop the face.")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                            "Which checkpoint to use.")
+_FACES = common.FaceFlags()
 flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 
 
-def _expand_paths(args: list[str]) -> list[str]:
-  """Files as given; folders expanded to their image files (sorted)."""
-  paths = []
-  for arg in args:
-    if os.path.isdir(arg):
-      paths += sorted(os.path.join(arg, f) for f in os.listdir(arg)
-                      if f.lower().endswith(sources.IMAGE_EXTENSIONS))
-    else:
-      paths.append(arg)
-  return paths
-
-
 def main(argv):
-  paths = _expand_paths(argv[1:])
+  paths = photos.expand_paths(argv[1:])
   if not paths:
     common.fail("give one or more image files or folders after the flags")
   common.start_jax()
@@ -80,23 +70,29 @@ def main(argv):
   if setup.config.task != "swinface":
     common.fail(f"{_WORKDIR.value or _WEIGHTS.value!r} is a "
                 f"{setup.config.task!r} model; launch.analyze needs swinface")
-  detector = (face_detect.FaceDetector(multiple_faces="largest")
-              if _DETECT.value else None)
-  rows = swinface_analysis.analyze(setup, state, paths, _NPY.value,
-                                   detector)
-  for r in rows:
-    if "error" in r:
-      print(f"{r['path']}\terror: {r['error']}", flush=True)
-      continue
-    present = [n for n, p in r["attributes"].items() if p > 0.5]
-    print(f"{r['path']}\texpression {r['expression']}\tage {r['age']:.1f}\t"
-          f"gender {r['gender']}\tattributes: {', '.join(present) or '-'}",
-          flush=True)
-  failures = sum("error" in r for r in rows)
-  if failures:
-    print(f"{failures} of {len(paths)} file(s) could not be read",
-          file=sys.stderr)
-    sys.exit(1)
+  config = setup.config
+  try:
+    crops = _FACES.crops(paths, config.data.get("align", "arcface_112"),
+                         int(config.data.image_size))
+    writer = photos.RowWriter(_FACES.out.value) if _FACES.out.value else None
+  except (FileNotFoundError, ValueError) as e:
+    common.fail(str(e))
+  rows = 0
+  for r in swinface_analysis.analyze(setup, state, crops, _NPY.value,
+                                     photos.unique_names(paths)):
+    rows += 1
+    if writer:
+      writer.add(r)
+    elif "error" in r:
+      print(f"{r['file']}\terror: {r['error']}", flush=True)
+    else:
+      present = [n for n, p in r["attributes"].items() if p > 0.5]
+      print(f"{r['file']}\texpression {r['expression']}\tage {r['age']:.1f}"
+            f"\tgender {r['gender']}\tattributes: {', '.join(present) or '-'}"
+            f"\t(face {r['face']})", flush=True)
+  if writer:
+    writer.close()
+  common.report_photos(crops, rows, _FACES.out.value)
 
 
 if __name__ == "__main__":

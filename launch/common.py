@@ -60,3 +60,60 @@ def parse_flags(argv: list[str]) -> list[str]:
     override = [a for a in argv[1:] if a.startswith("--config.")]
     fail(f"bad config override {override}: unknown key or wrong type "
          f"({message})", code=2)
+
+
+class FaceFlags:
+  """The photo commands' face flags: --detector, --align, --margin,
+  --min_face_size, --max_faces, --batch_size, --out. Call once, at import."""
+
+  def __init__(self, default_align: str = ""):
+    from facejax.data import faces  # pylint: disable=g-import-not-at-top
+    from facejax.data.faces import align  # pylint: disable=g-import-not-at-top
+    self.detector = flags.DEFINE_enum(
+        "detector", "mtcnn", list(faces.DETECTORS),
+        "Face detector: mtcnn (boxes and 5 landmarks), haar (OpenCV, boxes "
+        "only) or none (each photo is one aligned face).")
+    self.align = flags.DEFINE_enum(
+        "align", default_align or None, list(align.TEMPLATES),
+        "Face crop; default: the one the model was trained on (its "
+        "config's data.align).")
+    self.margin = flags.DEFINE_float(
+        "margin", 0.4, "--align=box: margin added on each side of the face "
+        "box, as a fraction of its side (DEX: 0.4).")
+    self.min_face_size = flags.DEFINE_float(
+        "min_face_size", 20.0, "Smallest face MTCNN looks for, in pixels.")
+    self.max_faces = flags.DEFINE_integer(
+        "max_faces", 0, "Faces kept per photo, most confident first (0: "
+        "all).")
+    self.batch_size = flags.DEFINE_integer(
+        "batch_size", 16, "Photos detected, and faces scored, per batch.")
+    self.out = flags.DEFINE_string(
+        "out", "", "Write one row per face to this .csv or .jsonl file.")
+
+  def crops(self, paths, model_align: str, size: int):
+    """A photos.FaceCrops over `paths` with these flags' choices."""
+    from facejax.data import faces  # pylint: disable=g-import-not-at-top
+    from facejax.data.faces import photos  # pylint: disable=g-import-not-at-top
+    detector = faces.make_detector(self.detector.value,
+                                   self.min_face_size.value)
+    template = self.align.value or model_align
+    if self.detector.value == "none" and not self.align.present:
+      template = "none"   # The whole photo is the face, as given.
+    return photos.FaceCrops(
+        paths, detector, template, size, margin=self.margin.value,
+        batch_size=self.batch_size.value, max_faces=self.max_faces.value,
+        progress=bool(self.out.value))
+
+
+def report_photos(crops, rows_written: int, out: str) -> None:
+  """The closing lines of a photo command; exit 1 if a file failed."""
+  if out:
+    print(f"{rows_written} row(s) written to {out}", flush=True)
+  if crops.no_face:
+    print(f"{len(crops.no_face)} photo(s) with no face found (reported as "
+          "rows, not scored)", file=sys.stderr)
+  if crops.failed:
+    print(f"{len(crops.failed)} of {len(crops.paths)} file(s) could not be "
+          f"read: {', '.join(crops.failed[:5])}"
+          + (" ..." if len(crops.failed) > 5 else ""), file=sys.stderr)
+    sys.exit(1)

@@ -309,7 +309,7 @@ def test_predict_cli_with_official_dex_weights_and_no_workdir(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   out = subprocess.run(
       [sys.executable, "-m", "launch.predict", f"--weights={weights}",
-       "--detect=false", photo], cwd=ROOT, env=env, capture_output=True,
+       "--detector=none", photo], cwd=ROOT, env=env, capture_output=True,
       text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   age = float(out.stdout.strip().split("\t")[1])

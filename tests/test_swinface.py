@@ -225,10 +225,16 @@ def test_report_and_analyze(smoke_run, tmp_path):
   assert os.path.getsize(tmp_path / "swinface_valid.png") > 1000
   images = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(
       setup.task._roots()["expression"]) for f in fs if f.endswith(".png"))
-  rows = swinface_analysis.analyze(setup, state, images[:3], npy_dir=str(tmp_path))
+  from facejax.data import faces  # pylint: disable=g-import-not-at-top
+  from facejax.data.faces import photos  # pylint: disable=g-import-not-at-top
+  crops = photos.FaceCrops(images[:3], faces.make_detector("none"), "none",
+                           32, batch_size=2, progress=False)
+  rows = list(swinface_analysis.analyze(setup, state, crops,
+                                        npy_dir=str(tmp_path)))
   assert len(rows) == 3 and rows[0]["expression"] in (
       setup.task.expression_classes())
-  emb = np.load(tmp_path / (os.path.basename(images[0]) + ".npy"))
+  assert [r["face"] for r in rows] == [0, 0, 0]
+  emb = np.load(tmp_path / (os.path.basename(images[0]) + ".face0.npy"))
   assert emb.shape == (32,)
   np.testing.assert_allclose(np.linalg.norm(emb), 1.0, rtol=1e-4)
 
@@ -496,7 +502,7 @@ def test_analyze_cli_with_official_weights_and_no_workdir(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "launch.analyze", f"--weights={weights}",
        "--config=configs/swinface.py:smoke", "--config.model.fam_dim=64",
-       "--config.model.tss_dim=32", "--detect=false", photo],
+       "--config.model.tss_dim=32", "--detector=none", photo],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   fields = dict(f.split(" ", 1) for f in out.stdout.strip().split("\t")[1:4])
