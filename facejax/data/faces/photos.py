@@ -119,17 +119,21 @@ class FaceCrops:
                     disable=None if self.progress else True)
     for start in range(0, len(self.paths), self.batch_size):
       group = self.paths[start:start + self.batch_size]
-      images, readable = [], []
+      decoded: dict[str, Any] = {}
       for path in group:
         try:
-          images.append(np.asarray(transforms.load_image(path)))
-          readable.append(path)
+          decoded[path] = np.asarray(transforms.load_image(path))
         except sources.DataError as e:
+          decoded[path] = e
+      readable = [p for p in group if isinstance(decoded[p], np.ndarray)]
+      detections = dict(zip(readable, self.detector.detect(
+          [decoded[p] for p in readable]) if readable else []))
+      for path in group:  # Rows in input order, problems included.
+        if path in detections:
+          pending += self._faces_of(path, decoded[path], detections[path])
+        else:
           self.failed.append(path)
-          pending.append(FaceCrop(path, error=str(e)))
-      detections = self.detector.detect(images) if images else []
-      for path, image, faces in zip(readable, images, detections):
-        pending += self._faces_of(path, image, faces)
+          pending.append(FaceCrop(path, error=str(decoded[path])))
       bar.update(len(group))
       while sum(c.crop is not None for c in pending) >= self.batch_size:
         cut, faces = 0, 0
