@@ -9,6 +9,7 @@ needed.
 """
 
 import os
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -41,7 +42,8 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]],
 
   Returns:
     An RGB PIL image of size (left + cols * (W + pad) + pad,
-    top + rows * (H + pad) + pad), with top = 14 if col_labels else 0 and
+    top + rows * (H + pad) + pad), with top = 14 (plus 11 per extra line
+    of a column label wrapped to the cell width) if col_labels else 0 and
     left = 7 * longest row label + pad if row_labels else 0.
   """
   if not rows or not rows[0]:
@@ -58,17 +60,22 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]],
     if labels is not None and len(labels) != n:
       raise ValueError(f"make_grid: {len(labels)} {name} for {n} "
                        f"{name.split('_')[0]}s")
-  top = _LABEL_HEIGHT if col_labels else 0
+  # Column labels wrap to the cell's width (never cut, never overlapping
+  # the next column): the header grows a line per extra line of text.
+  font = ImageFont.load_default()
+  wrapped = [_wrap(str(label), w + pad, font) for label in (col_labels or ())]
+  lines = max((len(x) for x in wrapped), default=1)
+  top = _LABEL_HEIGHT + (lines - 1) * 11 if col_labels else 0
   left = (_CHAR_WIDTH * max(len(s) for s in row_labels) + pad
           if row_labels else 0)
   width = left + n_cols * (w + pad) + pad
   height = top + len(rows) * (h + pad) + pad
   canvas = Image.new("RGB", (width, height), (background,) * 3)
   draw = ImageDraw.Draw(canvas)
-  font = ImageFont.load_default()
-  for c, label in enumerate(col_labels or ()):
-    draw.text((left + pad + c * (w + pad), 1), str(label), fill=(0, 0, 0),
-              font=font)
+  for c, label_lines in enumerate(wrapped):
+    for k, line in enumerate(label_lines):
+      draw.text((left + pad + c * (w + pad), 1 + 11 * k), line,
+                fill=(0, 0, 0), font=font)
   for r, row in enumerate(rows):
     y = top + pad + r * (h + pad)
     if row_labels:
@@ -81,6 +88,16 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]],
       canvas.paste(Image.fromarray(image[..., :3]),
                    (left + pad + c * (w + pad), y))
   return canvas
+
+
+def _wrap(text: str, width_px: int, font) -> list[str]:
+  """`text` in as few lines as fit `width_px` each (long words broken)."""
+  measure = lambda line: font.getlength(line)
+  for chars in range(max(len(text), 1), 0, -1):
+    lines = textwrap.wrap(text, chars, break_long_words=True) or [""]
+    if all(measure(line) <= width_px for line in lines):
+      return lines
+  return list(text)
 
 
 def save_grid(path: str, rows: Sequence[Sequence[np.ndarray]],

@@ -33,6 +33,11 @@ def start_jax() -> None:
                jax.process_index(), jax.process_count())
 
 
+def warn(message: str) -> None:
+  """A problem that does not stop the command, on stderr."""
+  print(message, file=sys.stderr, flush=True)
+
+
 def fail(message: str, code: int = 1):
   """Exits with a readable message instead of a traceback."""
   print(f"error: {message}", file=sys.stderr, flush=True)
@@ -66,7 +71,7 @@ class FaceFlags:
   """The photo commands' face flags: --detector, --align, --margin,
   --min_face_size, --max_faces, --batch_size, --out. Call once, at import."""
 
-  def __init__(self, default_align: str = ""):
+  def __init__(self, default_align: str = "", rows: bool = True):
     from facejax.data import faces  # pylint: disable=g-import-not-at-top
     from facejax.data.faces import align  # pylint: disable=g-import-not-at-top
     self.detector = flags.DEFINE_enum(
@@ -88,7 +93,8 @@ class FaceFlags:
     self.batch_size = flags.DEFINE_integer(
         "batch_size", 16, "Photos detected, and faces scored, per batch.")
     self.out = flags.DEFINE_string(
-        "out", "", "Write one row per face to this .csv or .jsonl file.")
+        "out", "", "Write one row per face to this .csv or .jsonl file."
+    ) if rows else None
 
   def crops(self, paths, model_align: str, size: int):
     """A photos.FaceCrops over `paths` with these flags' choices."""
@@ -102,7 +108,7 @@ class FaceFlags:
     return photos.FaceCrops(
         paths, detector, template, size, margin=self.margin.value,
         batch_size=self.batch_size.value, max_faces=self.max_faces.value,
-        progress=bool(self.out.value))
+        progress=not self.out or bool(self.out.value))
 
 
 def report_photos(crops, rows_written: int, out: str) -> None:

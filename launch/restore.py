@@ -3,10 +3,13 @@
 import json
 import os
 
+from typing import Callable, Optional
+
 import jax
 import ml_collections
 
 from facejax import checkpoint as ckpt_lib
+from facejax import config_lib
 from facejax.train import loop
 
 
@@ -69,3 +72,34 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   state = checkpointer.restore(step, abstract, best=best)
   checkpointer.close()
   return setup, state, step
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """configs/<name>.py: the geometry official weights are read into."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return config_lib.load_config(os.path.join(root, "configs", f"{name}.py"))
+
+
+def load(task: str, workdir: str = "", weights: str = "",
+         config: Optional[ml_collections.ConfigDict] = None,
+         which: str = "best",
+         adjust: Optional[Callable[[ml_collections.ConfigDict], None]] = None):
+  """(setup, state, step) of a `task` model from a workdir or weights file.
+
+  `weights` is read into `config` (default configs/<task>.py); `adjust`
+  edits the config (unlocked) before the model is built, e.g. to drop what
+  only training needs. A model of another task is a ValueError.
+  """
+  if weights:
+    config = (config or default_config(task)).copy_and_resolve_references()
+  else:
+    config = config or load_workdir_config(workdir)
+  if config.get("task") != task:
+    raise ValueError(f"{workdir or weights!r} is a {config.get('task')!r} "
+                     f"model, not {task!r}")
+  if adjust is not None:
+    with config.unlocked():
+      adjust(config)
+  if weights:
+    return from_weights(config, weights)
+  return restore(workdir, config, which=which)

@@ -1,14 +1,24 @@
-r"""Translates one face photo to every target attribute of a StarGAN run.
+r"""Translates every face in photos to every target attribute of StarGAN.
 
   python -m launch.stargan_translate --workdir=runs/stargan_smoke \
       --image=face.jpg --out=grid.png
+  python -m launch.stargan_translate --weights=200000-G.ckpt \
+      --image=photos/ --out=grid.png
 
-Writes a grid: the input, then one column per target attribute setting of
-every data set (hair colour set / attribute flipped for CelebA-format
-sets, one column per class for RaFD-format sets), as the reference's
-sample images. The photo is treated as an example of `--dataset` (default
-the first data set, all its attributes 0) and centre-cropped/resized as in
-training (`--crop_size`, 0 = the shorter side).
+--weights takes an official generator checkpoint. Its data sets are read
+from the file's first convolution: 5 labels is the released CelebA model
+(Black_Hair, Blond_Hair, Brown_Hair, Male, Young), 8 the RaFD model
+(RaFD's expressions), 15 the joint CelebA+RaFD model; --config=... for any
+other. No training run is needed.
+
+Writes a grid: one row per face (labelled with its file and face index),
+the input, then one column per target attribute setting of every data set
+(hair colour set / attribute flipped for CelebA-format sets, one column per
+class for RaFD-format sets), as the reference's sample images. Each face is
+treated as an example of `--dataset` (default the first data set, all its
+attributes 0). Faces are found with MTCNN and cropped square around the face
+box (--align=box, --margin); --detector=none takes each photo as a face and
+centre-crops it as in training (`--crop_size`, 0 = the shorter side).
 """
 
 import os
@@ -16,16 +26,24 @@ import os
 from absl import app
 from absl import flags
 import jax
+from ml_collections import config_flags
 import numpy as np
 
 from facejax.data import attribute_sets as sets_lib
-from facejax.data import sources
-from facejax.data import transforms
+from facejax.data.faces import photos
+from facejax.data.formats import rafd
+from facejax.models import stargan_import
+from facejax.models import torch_import
 from launch import common
 from launch import restore
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "StarGAN training workdir.")
-_IMAGE = flags.DEFINE_string("image", None, "Input face image.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "An official StarGAN "
+                               "generator (…-G.ckpt), instead of --workdir.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "The model geometry and data sets for --weights "
+    "(default: read from the file).", lock_config=False)
+_IMAGE = flags.DEFINE_string("image", None, "Face image file or folder.")
 _OUT = flags.DEFINE_string("out", "grid.png", "Output PNG.")
 _DATASET = flags.DEFINE_integer("dataset", 0, "Index of the data set the "
                                 "photo is treated as coming from.")
@@ -33,12 +51,44 @@ _CROP = flags.DEFINE_integer("crop_size", 0, "Centre crop in pixels before "
                              "resizing (0: the shorter side).")
 _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["best", "latest"],
                            "Which checkpoint to use.")
-flags.mark_flags_as_required(["workdir", "image"])
+_FACES = common.FaceFlags(rows=False)
+flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
+flags.mark_flag_as_required("image")
+
+# The released models' label blocks, by the generator's label channels.
+CELEBA_RELEASE = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
 
 
-def translate_image(setup, state, image: np.ndarray, dataset: int = 0,
+def config_for_weights(weights: str):
+  """configs/stargan.py shaped like an official generator file."""
+  g_path, _ = stargan_import.checkpoint_paths(weights)
+  sd = torch_import.read_state_dict(g_path)
+  if "main.0.weight" not in sd:
+    raise ValueError(f"{g_path}: no main.0.weight; not a StarGAN generator")
+  conv_dim, in_channels = sd["main.0.weight"].shape[:2]
+  labels = in_channels - 3
+  repeat = len({k.split(".")[1] for k in sd
+                if k.startswith("main.") and ".main." in k})
+  config = restore.default_config("stargan")
+  celeba, rafd_set = (dict(s) for s in config.data.sets)
+  celeba.update(attributes=CELEBA_RELEASE, crop_size=0)
+  rafd_set.update(classes=rafd.EXPRESSIONS, crop_size=0)
+  by_labels = {5: [celeba], 8: [rafd_set], 5 + 8 + 2: [celeba, rafd_set]}
+  if labels not in by_labels:
+    raise ValueError(
+        f"{g_path}: the generator takes {labels} label channels; the "
+        f"releases take 5 (CelebA), 8 (RaFD) or 15 (both): give --config "
+        f"with the data.sets it was trained on")
+  with config.unlocked():
+    config.data.sets = by_labels[labels]
+    config.model.g_conv_dim = int(conv_dim)
+    config.model.g_repeat_num = repeat
+  return config
+
+
+def translate_faces(setup, state, crops, dataset: int = 0,
                     crop_size: int = 0):
-  """The grid (PIL image) for one uint8 RGB photo."""
+  """The grid (PIL image): one row per face of `crops`, and row labels."""
   task = setup.task
   layout = task.layout
   if not 0 <= dataset < layout.num_sets:
@@ -48,36 +98,47 @@ def translate_image(setup, state, image: np.ndarray, dataset: int = 0,
   values = 0 if block.format == "rafd" else np.zeros(block.size, np.float32)
   label = layout.encode(dataset, values)
   pre = sets_lib.FacePreprocess(setup.config.data.image_size)
-  example = pre((0, {"image": image, "label": label, "dataset": dataset,
-                     "crop_size": crop_size}))
-  return task.translation_grid(jax.device_get(state.gen),
-                               [(dataset, example)])
+  examples, labels = [], []
+  for batch in crops:
+    for face in batch:
+      if face.error:
+        common.warn(f"{face.path}: {face.error}")
+        continue
+      examples.append((dataset, pre((0, {
+          "image": face.crop, "label": label, "dataset": dataset,
+          "crop_size": crop_size}))))
+      labels.append(f"{os.path.basename(face.path)} #{face.face}")
+  if not examples:
+    raise ValueError("no face to translate in " + ", ".join(crops.paths[:5]))
+  return task.translation_grid(jax.device_get(state.gen), examples, labels)
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
-  try:
-    image = np.asarray(transforms.load_image(_IMAGE.value))
-  except sources.DataError as e:
-    common.fail(f"--image: {e}")
+  paths = photos.expand_paths(([_IMAGE.value] if _IMAGE.value else [])
+                              + argv[1:])
+  missing = [p for p in paths if not os.path.exists(p)]
+  if not paths or missing:
+    common.fail(f"--image: {', '.join(missing) or 'no image files'}: no "
+                "such file or folder")
   common.start_jax()
   try:
-    setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)
+    config = _CONFIG.value
+    if _WEIGHTS.value and config is None:
+      config = config_for_weights(_WEIGHTS.value)
+    setup, state, step = restore.load("stargan", _WORKDIR.value,
+                                      _WEIGHTS.value, config,
+                                      which=_WHICH.value)
+    crops = _FACES.crops(paths, setup.config.data.get("align", "box"),
+                         int(setup.config.data.image_size))
+    grid = translate_faces(setup, state, crops, _DATASET.value, _CROP.value)
   except (FileNotFoundError, ValueError) as e:
-    common.fail(str(e))
-  if setup.config.task != "stargan":
-    common.fail(f"{_WORKDIR.value} is a {setup.config.task!r} workdir, not "
-                "a StarGAN one")
-  try:
-    grid = translate_image(setup, state, image, _DATASET.value, _CROP.value)
-  except ValueError as e:
     common.fail(str(e))
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     grid.save(_OUT.value)
     print(f"wrote {_OUT.value} ({grid.size[0]}x{grid.size[1]}, checkpoint "
           f"step {step})")
+  common.report_photos(crops, 0, "")
 
 
 if __name__ == "__main__":

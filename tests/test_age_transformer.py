@@ -392,18 +392,20 @@ def test_age_edit_cli_writes_grid_and_rejects_text(trained, age_data,
         faces / f"{i}.png")
   out = tmp_path / "grid.png"
   r = _age_edit([f"--workdir={workdir}", f"--image={faces}",
-                 "--ages=20,45,65", "--nodetect", "--histogram_transfer",
+                 "--ages=20,45,65", "--detector=none", "--histogram_transfer",
                  f"--out={out}"], ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
   grid = Image.open(out)
-  # 4 columns (input + 3 ages), 2 rows of 32 px cells, pad 2, header 14.
-  assert grid.size == (2 + 4 * (SIZE + 2), 14 + 2 + 2 * (SIZE + 2))
+  # 4 columns (input + 3 ages), 2 rows of 32 px cells, pad 2, header 14,
+  # row labels "0.png #0" (8 characters of 7 px, plus pad).
+  assert grid.size == (8 * 7 + 2 + 2 + 4 * (SIZE + 2),
+                       14 + 2 + 2 * (SIZE + 2))
   text = tmp_path / "notes.txt"
   text.write_text("not an image")
   r = _age_edit([f"--workdir={workdir}", f"--image={text}",
                  f"--out={tmp_path / 'x.png'}"], ROOT)
   assert r.returncode != 0
-  assert "notes.txt" in r.stderr and "not an image" in r.stderr, (
+  assert "notes.txt" in r.stderr and "cannot decode image" in r.stderr, (
       r.stderr[-2000:])
   assert not (tmp_path / "x.png").exists()
 
@@ -544,3 +546,55 @@ def test_imported_spectral_conv_matches_pytorch():
   got = np.asarray(conv.apply(variables, jnp.asarray(x)))
   np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=1e-4,
                              atol=1e-5)
+
+
+def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
+  """launch.age_edit --weights=checkpoint: HRFAE's release as it is, an
+  extension-less file in PyTorch's legacy format holding the training
+  checkpoint's flat names (random weights, the release's geometry), straight
+  to an edit grid on a real photo; the edits equal the same file imported
+  and applied in this process."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  from launch import restore  # pylint: disable=g-import-not-at-top
+  import test_torch_import  # pylint: disable=g-import-not-at-top
+  parts = _torch_state_dicts(np.random.default_rng(0))
+  entries = {}
+  for part, sd in parts.items():
+    for key, value in sd.items():
+      value = np.ascontiguousarray(value)
+      strides = tuple(s // value.itemsize for s in value.strides)
+      entries[f"{part}_state_dict.{key}"] = (
+          value.ravel(), 0, value.shape, strides, value.dtype)
+  weights = str(tmp_path / "checkpoint")
+  test_torch_import.write_torch_legacy(weights, entries)
+  face = np.asarray(Image.fromarray(skdata.astronaut()[10:250, 105:345]))
+  photo = str(tmp_path / "face.png")
+  Image.fromarray(face).save(photo)
+  out = tmp_path / "grid.png"
+  r = _age_edit([f"--weights={weights}", f"--image={photo}",
+                 "--ages=20,70", "--detector=none", f"--out={out}"], ROOT)
+  assert r.returncode == 0, r.stderr[-3000:]
+  grid = np.asarray(Image.open(out))
+  size = 256  # configs/age_transformer.py's inference size (the release's)
+  left = len("face.png #0") * 7 + 2
+  assert grid.shape == (14 + 2 + size + 2, left + 2 + 3 * (size + 2), 3)
+
+  def adjust(config):
+    config.age_loss.random_init = "tiny"
+  setup, state, _ = restore.load("age_transformer", weights=weights,
+                                 adjust=adjust)
+  x = setup.task.preprocess(train=False)(
+      (0, {"image": face, "age": np.float32(0)}))["image"][None]
+  x = np.repeat(x, jax.device_count(), 0)
+  for column, age in ((1, 20.0), (2, 70.0)):
+    t = np.full((len(x),), age, np.float32)
+    want = np.asarray(setup.task.edit_fn(False)(
+        state, parallel.shard_batch({"image": x}, setup.mesh)["image"],
+        parallel.shard_batch({"t": t}, setup.mesh)["t"]))[0]
+    want = np.clip(np.round(want * 255.0), 0, 255)
+    x0 = left + 2 + column * (size + 2)
+    cell = grid[16:16 + size, x0:x0 + size].astype(np.float64)
+    diff = np.abs(cell - want)
+    print(f"age {age}: max |CLI - in-process| {diff.max()} levels")
+    assert diff.max() <= 1.0, (age, diff.max())

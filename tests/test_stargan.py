@@ -236,6 +236,57 @@ def test_celeba_only_release_loads_into_a_single_set_generator(tmp_path):
   assert g["conv0"]["kernel"].shape == (7, 7, 8, 64)
 
 
+def test_translate_cli_with_the_celeba_release_and_no_workdir(tmp_path):
+  """launch.stargan_translate --weights=200000-G.ckpt: a generator in the
+  CelebA release's format (c_dim 5, random weights, the release's names
+  and 128 px geometry) straight to a grid on a real photo with no training
+  run; the Black_Hair cell equals the imported generator applied here."""
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  gen = model_lib.Generator(impl="xla")
+  g_abs = jax.eval_shape(gen.init, jax.random.key(0),
+                         jnp.zeros((1, 128, 128, 3)),
+                         jnp.zeros((1, 5)))["params"]
+  flat_abs = traverse_util.flatten_dict(g_abs, sep="/")
+  rng = np.random.default_rng(0)
+  sd = {}
+  for path, (key, kind) in stargan_import.generator_names(6).items():
+    shape = flat_abs[path].shape
+    if kind == "conv":
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    elif kind == "convt":
+      shape = (shape[2], shape[3], shape[0], shape[1])
+    sd[key] = (0.05 * rng.normal(size=shape)).astype(np.float32)
+  weights = tmp_path / "200000-G.ckpt"
+  safetensors.numpy.save_file(sd, str(weights))
+  face = np.asarray(Image.fromarray(skdata.astronaut()[30:230, 125:325])
+                    .resize((128, 128), Image.BILINEAR))
+  photo = tmp_path / "face.png"
+  Image.fromarray(face).save(photo)
+  out = tmp_path / "grid.png"
+  code, stdout, err = _cli(["launch.stargan_translate", f"--weights={weights}",
+                            f"--image={photo}", f"--out={out}",
+                            "--detector=none"], timeout=600)
+  assert code == 0, err[-3000:]
+  assert "wrote" in stdout
+  grid = np.asarray(Image.open(out))
+  # Input + the release's 5 attributes; the row label "face.png #0".
+  left = 11 * 7 + 2
+  assert grid.shape == (14 + 2 + 130, left + 2 + 6 * 130, 3), grid.shape
+  params = stargan_import.generator_from_torch(sd, g_abs, 6)
+  x = jnp.asarray(face[None] / 127.5 - 1.0, jnp.float32)
+  want = gen.apply({"params": params}, x,
+                   jnp.asarray([[1.0, 0.0, 0.0, 0.0, 0.0]]))[0]
+  want = np.clip(np.round((np.asarray(want) + 1.0) * 0.5 * 255), 0, 255)
+  cell = grid[16:16 + 128, left + 2 + 130:left + 2 + 130 + 128]
+  diff = np.abs(cell.astype(np.float64) - want)
+  print(f"Black_Hair cell vs in-process: max |diff| {diff.max()} levels")
+  assert diff.max() <= 1.0, diff.max()
+  # The input column is the photo itself.
+  np.testing.assert_allclose(grid[16:144, left + 2:left + 130], face,
+                             atol=1)
+
+
 def test_importer_maps_official_names_and_shapes():
   # The documented shapes of the 128 px, c_dim 5 release map onto G and D.
   gen = model_lib.Generator(impl="xla")  # shapes only: fast to trace
@@ -466,16 +517,22 @@ def test_translate_cli_grid_and_bad_input(trained, tmp_path):
   Image.new("RGB", (50, 60), (200, 150, 120)).save(face)
   out = tmp_path / "grid.png"
   args = ["launch.stargan_translate", f"--workdir={gan_dir}"]
-  code, _, err = _cli(args + [f"--image={face}", f"--out={out}"])
+  # A flat colour is no face for MTCNN: --detector=none takes it whole.
+  code, _, err = _cli(args + [f"--image={face}", f"--out={out}",
+                              "--detector=none"])
   assert code == 0, err[-2000:]
   with open(os.path.join(gan_dir, "config.json")) as f:
     cfg = json.load(f)
   size = cfg["data"]["image_size"]
   layout = sets_lib.make_layout(ml_collections.ConfigDict(cfg["data"]))
   columns = 1 + layout.cls_dim  # input + every target setting
-  # image_grid: 2 px padding around cells, a 14 px title row.
-  assert Image.open(out).size == (2 + columns * (size + 2),
-                                  14 + 2 + (size + 2))
+  # image_grid: 2 px padding around cells, the row label "face.png #0"
+  # (11 characters of 7 px + 2), a title row of 14 px plus 11 per extra
+  # line where a title wraps ("celeba:Blond_Hair" at 32 px takes 3).
+  width, height = Image.open(out).size
+  assert width == 11 * 7 + 2 + 2 + columns * (size + 2), width
+  header = height - 2 - (size + 2)
+  assert header >= 14 + 11 and (header - 14) % 11 == 0, height
   bad = tmp_path / "notes.txt"
   bad.write_text("not an image")
   code, _, err = _cli(args + [f"--image={bad}", f"--out={out}"])

@@ -414,7 +414,7 @@ class Task:
         out.append(self.layout.encode(tk, self._first_setting(tk, name)))
     return np.stack(out)
 
-  def translation_grid(self, gen, examples) -> Image.Image:
+  def translation_grid(self, gen, examples, row_labels=None) -> Image.Image:
     """Input + one column per target setting of every data set.
 
     One generator call per row (all of the row's targets as one batch),
@@ -427,7 +427,7 @@ class Task:
       images = np.repeat(np.asarray(ex["image"])[None], len(targets), 0)
       fakes = np.asarray(self._translate_jit(gen, images, targets))
       rows.append([ex["image"], *fakes])
-    return make_grid(rows, [c for c, _ in columns])
+    return make_grid(rows, [c for c, _ in columns], row_labels)
 
   def _first_setting(self, k: int, name: str):
     block = self.layout.blocks[k]
@@ -603,12 +603,10 @@ def load_classifier(workdir: str):
   return state.params, state.batch_stats, task.inner, config
 
 
-def make_grid(rows: list[list[np.ndarray]],
-              titles: list[str]) -> Image.Image:
-  """A grid of [-1, 1] images: one row per input, titled columns."""
-  size = rows[0][0].shape[1]
-  # Titles cut to the cell width (the default font is ~6 px a character).
-  short = [t.split(":")[-1][:max(3, (size + 2) // 6)] for t in titles]
+def make_grid(rows: list[list[np.ndarray]], titles: list[str],
+              row_labels: list[str] | None = None) -> Image.Image:
+  """A grid of [-1, 1] images: one row per input, titled columns (whole
+  titles, wrapped to the cell width), rows labelled when given."""
   return image_grid.make_grid(
       [[transforms.denormalize(im, "unit") for im in row] for row in rows],
-      col_labels=short)
+      col_labels=titles, row_labels=row_labels)

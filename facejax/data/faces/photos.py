@@ -133,7 +133,10 @@ class FaceCrops:
           pending += self._faces_of(path, decoded[path], detections[path])
         else:
           self.failed.append(path)
-          pending.append(FaceCrop(path, error=str(decoded[path])))
+          message = str(decoded[path])  # Rows name the file already.
+          if message.startswith(path + ": "):
+            message = message[len(path) + 2:]
+          pending.append(FaceCrop(path, error=message))
       bar.update(len(group))
       while sum(c.crop is not None for c in pending) >= self.batch_size:
         cut, faces = 0, 0
