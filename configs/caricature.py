@@ -70,7 +70,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   c.data = sphereface_config.data_config(smoke)
   c.data.image_size = 32 if smoke else 128
-  c.data.align = 'box'  # Photos at inference: a square face box crop.
+  # Photos at inference: five landmarks onto the training crops' template.
+  c.data.align = 'caricature'
   c.data.batch_size = 8 if smoke else 1
   # Valid subjects, disjoint from train and test (the synthetic set's
   # list; '' = a valid_fraction share of the training subjects).

@@ -1,13 +1,17 @@
-r"""Translates one face to K random styles of the other domain.
+r"""Translates every face in photos to K random styles of the other domain.
 
   python -m launch.caricature --workdir=runs/caricature_smoke \
-      --image=face.jpg --direction=photo2cari --styles=4 --out=grid.png
+      --image=photos/ --direction=photo2cari --styles=4 --out=grid.png
 
-Writes a one-row grid: the input (as the model sees it), then one
-translation per random style code (seeded by --seed). With --landmarks
-(a WebCaricature 17-line "x y" file) the face is first aligned to the
-5-point template as in training; otherwise the image is centre-cropped
-to a square and resized.
+Writes a grid: one row per face (labelled with its file and face index),
+the input as the model sees it, then one translation per random style code
+(seeded by --seed). Faces are found with MTCNN and their five landmarks
+aligned onto the template the training faces were warped to
+(--align=caricature: SphereFace's points in a square, with hair and
+outline). With --landmarks (a WebCaricature 17-line "x y" file, for one
+--image) those points are used instead; --detector=none centre-crops each
+photo as it is. Unreadable files and photos without a face are reported
+and the rest still translated (exit status 1 if a file failed).
 """
 
 import os
@@ -17,49 +21,76 @@ from absl import flags
 import jax
 
 from facejax.data import sources
+from facejax.data.faces import photos
 from facejax.tasks import caricature as task_lib
 from launch import common
 from launch import restore
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Caricature training "
                                "workdir.")
-_IMAGE = flags.DEFINE_string("image", None, "Input face image.")
+_IMAGE = flags.DEFINE_string("image", None, "Face image file or folder.")
 _DIRECTION = flags.DEFINE_enum("direction", "photo2cari",
                                list(task_lib.DIRECTIONS),
                                "Translation direction.")
 _STYLES = flags.DEFINE_integer("styles", 4, "Random styles (columns).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the style codes.")
 _LANDMARKS = flags.DEFINE_string("landmarks", "", "Optional 17-point "
-                                 "landmark file for alignment.")
+                                 "landmark file for alignment (one image).")
 _OUT = flags.DEFINE_string("out", "grid.png", "Output PNG.")
 _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["best", "latest"],
                            "Which checkpoint to use.")
+_FACES = common.FaceFlags(rows=False)
 flags.mark_flags_as_required(["workdir", "image"])
 
 
+def _face_records(setup, paths):
+  """{'image': crop} per face found, row labels, and the FaceCrops."""
+  d = setup.config.data
+  crops = _FACES.crops(paths, d.get("align", "caricature"),
+                       int(d.get("align_size", 112)))
+  records, labels = [], []
+  for batch in crops:
+    for face in batch:
+      if face.error:
+        common.warn(f"{face.path}: {face.error}")
+        continue
+      records.append({"image": face.crop})
+      labels.append(f"{os.path.basename(face.path)} #{face.face}")
+  if not records:
+    raise ValueError("no face to translate in " + ", ".join(paths[:5]))
+  return records, labels, crops
+
+
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
-  if not os.path.isfile(_IMAGE.value):
-    common.fail(f"--image: {_IMAGE.value}: image file not found")
+  paths = photos.expand_paths([_IMAGE.value] + argv[1:])
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    common.fail(f"--image: {', '.join(missing)}: image file not found")
+  if _LANDMARKS.value and len(paths) != 1:
+    common.fail("--landmarks goes with one --image file")
   common.start_jax()
+  crops = None
   try:
-    setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)
-  except (FileNotFoundError, ValueError) as e:
-    common.fail(str(e))
-  if setup.config.task != "caricature":
-    common.fail(f"{_WORKDIR.value} is a {setup.config.task!r} workdir, not "
-                "a caricature one")
-  try:
-    grid = task_lib.translate_file(setup, state, _IMAGE.value, _DIRECTION.value,
-                          _STYLES.value, _SEED.value, _LANDMARKS.value)
-  except (sources.DataError, ValueError) as e:
+    setup, state, step = restore.load("caricature", _WORKDIR.value,
+                                      which=_WHICH.value)
+    if _LANDMARKS.value:
+      grid = task_lib.translate_file(setup, state, paths[0], _DIRECTION.value,
+                                     _STYLES.value, _SEED.value,
+                                     _LANDMARKS.value)
+    else:
+      records, labels, crops = _face_records(setup, paths)
+      grid = task_lib.translate_records(setup, state, records,
+                                        _DIRECTION.value, _STYLES.value,
+                                        _SEED.value, labels)
+  except (FileNotFoundError, ValueError, sources.DataError) as e:
     common.fail(str(e))
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     grid.save(_OUT.value)
     print(f"wrote {_OUT.value} ({grid.size[0]}x{grid.size[1]}, "
           f"{_DIRECTION.value}, checkpoint step {step})")
+  if crops is not None:
+    common.report_photos(crops, 0, "")
 
 
 if __name__ == "__main__":

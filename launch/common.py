@@ -108,7 +108,7 @@ class FaceFlags:
     return photos.FaceCrops(
         paths, detector, template, size, margin=self.margin.value,
         batch_size=self.batch_size.value, max_faces=self.max_faces.value,
-        progress=not self.out or bool(self.out.value))
+        progress=self.out is None or bool(self.out.value))
 
 
 def report_photos(crops, rows_written: int, out: str) -> None:

@@ -1,12 +1,14 @@
-r"""Are two faces relatives? Score, threshold and decision of a kinship run.
+r"""Are two people relatives? Score, threshold and decision of a kinship run.
 
-  python -m launch.kinship --workdir=runs/kinship face_a.jpg face_b.jpg
+  python -m launch.kinship --workdir=runs/kinship photo_a.jpg photo_b.jpg
 
 The threshold is the one `launch.evaluate` stored (workdir/
 kinship_threshold.json, Youden's J on the validation list); without it the
 validation list is scored here first. With model.relation_head the most
-likely relation type is printed too. Images are resized to the model's
-input size as they are (give aligned face crops, as FIW's).
+likely relation type is printed too. Each photo's most confident face is
+found with MTCNN and aligned as the model's config says (data.align, the
+five landmarks onto the ArcFace template); a photo without a face is an
+error, never scored. --detector=none for FIW's face crops as released.
 """
 
 import json
@@ -28,6 +30,7 @@ from launch import restore
 _WORKDIR = flags.DEFINE_string("workdir", None, "A kinship training workdir.")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                            "Which checkpoint to use.")
+_FACES = common.FaceFlags(rows=False)
 flags.mark_flag_as_required("workdir")
 
 
@@ -41,13 +44,32 @@ def _threshold(setup, state, workdir: str) -> tuple[float, str]:
           "Youden's J on the validation list")
 
 
-def classify(setup, state, path_a: str, path_b: str) -> dict:
-  """Score (and relation prediction) of one pair of image files."""
-  pre = setup.task.preprocess(train=False)
-  record = {k: np.asarray(0, np.int32) for k in kin_data.LABEL_KEYS}
-  record.update(image_a_path=path_a, image_b_path=path_b,
-                where="command line", label=np.float32(0))
-  ex = pre((0, record))
+def faces_of(setup, paths: list[str]) -> list[np.ndarray]:
+  """The most confident face of each photo, cropped as the model expects;
+  a photo that cannot be read or holds no face is a ValueError."""
+  config = setup.config
+  crops = _FACES.crops(paths, config.data.get("align", "arcface_112"),
+                       int(config.data.image_size))
+  crops.max_faces = 1
+  found = {}
+  for batch in crops:
+    for face in batch:
+      if face.error:
+        hint = (" (aligned face crops such as FIW's: --detector=none)"
+                if face.error == "no face found" else "")
+        raise ValueError(f"{face.path}: {face.error}{hint}")
+      found[face.path] = face.crop
+  return [found[p] for p in paths]
+
+
+def classify(setup, state, face_a: np.ndarray, face_b: np.ndarray) -> dict:
+  """Score (and relation prediction) of one pair of face crops."""
+  pre = setup.task.preprocess(train=False).preprocess
+  ex = {k: np.asarray(0, np.int32) for k in kin_data.LABEL_KEYS}
+  ex["label"] = np.float32(0)
+  ex.update(image_a=pre((0, {"image": face_a}))["image"],
+            image_b=pre((0, {"image": face_b}))["image"],
+            mask=np.float32(1.0))
   # Fill a whole (device-divisible) batch with the pair; read row 0.
   n = setup.eval_batch
   batch = {k: np.repeat(np.asarray(v)[None], n, axis=0)
@@ -64,14 +86,14 @@ def classify(setup, state, path_a: str, path_b: str) -> dict:
 def main(argv):
   if len(argv) != 3:
     common.fail("usage: python -m launch.kinship --workdir=W "
-                "IMAGE_A IMAGE_B")
+                "PHOTO_A PHOTO_B")
   common.start_jax()
   try:
     setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)
     if setup.config.task != "kinship":
       raise ValueError(f"{_WORKDIR.value!r} holds a {setup.config.task!r} "
                        f"run, not a kinship run")
-    res = classify(setup, state, argv[1], argv[2])
+    res = classify(setup, state, *faces_of(setup, argv[1:3]))
     threshold, where = _threshold(setup, state, _WORKDIR.value)
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))

@@ -458,6 +458,23 @@ def test_translate_cli_grid(trained, tmp_path):
   assert arr.std() > 5  # not a blank image
   with pytest.raises(ValueError, match="--styles"):
     task_lib.translate_file(setup, state, photo.paths[0], "cari2photo", 0)
+  # A real photo: MTCNN's landmarks onto the training crops' template.
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  from facejax.data import faces  # pylint: disable=g-import-not-at-top
+  from facejax.data.faces import photos  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "astronaut.png")
+  Image.fromarray(skdata.astronaut()).save(path)
+  d = setup.config.data
+  assert d.align == "caricature"
+  crops = photos.FaceCrops([path], faces.make_detector("mtcnn"), d.align,
+                           d.align_size, max_faces=1, progress=False)
+  records = [{"image": c.crop} for batch in crops for c in batch]
+  assert records[0]["image"].shape == (d.align_size, d.align_size, 3)
+  grid = task_lib.translate_records(setup, state, records, "photo2cari", 2,
+                                    row_labels=["astronaut.png #0"])
+  left = len("astronaut.png #0") * 7 + 2
+  assert grid.size == (left + 2 + 3 * (size + 2), 14 + 2 + size + 2)
 
 
 def test_report_on_valid_subjects(trained, tmp_path):

@@ -325,7 +325,7 @@ def test_learning_on_held_out_families(learned):
 
 
 @pytest.mark.slow
-def test_cli_scores_a_pair(learned, fiw):
+def test_cli_scores_a_pair(learned, fiw, tmp_path):
   workdir = learned[0]
   with open(os.path.join(workdir, kt.THRESHOLD_FILE)) as f:
     threshold = json.load(f)["threshold"]
@@ -335,7 +335,8 @@ def test_cli_scores_a_pair(learned, fiw):
   env.pop("XLA_FLAGS", None)  # one CPU device, as a user's shell
   proc = subprocess.run(
       [sys.executable, "-m", "launch.kinship", f"--workdir={workdir}",
-       rec["image_a_path"], rec["image_b_path"]], cwd=ROOT, env=env,
+       "--detector=none", rec["image_a_path"], rec["image_b_path"]],
+      cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   print(proc.stdout)
@@ -347,6 +348,20 @@ def test_cli_scores_a_pair(learned, fiw):
   assert abs(float(m.group(2)) - threshold) < 1e-4
   assert m.group(3) == ("KIN" if score >= float(m.group(2)) else "NOT KIN")
   assert -1.0 <= score <= 1.0
+  # Real photos are detected first: a cat has no face and is not scored.
+  import matplotlib.cbook  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  cat = os.path.join(str(tmp_path), "cat.png")
+  Image.fromarray(skdata.chelsea()).save(cat)
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.kinship", f"--workdir={workdir}",
+       str(matplotlib.cbook.get_sample_data("grace_hopper.jpg",
+                                            asfileobj=False)), cat],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 1, proc.stdout
+  assert "cat.png: no face found" in proc.stderr, proc.stderr[-2000:]
+  assert "KIN" not in proc.stdout
 
 
 # --- Swin backbones ------------------------------------------------------

@@ -523,6 +523,23 @@ def test_analyze_cli_with_official_weights_and_no_workdir(tmp_path):
                                                rel=1e-4, abs=0.06)
   assert fields["expression"] == raf_db.CLASSES[
       int(np.argmax(ref["Expression"][0]))]
+  # launch.export of the same file: the reloaded StableHLO gives the same
+  # heads (batch 2 here; exported with a symbolic batch).
+  from facejax import export  # pylint: disable=g-import-not-at-top
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.export", f"--weights={weights}",
+       "--model=swinface", "--config=configs/swinface.py:smoke",
+       "--config.model.fam_dim=64", "--config.model.tss_dim=32",
+       f"--out={tmp_path / 'exported'}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  run, spec = export.load(str(tmp_path / "exported"))
+  assert spec["preprocessing"]["align"] == "arcface_112"
+  got = run(np.repeat(image, 2, 0))
+  for head in ("Age", "Expression", "Gender"):
+    np.testing.assert_allclose(np.asarray(got[head])[0],
+                               np.asarray(ref[head])[0], rtol=1e-4,
+                               atol=1e-4)
   # Neither a workdir nor weights: one clear error.
   out = subprocess.run([sys.executable, "-m", "launch.analyze", photo],
                        cwd=ROOT, env=env, capture_output=True, text=True,

@@ -44,6 +44,8 @@ from PIL import ImageFilter
 
 from facejax.data import synthetic
 from facejax.data import transforms
+from facejax.data.faces import align as face_align
+from facejax.data.faces.align import similarity  # skimage's least squares
 from facejax.data.sources import DataError
 from facejax.data.sources import check_text_file
 from facejax.data.sources import IMAGE_EXTENSIONS
@@ -51,9 +53,7 @@ from facejax.data.sources import IMAGE_EXTENSIONS
 DOMAINS = ("photo", "cari")
 LAYOUTS = ("webcaricature", "folders")
 # SphereFace's 5-point template in its 96 x 112 (W x H) crop.
-TEMPLATE_96x112 = np.array(
-    [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
-     [33.5493, 92.3655], [62.7299, 92.2041]], np.float64)
+TEMPLATE_96x112 = face_align.SPHEREFACE_96X112
 # 1-based WebCaricature landmark numbers -> the 5 points (eyes averaged).
 _FIVE = ((9, 10), (11, 12), (13,), (15,), (17,))
 _MARKER = "SYNTHETIC_CARICATURE.json"
@@ -74,32 +74,10 @@ _ENLARGE = {"eye_size": 1.35, "nose_length": 1.2, "nose_width": 1.35,
 
 
 def template(size: int, zoom: float = 0.7) -> np.ndarray:
-  """The 5-point template in a size x size crop.
-
-  SphereFace's 96 x 112 crop padded to a square, shrunk by `zoom` about
-  its centre so the crop keeps the hair and face outline (zoom 1: the
-  tight SphereFace crop).
-  """
-  t = TEMPLATE_96x112.copy()
-  t[:, 0] += 8.0  # 96 wide -> centred in 112
-  t = 56.0 + (t - 56.0) * zoom
-  return t * (size / 112.0)
-
-
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-  """Least-squares similarity (Umeyama) taking src [N,2] to dst: [2, 3]."""
-  src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-  mu_s, mu_d = src.mean(0), dst.mean(0)
-  s, d = src - mu_s, dst - mu_d
-  cov = d.T @ s / len(src)
-  u, sig, vt = np.linalg.svd(cov)
-  sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-  rot = u @ sign @ vt
-  scale = np.trace(np.diag(sig) @ sign) / max(s.var(0).sum(), 1e-12)
-  m = np.zeros((2, 3))
-  m[:, :2] = scale * rot
-  m[:, 2] = mu_d - m[:, :2] @ mu_s
-  return m
+  """The 5-point template in a size x size crop (faces.align's
+  'caricature': SphereFace's crop padded to a square and shrunk by `zoom`
+  about its centre, so the crop keeps the hair and face outline)."""
+  return face_align.caricature_points(size, zoom)
 
 
 def align(image: Image.Image, points: np.ndarray, size: int) -> Image.Image:
@@ -464,6 +442,8 @@ class FacePreprocess:
 
   def load(self, record: dict) -> np.ndarray:
     """uint8 [H, W, 3], aligned when the record has landmarks."""
+    if "image" in record:  # A face already cropped (launch.caricature).
+      return np.asarray(record["image"], np.uint8)
     im = transforms.load_image(record["image_path"])
     points = np.asarray(record["points"])
     if np.all(np.isfinite(points)):

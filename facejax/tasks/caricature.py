@@ -621,7 +621,7 @@ class Task:
     return self._jit[name]
 
   def style_grid(self, gen, gen_stats, images: np.ndarray, direction: str,
-                 num_styles: int, seed: int = 0):
+                 num_styles: int, seed: int = 0, row_labels=None):
     """[input, K translations] per row, as a PIL image (titled columns)."""
     fn = self._jitted("translate", self.translate)
     styles = np.asarray(jax.random.normal(
@@ -634,7 +634,7 @@ class Task:
     titles = ["input"] + [f"s{k}" for k in range(num_styles)]
     return image_grid.make_grid(
         [[transforms.denormalize(x, "unit") for x in row] for row in rows],
-        col_labels=titles)
+        col_labels=titles, row_labels=row_labels)
 
   def on_eval(self, state, frozen, step: int, workdir: str) -> None:
     del frozen
@@ -907,14 +907,23 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def translate_file(setup, state, image_path: str, direction: str,
                    num_styles: int, seed: int = 0, landmarks: str = ""):
   """The style grid (PIL image) of one image file (launch.caricature)."""
+  points = (data_lib.read_landmarks(landmarks) if landmarks
+            else np.full((5, 2), np.nan, np.float32))
+  return translate_records(setup, state, [{
+      "image_path": image_path, "identity": np.int32(-1), "points": points}],
+      direction, num_styles, seed)
+
+
+def translate_records(setup, state, records: list[dict], direction: str,
+                      num_styles: int, seed: int = 0, row_labels=None):
+  """The style grid of face records: {'image_path', 'points'} (aligned here
+  when the points are finite) or {'image'} (a face already cropped)."""
   if num_styles < 1:
     raise ValueError(f"--styles={num_styles}: need at least 1")
   task = setup.task
-  points = (data_lib.read_landmarks(landmarks) if landmarks
-            else np.full((5, 2), np.nan, np.float32))
-  record = {"image_path": image_path, "identity": np.int32(-1),
-            "points": points}
-  image = task.face_preprocess(False)((0, record))["image"]
+  pre = task.face_preprocess(False)
+  images = [pre((0, dict({"identity": np.int32(-1)}, **r)))["image"]
+            for r in records]
   return task.style_grid(jax.device_get(state.gen),
-                         jax.device_get(state.gen_stats), [image],
-                         direction, num_styles, seed)
+                         jax.device_get(state.gen_stats), images,
+                         direction, num_styles, seed, row_labels)

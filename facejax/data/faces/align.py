@@ -6,6 +6,9 @@
   RAF-DB and CelebA aligned by insightface's recipe);
 - 'sphereface_96x112': the same five points onto SphereFace's 96x112 (width x
   height) template, which is ArcFace's shifted 8 px left;
+- 'caricature': SphereFace's points centred in a square and shrunk to 0.7
+  about its centre, so the crop keeps hair and face outline: the
+  caricature translator's frontalised WebCaricature faces;
 - 'ffhq': FFHQ's crop (Karras et al.), the age transformer's training faces:
   an oriented square from the eye and mouth centres, eye-to-eye and
   eye-to-mouth distances fixing its size, resampled to the model's size;
@@ -27,7 +30,8 @@ from skimage import transform as sk_transform
 
 from facejax.data import face_detect
 
-TEMPLATES = ("arcface_112", "sphereface_96x112", "ffhq", "box", "none")
+TEMPLATES = ("arcface_112", "sphereface_96x112", "caricature", "ffhq", "box",
+             "none")
 
 # insightface's five reference points for 112x112 crops: left eye, right
 # eye, nose tip, left and right mouth corner (as seen in the image).
@@ -36,11 +40,22 @@ ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014],
                         [70.7299, 92.2041]], np.float64)
 # SphereFace's 96x112 template: the same points 8 px to the left.
 SPHEREFACE_96X112 = ARCFACE_112 - np.array([8.0, 0.0])
-_OUTPUT_SIZE = {"arcface_112": (112, 112), "sphereface_96x112": (96, 112)}
+_OUTPUT_SIZE = {"arcface_112": (112, 112), "sphereface_96x112": (96, 112),
+                "caricature": (112, 112)}
+
+
+def caricature_points(size: int, zoom: float = 0.7) -> np.ndarray:
+  """SphereFace's points centred in a size x size square, shrunk by `zoom`
+  about its centre (zoom 1: the tight SphereFace crop, padded)."""
+  points = SPHEREFACE_96X112 + np.array([8.0, 0.0])  # 96 wide -> centred
+  points = 56.0 + (points - 56.0) * zoom
+  return points * (size / 112.0)
 
 
 def template_points(template: str, size: Optional[int] = None) -> np.ndarray:
   """The five target points of a landmark template, scaled to `size` px."""
+  if template == "caricature":
+    return caricature_points(size or 112)
   points = {"arcface_112": ARCFACE_112,
             "sphereface_96x112": SPHEREFACE_96X112}[template]
   if size is not None:
