@@ -1,6 +1,9 @@
-r"""Evaluates a trained model on a split.
+r"""Evaluates a trained model, or official weights, on a split.
 
   python -m launch.evaluate --workdir=runs/age_regressor [--split=test]
+  python -m launch.evaluate --weights=dex_imdb_wiki.caffemodel.pt \
+      --config=configs/dex.py --config.data.format=appa_real \
+      --config.data.root=/data/appa-real-release [--out_dir=eval_dex]
 
 Age estimators (age regressor, DEX): prints MAE/RMSE and a per-decade
 error table; writes eval_<split>.json and a predicted-vs-true scatter plot
@@ -13,6 +16,10 @@ their own report (`Task.report`), e.g. edited-age error per target age.
 SwinFace on insightface's verification sets: the 10-fold accuracy of the
 protocol (flip-summed embeddings, squared L2 distance, best threshold on
 nine folds applied to the tenth), as its paper reports it.
+
+--weights scores an official checkpoint with no training run: --config
+names the model (and, by its overrides, the data to score it on); results
+go to --out_dir (default: the current directory).
 """
 
 import json
@@ -22,6 +29,7 @@ from absl import app
 from absl import flags
 import jax
 from jax.experimental import multihost_utils
+from ml_collections import config_flags
 import numpy as np
 
 from facejax import parallel
@@ -31,6 +39,14 @@ from launch import common
 from launch import restore
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "Official weights to score, "
+                               "instead of --workdir (with --config).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "With --weights: the model's config file, with its "
+    "data overrides.", lock_config=False)
+_OUT_DIR = flags.DEFINE_string("out_dir", "", "Where results are written "
+                               "(default: the workdir, or the current "
+                               "directory with --weights).")
 _SPLIT = flags.DEFINE_string("split", "test", "train | valid | test, or a "
                              "CSV path.")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
@@ -40,7 +56,33 @@ _BINS = flags.DEFINE_list(
     "verification_bin", [], "insightface verification sets (lfw.bin, "
     "cfp_fp.bin, agedb_30.bin): 10-fold accuracy instead of a split "
     "(SwinFace).")
-flags.mark_flag_as_required("workdir")
+flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
+
+
+def _for_inference(config):
+  """Scoring official weights needs no training-only pieces."""
+  if config.get("task") == "swinface":
+    config.model.num_identities = config.model.num_identities or 1
+  if config.get("task") == "age_transformer" and not (
+      config.age_loss.get("workdir") or config.age_loss.get("weights")):
+    config.age_loss.random_init = "tiny"
+
+
+def _load():
+  """(setup, state, step, results folder)."""
+  if _WEIGHTS.value:
+    if _CONFIG.value is None:
+      raise ValueError("--weights needs --config=configs/<model>.py (with "
+                       "--config.data.* naming the data to score on)")
+    setup, state, step = restore.load(
+        _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value,
+        adjust=_for_inference)
+    out = _OUT_DIR.value or os.getcwd()
+  else:
+    setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)
+    out = _OUT_DIR.value or _WORKDIR.value
+  os.makedirs(out, exist_ok=True)
+  return setup, state, step, out
 
 
 def predict_split(setup, state, source):
@@ -88,9 +130,8 @@ def _plot(pred, age, path, title):
 def main(argv):
   del argv
   common.start_jax()
-  workdir = _WORKDIR.value
   try:
-    setup, state, step = restore.restore(workdir, which=_WHICH.value)
+    setup, state, step, workdir = _load()
     if _BINS.value:
       if not hasattr(setup.task, "verification_bins"):
         common.fail(f"--verification_bin: the {setup.config.task!r} task "
@@ -108,9 +149,11 @@ def main(argv):
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   pred, age = predict_split(setup, state, source)
-  train_src = setup.task.balance(setup.task.source("train"))
-  train_mean = float(np.mean(train_src.ages)) if hasattr(
-      train_src, "ages") else float("nan")
+  try:
+    train_src = setup.task.balance(setup.task.source("train"))
+    train_mean = float(np.mean(train_src.ages))
+  except (AttributeError, DataError, FileNotFoundError, ValueError):
+    train_mean = float("nan")  # No training split to take the mean of.
   result = {
       "split": _SPLIT.value, "checkpoint_step": step, "count": len(age),
       "mae": float(np.mean(np.abs(pred - age))),

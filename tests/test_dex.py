@@ -321,3 +321,51 @@ def test_predict_cli_with_official_dex_weights_and_no_workdir(tmp_path):
   p /= p.sum(-1, keepdims=True)
   want = float((p * np.arange(101)).sum(-1)[0])
   assert age == pytest.approx(want, abs=0.06), (age, want)
+
+
+def test_evaluate_cli_scores_official_weights_on_a_release(tmp_path):
+  """launch.evaluate --weights: DEX-format weights (random, the smoke's
+  tiny VGG) scored on APPA-REAL as released (its official test split) with
+  no training run; the MAE equals the same weights' predictions here."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import release_fixtures  # pylint: disable=g-import-not-at-top
+  from facejax import parallel  # pylint: disable=g-import-not-at-top
+  from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from launch import restore  # pylint: disable=g-import-not-at-top
+  truth = release_fixtures.appa_real(str(tmp_path / "appa"))
+  geo = dict(GEO, block_sizes=(1,) * 5, channels=(8, 16, 32, 32, 32),
+             fc_width=64, image_size=32)  # the smoke's vgg_tiny at 32 px
+  weights = _save_state_dict(_dex_state_dict(geo, seed=3),
+                             str(tmp_path / "dex.pth"))
+  data = {"data.format": "appa_real", "data.root": str(tmp_path / "appa")}
+  out_dir = tmp_path / "scores"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  run = subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--weights={weights}",
+       "--config=configs/dex.py:smoke", f"--out_dir={out_dir}",
+       *[f"--config.{k}={v}" for k, v in data.items()]],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.load(open(out_dir / "eval_test.json"))
+  test_ages = [t["real"] for t in truth.values() if t["split"] == "test"]
+  assert result["count"] == len(test_ages) == 8
+  assert (out_dir / "eval_test.png").exists()
+  # The same weights and split in this process.
+  config = _config(**data)
+  setup, state, _ = restore.load("dex", weights=weights, config=config)
+  errors, ages = [], []
+  for batch in pipeline.eval_batches(setup.task.source("test"),
+                                     setup.task.preprocess(False),
+                                     setup.eval_batch, 0):
+    pred = np.asarray(setup.predict(
+        state, parallel.shard_batch(batch, setup.mesh)["image"]))
+    keep = batch["mask"] > 0
+    errors.append(np.abs(pred[keep] - batch["age"][keep]))
+    ages.append(batch["age"][keep])
+  mae = float(np.mean(np.concatenate(errors)))
+  # APPA-REAL's real age (data.age_label's default) of the official test
+  # split.
+  np.testing.assert_allclose(np.sort(np.concatenate(ages)),
+                             np.sort(test_ages), atol=1e-4)
+  assert result["mae"] == pytest.approx(mae, abs=1e-3), (result["mae"], mae)
