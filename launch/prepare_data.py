@@ -2,6 +2,7 @@ r"""Detects and crops faces in a raw data set, writing it in the same layout.
 
   python -m launch.prepare_data --layout=cacd --src=DIR --out=DIR \
       [--csv=FILE] [--size=128] [--margin=0.4] [--detect=True] \
+      [--detector=mtcnn|haar] [--align=box|arcface_112|ffhq|...] \
       [--multiple_faces=skip|largest] [--tfds=True] [--workers=1]
 
 Input layouts (the output under --out has the same layout, so the facejax
@@ -23,8 +24,14 @@ loaders can read it directly):
   rafd:   src/<split>/<category>/*.jpg or src/<category>/*.jpg.
   fiw:    src/[<split>/]F0001/MID1/*.jpg.
 
-Images that cannot be read, have no face or several faces (under
---multiple_faces=skip) are left out and listed in out/prepare_report.csv.
+Faces are found with MTCNN (--detector=haar: OpenCV's cascade) and cropped
+as --align names (facejax.data.faces.align): 'box' is the face box grown by
+--margin on each side (DEX's crop), 'arcface_112' / 'sphereface_96x112' /
+'caricature' / 'ffhq' warp the five landmarks onto a model's template, as
+the model's config's data.align says. Faces smaller than --min_face of the
+shorter side are ignored. Images that cannot be read, have no face or
+several faces (under --multiple_faces=skip) are left out and listed in
+out/prepare_report.csv.
 With --detect=False images are only centre-cropped to a square and resized
 (for pre-aligned data sets). With --tfds=True the kept images are also
 written as a TFDS ArrayRecord data set to out/tfds/ (see
@@ -52,7 +59,9 @@ import tqdm
 
 from facejax.data import attribute_sets
 from facejax.data import face_detect
+from facejax.data import faces
 from facejax.data import transforms
+from facejax.data.faces import align as face_align
 from facejax.data import formats
 from facejax.data.formats import cacd2000
 from facejax.data.formats import utkface
@@ -86,6 +95,15 @@ _MARGIN = flags.DEFINE_float(
 )
 _DETECT = flags.DEFINE_boolean(
     'detect', True, 'Detect and crop faces; False only resizes.'
+)
+_DETECTOR = flags.DEFINE_enum(
+    'detector', 'mtcnn', ('mtcnn', 'haar'),
+    'Face detector: MTCNN (boxes and five landmarks) or OpenCV Haar (boxes).'
+)
+_ALIGN = flags.DEFINE_enum(
+    'align', 'box', [t for t in face_align.TEMPLATES if t != 'none'],
+    'Face crop: the box with --margin, or a landmark template (a model '
+    "config's data.align).",
 )
 _MULTIPLE_FACES = flags.DEFINE_enum(
     'multiple_faces',
@@ -174,6 +192,8 @@ class Options:
   """How each image is processed."""
 
   detect: bool = True
+  detector: str = 'mtcnn'
+  align: str = 'box'
   size: int = 128
   margin: float = 0.4
   pad: str = 'edge'
@@ -569,7 +589,7 @@ def process_image(
     src: str,
     dst: str,
     options: Options,
-    detector: Optional[face_detect.FaceDetector],
+    detector,
 ) -> tuple[Optional[str], str]:
   """Crops (or only resizes) one image and writes it.
 
@@ -591,12 +611,21 @@ def process_image(
     return 'unreadable', f'{type(e).__name__}: {e}'
   size = options.size or None
   if options.detect:
-    crop, num_faces = detector.detect_and_crop(
-        image, margin=options.margin, size=size, pad_mode=options.pad
-    )
-    if crop is None:
+    short = min(image.shape[:2])
+    found = [f for f in detector.detect([image])[0]
+             if min(f.box[2:] - f.box[:2]) >= options.min_face * short]
+    num_faces = len(found)
+    if not found or (num_faces > 1 and options.multiple_faces == 'skip'):
       reason = 'no_face' if num_faces == 0 else 'multiple_faces'
       return reason, f'{num_faces} faces'
+    face = max(found, key=lambda f: np.prod(f.box[2:] - f.box[:2]))
+    if options.align == 'box':
+      box = tuple(int(round(v)) for v in face.box)
+      crop = face_detect.crop_face(image, box, options.margin, size,
+                                   options.pad)
+    else:
+      crop = face_align.crop(image, options.align, size or 112, face.box,
+                             face.landmarks, options.margin)
     detail = f'{num_faces} faces'
   else:
     crop = face_detect.center_square(image)
@@ -612,14 +641,13 @@ def process_image(
   return None, detail
 
 
-def _make_detector(options: Options) -> Optional[face_detect.FaceDetector]:
+def _make_detector(options: Options):
   if not options.detect:
     return None
-  return face_detect.FaceDetector(
-      min_neighbors=options.min_neighbors,
-      min_size=options.min_face,
-      multiple_faces=options.multiple_faces,
-  )
+  if options.detector == 'haar':
+    return faces.HaarDetector(min_neighbors=options.min_neighbors,
+                              min_size=options.min_face)
+  return faces.make_detector('mtcnn', min_face_size=20.0)
 
 
 # Per-process state of the worker pool.
@@ -818,6 +846,8 @@ def main(argv: Sequence[str]) -> None:
       raise app.UsageError(f'--{flag.name} is required.')
   options = Options(
       detect=_DETECT.value,
+      detector=_DETECTOR.value,
+      align=_ALIGN.value,
       size=_SIZE.value,
       margin=_MARGIN.value,
       pad=_PAD.value,
