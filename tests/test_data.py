@@ -285,3 +285,20 @@ def test_every_image_mode_decodes_to_the_right_grey(tmp_path, mode):
   assert rgb.shape == (6, 8, 3) and rgb.dtype == np.uint8
   want = 255 if mode == "1" else 128
   np.testing.assert_allclose(rgb, want, atol=1)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  """A phone photo stored sideways with EXIF Orientation 6 (rotate 90
+  degrees clockwise to view) decodes upright: a red top-left corner in the
+  stored pixels ends up top-right, and width and height swap."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  stored = np.zeros((40, 60, 3), np.uint8)
+  stored[:10, :10] = (255, 0, 0)
+  im = Image.fromarray(stored)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Orientation: rotate 90 CW.
+  path = str(tmp_path / "phone.jpg")
+  im.save(path, exif=exif.tobytes(), quality=95)
+  rgb = np.asarray(transforms.load_image(path))
+  assert rgb.shape == (60, 40, 3)
+  assert rgb[:8, -8:, 0].mean() > 200 and rgb[:8, :8, 0].mean() < 50
