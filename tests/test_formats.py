@@ -512,6 +512,23 @@ def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
 
 
 @pytest.mark.slow
+def test_errors_name_the_keys_where_the_release_is_configured(releases,
+                                                                tmp_path):
+  """SwinFace's age set lives under data.age: errors name data.age.* keys
+  (they used to say data.split_files, data.age_label, ...)."""
+  from facejax.data.sources import DataError  # pylint: disable=g-import-not-at-top
+  root, _ = releases["appa_real"]
+  cfg = _cfg(format="appa_real", root=root,
+             split_files={"train": str(tmp_path / "missing.csv")})
+  with pytest.raises(DataError, match=r"config key data\.age\.split_files"):
+    formats.open_age_split(cfg, "train", config_prefix="data.age")
+  cfg = _cfg(format="appa_real", root=root, age_label="median")
+  with pytest.raises(ValueError, match=r"config key data\.age\.age_label"):
+    formats.open_age_split(cfg, "train", config_prefix="data.age")
+  with pytest.raises(ValueError, match=r"config key data\.age_label"):
+    formats.open_age_split(cfg, "train")
+
+
 def test_swinface_trains_on_four_releases(tmp_path):
   """Stage 2 takes steps with MS1MV2-style RecordIO identities, UTKFace as
   the age set, CelebA's Drive layout (official partition) and RAF-DB."""

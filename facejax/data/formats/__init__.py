@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -95,11 +96,12 @@ def _name_index(listing: base.AgeListing) -> dict[str, int]:
   return index
 
 
-def _read_split_file(path: str, listing: base.AgeListing) -> list[int]:
+def _read_split_file(path: str, listing: base.AgeListing,
+                     prefix: str = "data") -> list[int]:
   """Rows of `listing` named by a published split csv."""
   if not os.path.isfile(path):
     raise DataError(f"{path}: split file not found (config key "
-                    "data.split_files)")
+                    f"{prefix}.split_files)")
   sources.check_text_file(path)
   index = _name_index(listing)
   rows = []
@@ -122,24 +124,25 @@ def _read_split_file(path: str, listing: base.AgeListing) -> list[int]:
         raise DataError(
             f"{path}:{reader.line_num}: {name!r} is not an image of the "
             f"{listing.format} release at {listing.root} (or it was left "
-            "out: a malformed entry of the release, or an age outside "
-            "data.min_age/max_age)")
+            f"out: a malformed entry of the release, or an age outside "
+            f"{prefix}.min_age/max_age)")
       rows.append(i)
   if not rows:
     raise DataError(f"{path}: no rows")
   return rows
 
 
-def assign_splits(listing: base.AgeListing, cfg) -> tuple[np.ndarray, str]:
+def assign_splits(listing: base.AgeListing, cfg, prefix: str = "data"
+                  ) -> tuple[np.ndarray, str]:
   """(split name of every row, '' where a row is in none; how the split
-  was made)."""
+  was made). `prefix` is where the keys live in the config, for errors."""
   files = _option(cfg, "split_files", None)
   given = {s: files.get(s, "") for s in base.SPLITS} if files else {}
   given = {s: p for s, p in given.items() if p}
   fractions = tuple(_option(cfg, "split_fractions", (0.8, 0.1, 0.1)))
   seed = int(_option(cfg, "split_seed", 0))
   if given:
-    return _from_split_files(listing, given, fractions, seed)
+    return _from_split_files(listing, given, fractions, seed, prefix)
   if listing.split is not None:
     assigned = np.asarray(listing.split, object)
     if "valid" not in listing.split:
@@ -157,20 +160,20 @@ def assign_splits(listing: base.AgeListing, cfg) -> tuple[np.ndarray, str]:
 
 
 def split_rows(listing: base.AgeListing, split: str, cfg,
-               ) -> tuple[np.ndarray, str]:
+               prefix: str = "data") -> tuple[np.ndarray, str]:
   """(row indices of `split`, how the split was made)."""
-  assigned, rule = assign_splits(listing, cfg)
+  assigned, rule = assign_splits(listing, cfg, prefix)
   return np.flatnonzero(assigned == split), rule
 
 
-def _from_split_files(listing, given, fractions, seed):
+def _from_split_files(listing, given, fractions, seed, prefix="data"):
   """Rows named by the split files; splits without a file share the rows
   no file names (seeded by person, by their fractions), so the splits never
   overlap (UTKFace's published splits have no valid file). With a file for
   every split, rows no file names are in none."""
   assigned = np.full(len(listing), "", object)
   for s, path in given.items():
-    for i in _read_split_file(path, listing):
+    for i in _read_split_file(path, listing, prefix):
       if assigned[i] and assigned[i] != s:
         raise DataError(f"{path}: {listing.paths[i]} is also in the "
                         f"{assigned[i]} split file {given[assigned[i]]}")
@@ -195,9 +198,11 @@ def _keys(listing: base.AgeListing, rows) -> list[str]:
 class ListingSource(sources.AgeSource):
   """The rows of one split of an AgeListing (AgeCsvSource's protocol)."""
 
-  def __init__(self, listing: base.AgeListing, rows: np.ndarray, split: str):
+  def __init__(self, listing: base.AgeListing, rows: np.ndarray, split: str,
+               prefix: str = "data"):
     self.split = split
-    self.csv_path = f"{listing.root} (data.format={listing.format!r}, {split})"
+    self.csv_path = (f"{listing.root} ({prefix}.format={listing.format!r}, "
+                     f"{split})")
     self.paths = [listing.paths[i] for i in rows]
     self.ages = listing.ages[rows]
     self.labels_at = [listing.where[i] for i in rows]
@@ -210,8 +215,29 @@ class ListingSource(sources.AgeSource):
     return self.labels_at[i]
 
 
+# Config keys the formats name in their errors, as `data.<key>`.
+_KEYS_NAMED = re.compile(
+    r"\bdata\.(format|root|age_label|face_crop|min_face_score|single_face|"
+    r"min_age_confidence|image_dir|split_files|split_fractions|split_seed|"
+    r"min_age|max_age)\b")
+
+
 def open_age_split(cfg, split: str, config_prefix: str = "data"):
-  """The source of `split` of the release `cfg.format` at `cfg.root`."""
+  """The source of `split` of the release `cfg.format` at `cfg.root`.
+
+  `config_prefix` is where `cfg` sits in the config (SwinFace's age task:
+  'data.age'): every error names the keys there.
+  """
+  if config_prefix == "data":
+    return _open_age_split(cfg, split, config_prefix)
+  try:
+    return _open_age_split(cfg, split, config_prefix)
+  except (DataError, ValueError) as e:
+    message = _KEYS_NAMED.sub(f"{config_prefix}.\\1", str(e))
+    raise type(e)(message) from None
+
+
+def _open_age_split(cfg, split: str, config_prefix: str):
   if not cfg.root:
     raise DataError(f"config key {config_prefix}.root is empty: "
                     f"{config_prefix}.format={cfg.format!r} reads the "
@@ -219,11 +245,12 @@ def open_age_split(cfg, split: str, config_prefix: str = "data"):
   listing = read_age(cfg.format, cfg.root, cfg)
   listing = _in_range(listing, float(cfg.get("min_age", 0.0)),
                       float(cfg.get("max_age", 200.0)), config_prefix)
-  assigned, rule = assign_splits(listing, cfg)
+  assigned, rule = assign_splits(listing, cfg, config_prefix)
   sizes = {s: int(np.sum(assigned == s)) for s in base.SPLITS}
   base.announce(base.summary_line(listing, sizes, rule))  # once a run
   rows = np.flatnonzero(assigned == split)
   if not len(rows):
     raise DataError(f"{cfg.root}: the {split!r} split of "
-                    f"data.format={cfg.format!r} is empty ({rule})")
-  return ListingSource(listing, rows, split)
+                    f"{config_prefix}.format={cfg.format!r} is empty "
+                    f"({rule})")
+  return ListingSource(listing, rows, split, config_prefix)
