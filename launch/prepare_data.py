@@ -22,7 +22,12 @@ loaders can read it directly):
           img_align_celeba/ or next to the txt files; both txt files are
           rewritten for the kept images.
   rafd:   src/<split>/<category>/*.jpg or src/<category>/*.jpg.
-  fiw:    src/[<split>/]F0001/MID1/*.jpg.
+  fiw:    src/[<split>/]F0001/MID1/*.jpg, or FIW as released (src/FIDs/
+          F0001/MID1/*.jpg with each family's mid.csv): the mid.csv files
+          are copied and RFIW-style pair lists (train-pairs.csv,
+          val-pairs.csv, test-pairs.csv; families split 80/10/10 by a
+          seeded hash) are written from the relationship matrices, for
+          configs/kinship.py's data.train_file / val_file / test_file.
 
 Faces are found with MTCNN (--detector=haar: OpenCV's cascade) and cropped
 as --align names (facejax.data.faces.align): 'box' is the face box grown by
@@ -43,10 +48,12 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import glob
 import hashlib
 import multiprocessing
 import os
 import re
+import shutil
 from typing import Any, Iterable, Optional, Sequence
 
 from absl import app
@@ -493,9 +500,13 @@ def scan_rafd(src: str) -> Scan:
 
 
 def scan_fiw(src: str) -> Scan:
-  """Lists src/[<split>/]F0001/MID1/* images."""
+  """Lists src/[<split>/]F0001/MID1/* images, or FIW as released:
+  src/FIDs/F0001/MID1/* (written to out/FIDs/...)."""
   items, ignored = [], []
-  split_folders = _split_folders(src)
+  if os.path.isdir(os.path.join(src, 'FIDs')):
+    split_folders = [('train', 'FIDs')]
+  else:
+    split_folders = _split_folders(src)
   for split, folder in split_folders:
     for family in _subdirs(os.path.join(src, folder)):
       family_match = _FIW_FAMILY.match(family)
@@ -779,6 +790,7 @@ def run(
       problems.append((item.rel, reason, detail))
   _write_label_files(_label_layout(layout), out, scan_result, kept)
   report = _write_report(out, problems)
+  pair_lists = _write_fiw_lists(src, out) if layout == 'fiw' else {}
 
   counts = collections.Counter({'kept': len(kept)})
   counts.update({r: 0 for r in MAIN_REASONS})
@@ -811,7 +823,29 @@ def run(
       'report': report,
       'tfds_dir': tfds_dir,
       'splits': dict(splits),
+      'pair_lists': pair_lists,
   }
+
+
+def _write_fiw_lists(src: str, out: str) -> dict[str, str]:
+  """FIW's mid.csv files copied beside the kept faces, and pair lists
+  written from them ({} when the source has no mid.csv)."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.data.formats import rfiw
+
+  src_images = rfiw.image_root(src)
+  tables = sorted(glob.glob(os.path.join(src_images, 'F*', 'mid.csv')))
+  if not tables:
+    return {}
+  out_images = os.path.join(out, os.path.relpath(src_images, src))
+  for table in tables:
+    family = os.path.basename(os.path.dirname(table))
+    if os.path.isdir(os.path.join(out_images, family)):
+      shutil.copyfile(table, os.path.join(out_images, family, 'mid.csv'))
+  try:
+    return rfiw.write_pair_lists(out_images, out)
+  except ValueError as e:  # DataError: a malformed mid.csv, or no pairs.
+    raise InputError(str(e)) from None
 
 
 def _summary(result: dict[str, Any], out: str) -> str:
@@ -835,6 +869,15 @@ def _summary(result: dict[str, Any], out: str) -> str:
         '  # or raw (image = encoded bytes): tfds.data_source('
         f"'facejax_faces/{config}', data_dir={tfds_root!r}, split={split!r})",
     ]
+  lists = result.get('pair_lists') or {}
+  if lists:
+    keys = {'train': 'train_file', 'valid': 'val_file', 'test': 'test_file'}
+    lines.append('kinship pair lists: ' + ', '.join(
+        f'{s} {os.path.basename(p)}' for s, p in lists.items()))
+    lines.append('  python -m launch.train --config=configs/kinship.py '
+                 f'--config.data.root={out} ' + ' '.join(
+                     f'--config.data.{keys[s]}={os.path.basename(p)}'
+                     for s, p in lists.items()))
   return '\n'.join(lines)
 
 

@@ -678,3 +678,34 @@ def test_webcaricature_release_with_its_view_files(tmp_path):
   assert seen["train"] | seen["valid"] == set(rf.WEBCARI_SUBJECTS[:6])
   assert not seen["train"] & seen["valid"]
   assert "Adele Laurie Blue Adkins" in seen["train"] | seen["valid"]
+
+
+def test_fiw_relationship_matrix_gives_rfiw_pair_types(tmp_path):
+  """mid.csv codes (FIW_RIDs: 1 child, 2 sibling, 3 grandchild, 4 parent,
+  5 spouse, 6 grandparent) read as RFIW pair types by gender; a member with
+  no face folder is left out; a bad code names file and line."""
+  from facejax.data.formats import rfiw  # pylint: disable=g-import-not-at-top
+  from facejax.data.sources import DataError  # pylint: disable=g-import-not-at-top
+  fam = tmp_path / "F0007"
+  # 1 grandma, 2 father, 3 son, 4 daughter, 5 son's wife (no photos).
+  rows = ["MID 1 2 3 4 5 Name Gender",
+          "1 0 4 6 6 0 ann f",
+          "2 1 0 4 4 0 bob m",
+          "3 3 1 0 2 5 cid male",
+          "4 3 1 2 0 0 dee female",
+          "5 0 0 5 0 0 eve f"]
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  fam.mkdir()
+  (fam / "mid.csv").write_text("\n".join(rows) + "\n")
+  for m in (1, 2, 3, 4):
+    os.makedirs(fam / f"MID{m}")
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(
+        fam / f"MID{m}" / f"P1_face{m}.jpg")
+  pairs = {(a[-4:], b[-4:], t) for a, b, t, _ in rfiw.kin_pairs(str(tmp_path))}
+  assert pairs == {("MID1", "MID2", "ms"), ("MID1", "MID3", "gmgs"),
+                   ("MID1", "MID4", "gmgd"), ("MID2", "MID3", "fs"),
+                   ("MID2", "MID4", "fd"), ("MID3", "MID4", "sibs")}
+  (fam / "mid.csv").write_text("\n".join(rows[:2] + ["2 1 0 x 4 0 bob m"])
+                               + "\n")
+  with pytest.raises(DataError, match=r"mid\.csv:3: relationship code 'x'"):
+    rfiw.kin_pairs(str(tmp_path))

@@ -332,3 +332,54 @@ def test_cacd_aligned_to_a_model_template(cacd_src, tmp_path, astronaut):
   print('re-detected vs warped (px):', moved.round(2),
         'vs template:', residual.round(2))
   assert moved.max() < 3.0 and residual.max() < 8.0, (moved, residual)
+
+
+def test_fiw_release_gets_rfiw_pair_lists(tmp_path):
+  """--layout=fiw on FIW as released (FIDs/ with each family's mid.csv):
+  the faces keep their FIDs/ tree, the mid.csv files are copied, and pair
+  lists are written from the relationship matrices (father -> son is fs,
+  mother -> son ms; spouses are no pair), families disjoint across lists,
+  val/test balanced with non-kin pairs of the right gender; the kinship
+  loader reads them."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(__file__))
+  import release_fixtures  # pylint: disable=g-import-not-at-top
+  from facejax.data import kinship as kin_data  # pylint: disable=g-import-not-at-top
+  src, out = str(tmp_path / 'fiw'), str(tmp_path / 'out')
+  release_fixtures.fiw(src, families=30)
+  result = prepare_data.run('fiw', src, out,
+                            prepare_data.Options(detect=False, size=16),
+                            write_tfds=False)
+  assert result['counts']['kept'] == 30 * 3 * 2
+  assert os.path.isfile(os.path.join(out, 'FIDs', 'F0001', 'MID1',
+                                     'P00100_face1.jpg'))
+  assert os.path.isfile(os.path.join(out, 'FIDs', 'F0001', 'mid.csv'))
+  lists = result['pair_lists']
+  assert set(lists) == {'train', 'valid', 'test'}, lists
+  families = {}
+  for split, path in lists.items():
+    rows = _read_csv(path)
+    kin = [r for r in rows if r['label'] == '1']
+    assert {r['ptype'] for r in kin} == {'fs', 'ms'}
+    for r in kin:  # father / mother (MID1 / MID2) -> son (MID3)
+      assert r['p1'].split('/')[0] == r['p2'].split('/')[0]
+      assert (r['p1'][-4:], r['p2'][-4:], r['ptype']) in (
+          ('MID1', 'MID3', 'fs'), ('MID2', 'MID3', 'ms'))
+    non_kin = [r for r in rows if r['label'] == '0']
+    if split == 'train':
+      assert not non_kin
+    else:
+      assert len(non_kin) == len(kin)
+      for r in non_kin:
+        assert r['p1'].split('/')[0] != r['p2'].split('/')[0]
+        assert r['p2'].endswith('MID3')  # a son, as in the kin pair
+    families[split] = {r['p1'].split('/')[0] for r in rows}
+  assert not (families['train'] & families['valid']
+              or families['train'] & families['test']
+              or families['valid'] & families['test'])
+  source = kin_data.load_split(out, os.path.basename(lists['valid']))
+  # Member level: each member's 2 faces paired in turn.
+  assert len(source) == 2 * len(_read_csv(lists['valid']))
+  assert set(source.labels) == {0, 1}
+  summary = prepare_data._summary(result, out)
+  assert '--config.data.val_file=val-pairs.csv' in summary

@@ -117,3 +117,117 @@ def read_mid_genders(images: str) -> dict:
                         "male / female")
       out[(family, int(fields[0]))] = (gender, -1)
   return out
+
+
+# FIW's relationship codes (FIW_RIDs.csv): entry [i][j] of a family's
+# mid.csv matrix is what member i is to member j.
+CHILD, SIBLING, GRANDCHILD, PARENT, SPOUSE, GRANDPARENT = 1, 2, 3, 4, 5, 6
+
+
+def read_mid_matrix(path: str) -> tuple[dict, dict]:
+  """({mid: gender 1 male / 0 female}, {(mid_i, mid_j): code}) of a
+  family's mid.csv (`MID 1 2 ... Name Gender`, spaces or commas)."""
+  check_text_file(path)
+  with open(path, encoding="utf-8-sig") as f:
+    lines = [(n, ln.replace(",", " ").split())
+             for n, ln in enumerate(f, start=1) if ln.strip()]
+  if not lines:
+    raise DataError(f"{path}: empty")
+  header = lines[0][1]
+  columns = [int(c) for c in header if c.isdigit()]
+  if not columns or header[-1].lower() != "gender":
+    raise DataError(f"{path}:1: expected a header 'MID 1 2 ... Name Gender', "
+                    f"got {' '.join(header)!r}")
+  genders, matrix = {}, {}
+  for n, fields in lines[1:]:
+    if len(fields) < len(columns) + 2 or not fields[0].isdigit():
+      raise DataError(f"{path}:{n}: expected a member id, {len(columns)} "
+                      f"relationship codes, a name and a gender")
+    mid = int(fields[0])
+    gender = GENDERS.get(fields[-1].lower())
+    if gender is None:
+      raise DataError(f"{path}:{n}: gender {fields[-1]!r} is not m / f / "
+                      "male / female")
+    genders[mid] = gender
+    for other, code in zip(columns, fields[1:1 + len(columns)]):
+      if not code.lstrip("-").isdigit():
+        raise DataError(f"{path}:{n}: relationship code {code!r} for MID"
+                        f"{other} is not a number")
+      matrix[(mid, other)] = int(code)
+  return genders, matrix
+
+
+def _ptype(code: int, gender_a: int, gender_b: int) -> str:
+  """RFIW's pair type of member a being `code` to member b ('' if none)."""
+  if code == PARENT:
+    return ("f" if gender_a else "m") + ("s" if gender_b else "d")
+  if code == GRANDPARENT:
+    return ("gf" if gender_a else "gm") + ("gs" if gender_b else "gd")
+  if code == SIBLING:
+    return {2: "bb", 0: "ss"}.get(gender_a + gender_b, "sibs")
+  return ""
+
+
+def kin_pairs(images: str) -> list[tuple[str, str, str, int]]:
+  """(member a, member b, ptype, gender of b) of every kin pair FIW's
+  relationship matrices name, for members that have face images; parents
+  and grandparents first (as RFIW lists them), each sibling pair once."""
+  pairs = []
+  for path in sorted(glob.glob(os.path.join(images, "F*", "mid.csv"))):
+    family = os.path.basename(os.path.dirname(path))
+    genders, matrix = read_mid_matrix(path)
+    present = {m for m in genders
+               if os.path.isdir(os.path.join(images, family, f"MID{m}"))
+               and base.list_images(os.path.join(images, family, f"MID{m}"))}
+    for (a, b), code in sorted(matrix.items()):
+      if a == b or a not in present or b not in present:
+        continue
+      if code == SIBLING and a > b:
+        continue
+      ptype = _ptype(code, genders[a], genders[b])
+      if ptype:
+        pairs.append((f"{family}/MID{a}", f"{family}/MID{b}", ptype,
+                      genders[b]))
+  return pairs
+
+
+def write_pair_lists(images: str, out_dir: str, fractions=(0.8, 0.1, 0.1),
+                     seed: int = 0) -> dict[str, str]:
+  """RFIW-style member-level lists from FIW's relationship matrices.
+
+  Families go to train / val / test by a seeded hash (no family in two
+  lists). Every kin pair is listed with label 1; val and test also get one
+  non-kin pair per kin pair: the same first member with a member of
+  another family of that list, of the second member's gender, so the lists
+  are balanced as RFIW's are. Returns {split: csv path}.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  pairs = kin_pairs(images)
+  if not pairs:
+    raise DataError(f"{images}: no kin pairs: no F*/mid.csv relationship "
+                    "matrix names parents, siblings or grandparents with "
+                    "face images")
+  families = sorted({a.split("/")[0] for a, *_ in pairs})
+  split_of = dict(zip(families, base.seeded_split(families, fractions, seed)))
+  written = {}
+  for split, name in (("train", "train-pairs.csv"), ("valid", "val-pairs.csv"),
+                      ("test", "test-pairs.csv")):
+    kin = [p for p in pairs if split_of[p[0].split("/")[0]] == split]
+    if not kin:
+      continue
+    rows = [(a, b, t, 1) for a, b, t, _ in kin]
+    if split != "train":
+      rng = np.random.default_rng([seed, len(written)])
+      members = sorted({(b, g) for _, b, _, g in kin})
+      for a, _, t, g in kin:
+        others = [m for m, mg in members
+                  if mg == g and m.split("/")[0] != a.split("/")[0]]
+        if others:
+          rows.append((a, others[int(rng.integers(len(others)))], t, 0))
+    path = os.path.join(out_dir, name)
+    with open(path, "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["p1", "p2", "ptype", "label"])
+      writer.writerows(rows)
+    written[split] = path
+  return written
