@@ -262,6 +262,38 @@ def test_regressor_trains_on_the_release_folder(releases, name, tmp_path,
   assert f"{name} at {root}:" in out  # the start-up line
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["dex", "age_transformer"])
+def test_age_models_train_on_every_release_folder(releases, model, tmp_path,
+                                                  capsys):
+  """Two steps and an eval of the smoke DEX and the smoke age transformer
+  (its balanced sampler over the release's ages; a random tiny estimator as
+  its age loss) on each age release, one after the other."""
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  from facejax.data.formats import base  # pylint: disable=g-import-not-at-top
+  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  for name in FORMATS:
+    root, _ = releases[name]
+    base._announced.clear()  # Each run says what it read (once a process).
+    overrides = {
+        "data.format": name, "data.root": root, "data.max_age": 120.0,
+        "total_steps": 2, "eval_every_steps": 2, "ckpt.every_steps": 2,
+        "data.batch_size": 4, "data.eval_batch_size": 4,
+        "data.split_fractions": (0.5, 0.25, 0.25),
+        "mesh": (("data", 1), ("fsdp", 1), ("model", 1))}
+    if model == "age_transformer":
+      overrides.update({"stages": ((2, 32, 3.0),),
+                        "age_loss.random_init": "tiny",
+                        "data.balance.age_range": (0, 120)})
+    config = config_lib.load_config(
+        os.path.join(ROOT, "configs", f"{model}.py:smoke"), overrides)
+    result = loop.train_and_evaluate(config, str(tmp_path / name))
+    assert result and all(np.isfinite(v) for v in result.values()
+                          if isinstance(v, float)), (name, result)
+    out = capsys.readouterr().out
+    assert f"{name} at {root}:" in out, (name, out[-2000:])
+
+
 # ---------------------------------------------------------------------------
 # RaFD: as released (flat names) and as StarGAN's class folders.
 # ---------------------------------------------------------------------------
@@ -511,7 +543,6 @@ def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
     multitask.expression_source(str(tmp_path), "train", 40, {}, 7, "k")
 
 
-@pytest.mark.slow
 def test_errors_name_the_keys_where_the_release_is_configured(releases,
                                                                 tmp_path):
   """SwinFace's age set lives under data.age: errors name data.age.* keys
@@ -529,6 +560,7 @@ def test_errors_name_the_keys_where_the_release_is_configured(releases,
     formats.open_age_split(cfg, "train")
 
 
+@pytest.mark.slow
 def test_swinface_trains_on_four_releases(tmp_path):
   """Stage 2 takes steps with MS1MV2-style RecordIO identities, UTKFace as
   the age set, CelebA's Drive layout (official partition) and RAF-DB."""
