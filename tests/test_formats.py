@@ -560,6 +560,25 @@ def test_errors_name_the_keys_where_the_release_is_configured(releases,
     formats.open_age_split(cfg, "train")
 
 
+def test_celeba_identities_feed_swinface_recognition(tmp_path):
+  """data.identity.root at CelebA (Drive layout): identity_CelebA.txt gives
+  the people; a malformed line names file and line."""
+  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data.sources import DataError  # pylint: disable=g-import-not-at-top
+  rf.celeba_drive(str(tmp_path), n=30)
+  ids = multitask.identity_folders(str(tmp_path), "data.identity")
+  # The fixture's identity of image i is 1 + i // 3.
+  assert len(ids) == len({1 + i // 3 for i in range(1, 31)})
+  name, paths = ids[0]
+  assert name == "celeba1" and [os.path.basename(p) for p in paths] == [
+      "000001.jpg", "000002.jpg"]
+  assert all(os.path.isfile(p) for _, ps in ids for p in ps)
+  with open(tmp_path / "Anno" / "identity_CelebA.txt", "a") as f:
+    f.write("000031.jpg x\n")
+  with pytest.raises(DataError, match=r"identity_CelebA\.txt:31: expected"):
+    multitask.identity_folders(str(tmp_path), "data.identity")
+
+
 @pytest.mark.slow
 def test_swinface_trains_on_four_releases(tmp_path):
   """Stage 2 takes steps with MS1MV2-style RecordIO identities, UTKFace as

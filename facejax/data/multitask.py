@@ -34,9 +34,11 @@ from facejax.data import attribute_sets
 from facejax.data import pipeline
 from facejax.data import sources as sources_lib
 from facejax.data import transforms
+from facejax.data.formats import base as formats_base
 from facejax.data.formats import raf_db
 from facejax.data.formats import recordio
 from facejax.data.sources import DataError, IMAGE_EXTENSIONS
+from facejax.data.sources import check_text_file
 
 KINDS = ("identity", "age", "celeba", "expression")
 
@@ -96,6 +98,8 @@ def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
                     f"{key}.root)")
   if recordio.is_recordio(root):  # MS1MV2 / Glint360K as insightface ships
     return recordio.identities(root, key)
+  if celeba_identity_file(root):  # CelebA's 10,177 people
+    return celeba_identities(root, key)
   out = []
   for dirpath, dirnames, files in os.walk(root):
     # FIW keeps photos of no family member (and non-faces) in each family's
@@ -110,6 +114,46 @@ def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
   if not out:
     raise DataError(f"{root}: no image folders (config key {key}.root)")
   return out
+
+
+def celeba_identity_file(root: str) -> str:
+  """CelebA's identity_CelebA.txt under root (flat or Drive's Anno/), or ''."""
+  for sub in ("", "Anno"):
+    path = os.path.join(root, sub, "identity_CelebA.txt")
+    if os.path.isfile(path):
+      return path
+  return ""
+
+
+def celeba_identities(root: str, key: str) -> list[tuple[str, list[str]]]:
+  """(identity, image paths) from CelebA's identity_CelebA.txt
+  (`000001.jpg 2880` lines), images in img_align_celeba/ (flat or Img/)."""
+  path = celeba_identity_file(root)
+  image_dir = next((d for d in (os.path.join(root, "img_align_celeba"),
+                                os.path.join(root, "Img", "img_align_celeba"))
+                    if os.path.isdir(d)), None)
+  if image_dir is None:
+    raise DataError(f"{root}: no img_align_celeba/ (flat or under Img/) "
+                    f"for {path} (config key {key}.root)")
+  check_text_file(path)
+  groups: dict[int, list[str]] = {}
+  with open(path, encoding="utf-8-sig") as f:
+    for n, line in enumerate(f, start=1):
+      fields = line.split()
+      if not fields:
+        continue
+      if len(fields) != 2 or not fields[1].isdigit():
+        raise DataError(f"{path}:{n}: expected '<image> <identity number>', "
+                        f"got {line.strip()!r}")
+      groups.setdefault(int(fields[1]), []).append(
+          os.path.join(image_dir, fields[0]))
+  if not groups:
+    raise DataError(f"{path}: no identities")
+  images = sum(len(v) for v in groups.values())
+  formats_base.announce(f"celeba identities at {root}: {images} images of "
+                        f"{len(groups)} people ({path})")
+  return [(f"celeba{ident}", sorted(paths))
+          for ident, paths in sorted(groups.items())]
 
 
 def split_identities(ids: list, valid_fraction: float, seed: int
