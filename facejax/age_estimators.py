@@ -327,7 +327,8 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict,
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = ckpt_lib.abstract_like(
       abstract, jax.tree.map(lambda _: device, abstract))
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
+                                       read_only=True)
   try:
     step = checkpointer.best_step()
     best = step is not None

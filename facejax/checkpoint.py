@@ -6,12 +6,19 @@ The only module that imports orbax. Layout under the workdir:
   model.json                 what model the workdir belongs to
 
 Writes are atomic (orbax writes into a temporary folder and renames it when
-complete), so a run killed while saving resumes from the previous one.
+complete), so a run killed while saving resumes from the previous one. A
+training run holds an exclusive lock on its workdir (`WorkdirLock`);
+readers (predict, evaluate, export) open the checkpoints read-only and
+never delete anything, so they can run beside a live training run.
 """
 
+import datetime
+import fcntl
 import json
+import logging as std_logging
 import os
-from typing import Any
+import socket
+from typing import Any, Callable
 
 from absl import logging
 import grain
@@ -51,17 +58,75 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
       tree, shardings)
 
 
+class WorkdirBusyError(RuntimeError):
+  """Another live process trains in the workdir."""
+
+
+class WorkdirLock:
+  """An exclusive lock on a workdir for one training run (process 0).
+
+  `flock` on workdir/lock: the kernel releases it when the holder exits,
+  however it dies (SIGKILL, OOM), so a stale lock never blocks a rerun. The
+  file says who holds it, for the message a second run gets.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(os.path.abspath(workdir), "lock")
+    self._file = None
+
+  def acquire(self) -> None:
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    f = open(self.path, "a+")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      f.close()
+      raise WorkdirBusyError(
+          f"{os.path.dirname(self.path)} is in use by {holder} (lock "
+          f"{self.path}). Two runs on one workdir would delete each other's "
+          "checkpoints: wait for that run to end, stop it, or use another "
+          "--workdir.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+    f.flush()
+    self._file = f
+
+  def release(self) -> None:
+    if self._file is not None:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+  def __enter__(self):
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc):
+    self.release()
+
+
 class Checkpointer:
-  """Saves/restores {state, data iterator}; keeps the last K and the best."""
+  """Saves/restores {state, data iterator}; keeps the last K and the best.
+
+  `read_only=True` (inference beside a live run): nothing is created,
+  cleaned up or deleted; only finished checkpoints are seen.
+  """
 
   def __init__(self, workdir: str, keep: int = 3, best_mode: str = "min",
-               async_save: bool = True):
+               async_save: bool = True, read_only: bool = False):
     workdir = os.path.abspath(workdir)
+    self.read_only = read_only
+    writable = dict(cleanup_tmp_directories=not read_only,
+                    read_only=read_only, create=not read_only)
     self._mgr = ocp.CheckpointManager(
         os.path.join(workdir, "ckpt"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save),
+            max_to_keep=keep, enable_async_checkpointing=async_save,
+            **writable),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": grain.checkpoint.CheckpointHandler()})
     sign = 1.0 if best_mode == "min" else -1.0
@@ -70,14 +135,16 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: sign * m["value"],
             best_mode="min", keep_checkpoints_without_metrics=False,
-            cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save),
+            enable_async_checkpointing=async_save, **writable),
         item_handlers={"state": ocp.StandardCheckpointHandler()})
     self.directory = os.path.join(workdir, "ckpt")
     self.best_directory = os.path.join(workdir, "best")
 
   def latest_step(self) -> int | None:
     return self._mgr.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._mgr.all_steps())
 
   def best_step(self) -> int | None:
     return self._best.best_step()
@@ -105,6 +172,85 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = mgr.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
+
+  def restore_newest_good(self, abstract_state: Any,
+                          data_iter: Any | None = None,
+                          check: Callable[[Any], str] | None = None,
+                          best: bool = False) -> tuple[Any, int | None]:
+    """(state, step) of the newest checkpoint that reads and passes
+    `check` (a reason string when the state is bad, '' when good); older
+    ones are tried in turn with a warning naming what was wrong. (None,
+    None) when there is no checkpoint; an error when none is usable."""
+    mgr = self._best if best else self._mgr
+    steps = sorted(mgr.all_steps(), reverse=True)
+    problems = []
+    self.iterator_restored = data_iter is not None
+    # A damaged checkpoint fails in many tensorstore reads at once; asyncio
+    # would log each unretrieved failure (hundreds of lines): one warning
+    # per checkpoint says it instead.
+    asyncio_log = std_logging.getLogger("asyncio")
+    level = asyncio_log.level
+    asyncio_log.setLevel(std_logging.CRITICAL)
+    try:
+      return self._newest_good(mgr, steps, abstract_state, data_iter, check,
+                               best, problems)
+    finally:
+      asyncio_log.setLevel(level)
+      if problems and not self.read_only:
+        self._reload_steps()  # The unusable ones were moved aside.
+
+  def _newest_good(self, mgr, steps, abstract_state, data_iter, check, best,
+                   problems):
+    for step in steps:
+      try:
+        state = self.restore(step, abstract_state, data_iter, best=best)
+      except Exception as e:  # pylint: disable=broad-except
+        # Truncated or zeroed files surface as many exception types from
+        # tensorstore; any of them makes this checkpoint unusable.
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        if data_iter is not None:
+          try:  # The state alone (the iterator's layout may have changed).
+            state = self.restore(step, abstract_state, None, best=best)
+          except Exception:  # pylint: disable=broad-except
+            pass
+          else:
+            logging.warning("data iterator state of step %d not "
+                            "restorable (%s)", step, reason)
+            self.iterator_restored = False
+            reason = check(state) if check else ""
+            if not reason:
+              return state, step
+      else:
+        reason = check(state) if check else ""
+        if not reason:
+          if problems:
+            logging.warning("restored step %d instead", step)
+          return state, step
+      where = os.path.join(mgr.directory, str(step))
+      logging.warning("checkpoint %s is unusable (%s); trying an older one",
+                      where, reason)
+      print(f"warning: checkpoint {where} is unusable ({reason}); trying "
+            "an older one", flush=True)
+      problems.append(f"{where}: {reason}")
+      if not self.read_only and jax.process_index() == 0:
+        # Kept for a post-mortem, out of the way of the next save of this
+        # step (orbax reads only integer step folders).
+        aside = f"{where}.unusable"
+        if not os.path.exists(aside):
+          os.rename(where, aside)
+          print(f"  moved to {aside}", flush=True)
+    if problems:
+      raise ValueError("no usable checkpoint: " + "; ".join(problems))
+    return None, None
+
+  def _reload_steps(self) -> None:
+    self._mgr.reload()
+    self._best.reload()
+
+  def check_for_errors(self) -> None:
+    """Raises now if a background save failed (instead of at the next)."""
+    self._mgr.check_for_errors()
+    self._best.check_for_errors()
 
   def wait(self) -> None:
     self._mgr.wait_until_finished()

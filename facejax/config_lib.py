@@ -83,3 +83,17 @@ def set_by_path(config: ml_collections.ConfigDict, key: str, value: Any):
     raise KeyError(f"unknown config key {key!r} (known here: {known})")
   with node.ignore_type():
     node[parts[-1]] = value
+
+
+def changed_keys(old: Any, new: Any, prefix: str = ""
+                 ) -> list[tuple[str, Any, Any]]:
+  """(dotted key, old value, new value) wherever two config dicts (as JSON
+  values) differ; a key present on one side only has None on the other."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+      out += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+    return out
+  if old != new:
+    return [(prefix.rstrip("."), old, new)]
+  return []

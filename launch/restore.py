@@ -60,17 +60,25 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   _inference_mesh(config)
   setup = loop.Setup(config)
   ckpt_lib.check_workdir_model(workdir, setup.task.meta())
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
-  step = checkpointer.best_step() if which == "best" else None
-  best = step is not None
-  if step is None:
-    step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir!r}")
+  # Read-only: a run still training in this workdir keeps its saves in
+  # progress (orbax would otherwise clean up their temporary folders).
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
+                                       read_only=True)
   abstract = ckpt_lib.abstract_like(setup.abstract_state,
                                     setup.state_sharding)
-  state = checkpointer.restore(step, abstract, best=best)
-  checkpointer.close()
+  try:
+    state, step = None, None
+    if which == "best":
+      try:
+        state, step = checkpointer.restore_newest_good(abstract, best=True)
+      except ValueError as e:  # Unusable best/: the latest checkpoint.
+        print(f"warning: {e}; using the latest checkpoint", flush=True)
+    if state is None:
+      state, step = checkpointer.restore_newest_good(abstract)
+  finally:
+    checkpointer.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir!r}")
   return setup, state, step
 
 

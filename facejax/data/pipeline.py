@@ -11,6 +11,9 @@ continues with exactly the batches an uninterrupted run would have seen.
 
 import bisect
 import math
+import os
+import threading
+import time
 from typing import Iterator, Sequence
 
 import grain
@@ -147,10 +150,28 @@ class _LoadEvalBatch:
     return _stack(examples)
 
 
+def exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Grain worker start-up: the worker exits within a second of its parent.
+
+  A training process killed by SIGKILL or the OOM killer cannot stop its
+  workers; without this they live on (hundreds of MB each), holding their
+  shared memory. A daemon thread polls the parent's pid: the worker is
+  re-parented when the parent dies.
+  """
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(1)  # pylint: disable=protected-access
+  threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
+
+
 def prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   if num_workers > 0:
     return ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=num_workers))
+        num_workers=num_workers), worker_init_fn=exit_with_parent)
   return ds
 
 

@@ -586,7 +586,8 @@ def load_classifier(workdir: str):
                      f"{config.task!r} workdir, not attribute_classifier")
   task = task_base.wrap(tasks.get(config.task)(config), config)
   abstract = jax.eval_shape(task.init_state, jax.random.key(0))
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
+                                       read_only=True)
   step, best = checkpointer.best_step(), True
   if step is None:
     step, best = checkpointer.latest_step(), False

@@ -3,9 +3,14 @@
 `train_and_evaluate(config, workdir)`:
   mesh -> sharded state init (or resume / import) -> jitted, donated train
   step -> periodic log / eval / checkpoint -> final eval.
-Resume order: latest checkpoint in the workdir, then `model.init_from`,
-then scratch. SIGTERM (preemption) saves a checkpoint before exiting; a
-NaN/Inf loss stops the run and leaves the last good checkpoint in place.
+Resume order: the newest usable checkpoint in the workdir (a truncated or
+non-finite one is skipped with a warning), then `model.init_from`, then
+scratch. A resumed run compares its config with the workdir's and refuses
+changes that alter shapes or the data order unless allowed. SIGTERM
+(preemption) saves a checkpoint before exiting. Every step reports whether
+its new state is finite; a NaN/Inf loss or state stops the run before it
+is saved, so every checkpoint holds finite weights. One run at a time holds
+the workdir (`checkpoint.WorkdirLock`).
 """
 
 import functools
@@ -23,10 +28,12 @@ import ml_collections
 import numpy as np
 
 from facejax import checkpoint as ckpt_lib
+from facejax import config_lib
 from facejax import metrics as metrics_lib
 from facejax import parallel
 from facejax import tasks
 from facejax.tasks import base as task_base
+from facejax.train import state as state_lib
 from facejax.data import pipeline
 
 
@@ -38,8 +45,22 @@ class Preempted(Exception):
   """SIGTERM arrived; a checkpoint was written."""
 
 
+class CheckpointSaveError(RuntimeError):
+  """A background checkpoint save failed (disk full, permissions, ...)."""
+
+
 def _kind_key(kind: dict[str, Any]) -> tuple:
   return tuple(sorted(kind.items()))
+
+
+def _checked(train_step):
+  """The step, with `state_finite` (every float leaf of the new state
+  finite) added to its metrics: a poisoned update is seen at its step."""
+  def step(state, batch, frozen):
+    new_state, metrics = train_step(state, batch, frozen)
+    return new_state, dict(metrics,
+                           state_finite=state_lib.all_finite(new_state))
+  return step
 
 
 class Setup:
@@ -80,7 +101,7 @@ class Setup:
     kinds = tuple(getattr(self.task, "step_kinds", ({},)))
     self.train_steps = {
         _kind_key(kind): jax.jit(
-            functools.partial(self.task.train_step, **kind),
+            _checked(functools.partial(self.task.train_step, **kind)),
             in_shardings=(self.state_sharding, self.batch_sharding,
                           self.frozen_sharding),
             out_shardings=(self.state_sharding, self.replicated),
@@ -227,11 +248,71 @@ def train_iterator(setup: Setup, start_step: int = 0, train_src=None):
       config.seed, config.data.num_workers, start_step=start_step))
 
 
+# Keys a resumed run may change: they alter neither shapes nor the data
+# order (the rest is refused unless allow_config_change). Optimizer
+# hyperparameters (a lower learning rate after a NaN) are safe, except
+# those that change what the optimizer state holds.
+RESUME_SAFE_KEYS = ("total_steps", "log_every_steps", "eval_every_steps",
+                    "ckpt.", "eval.", "data.num_workers", "data.root",
+                    "data.eval_batch_size", "mesh", "sharding.", "runtime.",
+                    "wandb", "tensorboard", "optim.")
+RESUME_UNSAFE_KEYS = ("optim.name", "optim.momentum", "optim.nesterov",
+                      "optim.freeze")
+
+
+def _resume_safe(key: str) -> bool:
+  return (key.startswith(RESUME_SAFE_KEYS)
+          and not key.startswith(RESUME_UNSAFE_KEYS))
+
+
+def check_config_change(workdir: str, config: ml_collections.ConfigDict,
+                        allow: bool) -> list[str]:
+  """Changed keys between workdir/config.json and `config` ('key: a -> b');
+  a ValueError naming them where they matter and `allow` is False."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    stored = json.load(f)
+  current = json.loads(config.to_json_best_effort())
+  changed = config_lib.changed_keys(stored, current)
+  unsafe = [k for k, _, _ in changed if not _resume_safe(k)]
+  lines = [f"{k}: {a!r} -> {b!r}" for k, a, b in changed]
+  if unsafe and not allow:
+    raise ValueError(
+        f"{path}: this run resumes a workdir trained with another config; "
+        "changed: " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed
+                                if not _resume_safe(k))
+        + ". These change shapes or the "
+        "data order, so the run would not continue the one saved: use the "
+        "config it was trained with, a new --workdir, or "
+        "--allow_config_change to continue anyway.")
+  return lines
+
+
+def _lr_keys(config: ml_collections.ConfigDict) -> str:
+  """The learning-rate keys of this config, for messages."""
+  keys = [f"optim.{k}" for k in config.get("optim", {})
+          if k == "lr" or k.endswith("_lr")]
+  return " / ".join(keys) or "the learning rate"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
+                       workdir: str,
+                       allow_config_change: bool = False) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if possible); returns results."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  lock = ckpt_lib.WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()  # Before anything in the workdir is written.
+  try:
+    return _train_and_evaluate(config, workdir, allow_config_change)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config, workdir, allow_config_change):
   setup = Setup(config)
   task = setup.task
   # Record where the data and the other runs this one reads really are,
@@ -240,6 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     config.data.root = os.path.abspath(task.data_root())
     _absolute_run_paths(config)
   ckpt_lib.check_workdir_model(workdir, task.meta())
+  changes = check_config_change(workdir, config, allow_config_change)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -247,6 +329,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   print(f"process {jax.process_index()}/{jax.process_count()}, "
         f"{jax.device_count()} devices, mesh {dict(setup.mesh.shape)}",
         flush=True)
+  if changes:
+    print("config changed since the last run: " + "; ".join(changes),
+          flush=True)
   progress = metrics_lib.Progress(config.total_steps)
   writer = metrics_lib.MetricWriter(workdir, config)
 
@@ -261,18 +346,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   checkpointer = ckpt_lib.Checkpointer(
       workdir, keep=config.ckpt.keep, best_mode=task.best_metric[1],
       async_save=config.ckpt.get("async_save", True))
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    abstract = ckpt_lib.abstract_like(setup.abstract_state,
-                                      setup.state_sharding)
-    try:
-      state = checkpointer.restore(latest, abstract, train_iter)
-    except (KeyError, ValueError) as e:
+  abstract = ckpt_lib.abstract_like(setup.abstract_state,
+                                    setup.state_sharding)
+  finite = jax.jit(state_lib.all_finite)
+  state, latest = checkpointer.restore_newest_good(
+      abstract, train_iter,
+      check=lambda st: "" if bool(finite(st)) else "non-finite weights")
+  if state is not None:
+    if not checkpointer.iterator_restored:
       # The saved iterator state has another shape (e.g. data.num_workers
       # changed). The order is a function of the step: start there.
-      logging.warning("data iterator state not restorable (%s); "
-                      "positioning the iterator at step %d", e, latest)
-      state = checkpointer.restore(latest, abstract)
       train_iter = make_iter(latest)
     progress.message(f"Resumed from {checkpointer.directory}/{latest}")
   else:
@@ -289,21 +372,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   best_name, _ = task.best_metric
   result: dict[str, Any] = dict(baseline)
 
-  def flush(step):
-    """Pulls the window's metrics to host; raises on NaN/Inf loss."""
+  def flush(step, stopping=False):
+    """Pulls the window's metrics to host; raises on a NaN/Inf loss or
+    state (before the state can be saved) and on a failed background
+    save (now, not at the next save; when stopping for SIGTERM, a fresh
+    save is tried instead, so the job can still be requeued)."""
     if not window:
       return None
     means = _mean_metrics(window)
     window.clear()
     bad = {k: means[k] for k in task.finite_keys
            if not np.isfinite(means[k])}
+    if means.pop("state_finite", 1.0) < 1.0:
+      bad["weights"] = "not finite"
     if bad:
+      last = checkpointer.latest_step()
+      kept = (f"The last good checkpoint is kept: {checkpointer.directory}/"
+              f"{last}" if last is not None else "No checkpoint was saved")
       raise NonFiniteLossError(
-          ", ".join(f"{k} {v}" for k, v in bad.items()) + f" by "
-          f"step {step}; training stopped. "
-          f"The last good checkpoint is kept in {checkpointer.directory} "
-          f"(step {checkpointer.latest_step()}). Try a lower optim.lr or "
-          f"optim.clip_norm.")
+          ", ".join(f"{k} {v}" for k, v in bad.items()) + f" by step "
+          f"{step}; training stopped before saving them. {kept}. Rerun "
+          f"with a lower {_lr_keys(config)} (or optim.clip_norm where the "
+          "config has it); the rerun resumes from that checkpoint.")
+    try:
+      checkpointer.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      message = (f"saving a checkpoint in {checkpointer.directory} failed: "
+                 f"{type(e).__name__}: {e}")
+      if not stopping:
+        raise CheckpointSaveError(message) from e
+      progress.message(f"warning: {message}; saving again before exiting")
     if hasattr(task, "learning_rate"):
       means["lr"] = task.learning_rate(step)
     return means
@@ -340,7 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       do_ckpt = step % config.ckpt.every_steps == 0 or last or stopping
       do_eval = step % config.eval_every_steps == 0 or last
       if step % config.log_every_steps == 0 or do_ckpt or do_eval:
-        means = flush(step)
+        means = flush(step, stopping)
         if means is not None:
           rate = progress.report(step, {k: means[k]
                                         for k in task.progress_keys})

@@ -52,3 +52,15 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
 
 def count_params(params: Any) -> int:
   return int(sum(jnp.size(x) for x in jax.tree.leaves(params)))
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """True when every floating leaf of `tree` is finite (a bool scalar).
+
+  Run inside every train step on the new state (parameters, optimizer
+  moments, statistics), so a step that poisons the weights is caught at
+  that step, whatever its loss was, and never reaches a checkpoint.
+  """
+  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
