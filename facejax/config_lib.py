@@ -97,3 +97,30 @@ def changed_keys(old: Any, new: Any, prefix: str = ""
   if old != new:
     return [(prefix.rstrip("."), old, new)]
   return []
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Values every model's config must satisfy; a ValueError names the key.
+
+  Task-specific checks live with the tasks; these are the shared keys a
+  typo makes silently wrong (a negative learning rate trains backwards).
+  """
+  import math  # pylint: disable=g-import-not-at-top
+  for key, value in (config.get("optim") or {}).items():
+    if key == "lr" or key.endswith("_lr"):
+      if (not isinstance(value, (int, float)) or not math.isfinite(value)
+          or value <= 0):
+        raise ValueError(f"config key optim.{key}={value!r} must be a "
+                         "positive learning rate")
+  for key in ("total_steps",):
+    value = config.get(key)
+    if value is not None and (not isinstance(value, int) or value < 0):
+      raise ValueError(f"config key {key}={value!r} must be an integer >= 0")
+  for key in ("log_every_steps", "eval_every_steps"):
+    value = config.get(key)
+    if value is not None and (not isinstance(value, int) or value < 1):
+      raise ValueError(f"config key {key}={value!r} must be an integer >= 1")
+  every = (config.get("ckpt") or {}).get("every_steps")
+  if every is not None and (not isinstance(every, int) or every < 1):
+    raise ValueError(f"config key ckpt.every_steps={every!r} must be an "
+                     "integer >= 1")

@@ -180,6 +180,9 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
 
 def check_batch_size(global_batch: int, mesh: Mesh, key: str) -> int:
   """Checks divisibility and returns the per-process batch size."""
+  if not isinstance(global_batch, int) or global_batch < 1:
+    raise ValueError(f"config key {key}={global_batch!r} must be a positive "
+                     "integer")
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if global_batch % shards:
     raise ValueError(f"config key {key}={global_batch} must be divisible by "

@@ -346,6 +346,14 @@ def run_suite(peak: float | None) -> tuple[list[dict], str, list[str]]:
 
 def main(argv):
   del argv
+  if _STEPS.value < 1 or _WARMUP.value < 0:
+    common.fail(f"--steps={_STEPS.value} must be >= 1 and --warmup="
+                f"{_WARMUP.value} >= 0", code=2)
+  names = [entry[0] for entry in SUITE]
+  unknown = [n for n in _ONLY.value if n not in names]
+  if unknown:
+    common.fail(f"--only: unknown suite entries {unknown}; the suite has "
+                f"{', '.join(names)}", code=2)
   common.start_jax()
   if _SUITE.value:
     peak = matmul_peak_gflops() if _PEAK.value else None

@@ -44,6 +44,20 @@ def fail(message: str, code: int = 1):
   sys.exit(code)
 
 
+def _one_line(message: str) -> str:
+  """A flag error without the traceback ml_collections embeds in it: its
+  first line and the exception it reports."""
+  lines = [l.strip() for l in message.splitlines() if l.strip()]
+  if "Failed loading config file" in message:
+    tried = [l for l in lines if l.endswith(".py")]
+    reason = [l for l in lines if l.startswith("[Errno")]
+    return (f"config file {', '.join(tried) or '?'} could not be loaded"
+            + (f" ({reason[-1]})" if reason else ""))
+  if any(l.startswith("Traceback (most recent call last)") for l in lines):
+    return f"{lines[0]} {lines[-1]}"
+  return message
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with one-line errors for bad config overrides.
 
@@ -52,13 +66,19 @@ def parse_flags(argv: list[str]) -> list[str]:
   """
   try:
     rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:
+      # ml_collections defers a missing config file's error to the first
+      # use of the config: make it happen here.
+      getattr(flags.FLAGS["config"].value, "keys", None)
     if not flags.FLAGS["verbosity"].present:
       # Quiet by default: library INFO lines (orbax, absl, jax) would bury
       # facejax's own output, which is printed; --verbosity=0 shows them.
       logging.set_verbosity(logging.WARNING)
     return rest
   except flags.Error as e:
-    fail(f"{e}\nSee --helpfull for the flags.", code=2)
+    fail(f"{_one_line(str(e))}\nSee --helpfull for the flags.", code=2)
+  except OSError as e:  # a --config file that is not there
+    fail(f"{_one_line(str(e))}", code=2)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     message = (str(e).strip("'\"").replace("\\n", " ")
                .replace('\\"', '"').replace("\\'", "'"))

@@ -146,6 +146,18 @@ def main(argv):
         print(f"{_SPLIT.value}, checkpoint step {step}\n\n{table}")
       return
     source = setup.task.source(_SPLIT.value)
+    if setup.config.task not in ("age_regressor", "dex"):
+      # No report of its own (attribute classifier, SphereFace): the
+      # task's validation metrics over the split.
+      summary = setup.task.summarize(setup.evaluate(state, source))
+      if jax.process_index() == 0:
+        print(f"{_SPLIT.value}, checkpoint step {step}\n\n| metric | value "
+              "|\n|---|---|\n" + "\n".join(
+                  f"| {k} | {float(v):.4g} |" for k, v in summary.items()))
+        name = os.path.basename(_SPLIT.value).replace(".csv", "")
+        with open(os.path.join(workdir, f"eval_{name}.json"), "w") as f:
+          json.dump({k: float(v) for k, v in summary.items()}, f, indent=2)
+      return
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   pred, age = predict_split(setup, state, source)

@@ -48,8 +48,21 @@ def _dex_predictor(weights: str):
   return predict, estimator.image_size, "box"
 
 
+# The other models' photo commands, for a workdir that is not an age model.
+_COMMAND_OF = {"swinface": "launch.analyze",
+               "stargan": "launch.stargan_translate",
+               "age_transformer": "launch.age_edit",
+               "kinship": "launch.kinship", "caricature": "launch.caricature"}
+
+
 def _workdir_predictor(workdir: str, which: str):
   """uint8 [B, H, W, 3] -> ages, through the run's own preprocessing."""
+  task = restore.load_workdir_config(workdir).get("task")
+  if task not in ("age_regressor", "dex"):
+    other = _COMMAND_OF.get(task)
+    raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
+                     "an age regressor or DEX run"
+                     + (f" (use {other} for this one)" if other else ""))
   setup, state, _ = restore.restore(workdir, which=which)
   pre = setup.task.preprocess(train=False)
   devices = jax.local_device_count()

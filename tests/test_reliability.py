@@ -236,3 +236,38 @@ def test_sigkill_leaves_no_data_workers_behind(age_data, tmp_path):
   time.sleep(10)
   alive = [c for c in children if _alive(c)]
   assert not alive, alive
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["launch.train", "--config=configs/age_regressor.py:smoke",
+      "--config.data.batch_size=0"], "data.batch_size=0 must be a positive"),
+    (["launch.train", "--config=configs/no_such_model.py"],
+     "config file configs/no_such_model.py could not be loaded"),
+    (["launch.train", "--config=configs/age_regressor.py:smok"],
+     "unknown variant 'smok' (base | smoke)"),
+    (["launch.train", "--config=configs/age_regressor.py:smoke",
+      "--config.optim.lr=-1"], "optim.lr=-1.0 must be a positive"),
+    (["launch.train", "--config=configs/stargan.py:smoke",
+      "--config.optim.d_lr=0"], "optim.d_lr=0.0 must be a positive"),
+    (["launch.benchmark", "--config=configs/age_regressor.py:smoke",
+      "--steps=0"], "--steps=0 must be >= 1"),
+    (["launch.benchmark", "--suite", "--only=age_regresor"],
+     "unknown suite entries ['age_regresor']"),
+    (["launch.predict", "photo.jpg"], "is a 'stargan' run; launch.predict "
+     "takes an age regressor or DEX run (use launch.stargan_translate"),
+])
+def test_cli_mistakes_get_one_line_errors(args, expected, tmp_path):
+  """Each mistake: a non-zero exit and one line naming the key, file or
+  flag, never a traceback."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"task": "stargan"}))
+  (tmp_path / "photo.jpg").write_bytes(b"")
+  args = args[:1] + [f"--workdir={workdir}"] + [
+      str(tmp_path / a) if a == "photo.jpg" else a for a in args[1:]]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  run = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode != 0, run.stdout[-1000:]
+  assert expected in run.stderr, run.stderr[-2000:]
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]

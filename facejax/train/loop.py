@@ -74,6 +74,7 @@ class Setup:
 
   def __init__(self, config: ml_collections.ConfigDict,
                mesh: jax.sharding.Mesh | None = None):
+    config_lib.validate(config)
     self.config = config
     self.task = task_base.wrap(tasks.get(config.task)(config), config)
     self.mesh = mesh or parallel.create_mesh(config.mesh)
