@@ -43,6 +43,31 @@ class MetricWriter:
             mode=os.environ.get("WANDB_MODE", wandb_cfg.get("mode")),
             dir=workdir, config=config.to_dict(), resume="allow")
 
+  def forget_after(self, step: int) -> int:
+    """Drops metrics.jsonl rows past `step` (a resumed run re-runs those
+    steps and writes them again); returns how many were dropped."""
+    if not self._active:
+      return 0
+    path = self._jsonl.name
+    self._jsonl.close()
+    with open(path) as f:
+      lines = f.readlines()
+    keep = []
+    for line in lines:
+      try:
+        row_step = json.loads(line).get("step", 0)
+      except ValueError:  # a line cut by the kill
+        continue
+      if row_step <= step:
+        keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) != len(lines):
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(keep)
+      os.replace(tmp, path)
+    self._jsonl = open(path, "a")
+    return len(lines) - len(keep)
+
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self._active:
       return

@@ -271,3 +271,27 @@ def test_cli_mistakes_get_one_line_errors(args, expected, tmp_path):
   assert run.returncode != 0, run.stdout[-1000:]
   assert expected in run.stderr, run.stderr[-2000:]
   assert "Traceback" not in run.stderr, run.stderr[-3000:]
+
+
+def test_rerun_after_a_kill_keeps_one_metrics_row_per_step_and_rewrites_best(
+    age_data, tmp_path):
+  """Killed after logging steps 3-4 but before saving step 4: the rerun
+  resumes from step 2 and metrics.jsonl ends with one row per step. Killed
+  between the final checkpoint and its eval (best/ never written): the
+  rerun evaluates and writes best/."""
+  workdir = str(tmp_path / "run")
+  config = _config("age_regressor", age_data, total_steps=4,
+                   log_every_steps=1, eval_every_steps=4,
+                   **{"ckpt.every_steps": 2})
+  loop.train_and_evaluate(config, workdir)
+  shutil.rmtree(os.path.join(workdir, "ckpt", "4"))
+  shutil.rmtree(os.path.join(workdir, "best"))
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 4, "train/lo')  # a row cut by the kill
+  loop.train_and_evaluate(config, workdir)
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  steps = [r["step"] for r in rows if "train/loss" in r]
+  assert steps == [1, 2, 3, 4], steps
+  shutil.rmtree(os.path.join(workdir, "best"))
+  result = loop.train_and_evaluate(config, workdir)  # finished already
+  assert result["best_checkpoint"].endswith(os.path.join("best", "4"))

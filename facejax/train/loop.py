@@ -362,6 +362,9 @@ def _train_and_evaluate(config, workdir, allow_config_change):
   else:
     state = setup.init_state()
   start = int(jax.device_get(state.step))
+  # Rows of steps after the checkpoint were logged by the run that died:
+  # they are re-run now, so metrics.jsonl keeps one row per step.
+  writer.forget_after(start)
   progress.message(
       f"{task.describe(state)}; "
       f"{len(train_src)} train / {len(eval_src)} valid images; "
@@ -464,7 +467,11 @@ def _train_and_evaluate(config, workdir, allow_config_change):
                         f"{checkpointer.directory}; rerun the same command "
                         f"to resume")
     if start >= config.total_steps:
-      result.update(run_eval(start))
+      # Finished before (or killed between the last checkpoint and its
+      # eval): evaluate, and write best/ if that kill left none.
+      summary = run_eval(start)
+      checkpointer.save_best(start, state, summary[best_name])
+      result.update(summary)
     checkpointer.wait()
   finally:
     writer.close()
