@@ -213,7 +213,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_sigkill_leaves_no_data_workers_behind(age_data, tmp_path):
   """SIGKILL to a run with 2 grain workers: 10 s later none of its child
-  processes is alive (each worker watches its parent)."""
+  processes is alive (each worker watches its parent) and no shared-memory
+  file it made is left in /dev/shm."""
+  shm_before = set(os.listdir("/dev/shm"))
   workdir = str(tmp_path / "run")
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   run = subprocess.Popen(
@@ -236,6 +238,8 @@ def test_sigkill_leaves_no_data_workers_behind(age_data, tmp_path):
   time.sleep(10)
   alive = [c for c in children if _alive(c)]
   assert not alive, alive
+  left = set(os.listdir("/dev/shm")) - shm_before
+  assert not left, sorted(left)[:5]
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -224,4 +224,16 @@ def eval_batches(source, preprocess: Preprocess, global_batch: int,
   load = _LoadEvalBatch(source, preprocess, ProcessSlice(
       global_batch, jax.process_index(), jax.process_count()))
   ds = grain.MapDataset.range(num_batches).map(load)
-  return iter(prefetch(ds.to_iter_dataset(), num_workers))
+  it = iter(prefetch(ds.to_iter_dataset(), num_workers))
+  try:
+    yield from it
+  finally:
+    close(it)  # Workers and their shared memory go with the pass.
+
+
+def close(iterator) -> None:
+  """Stops a grain iterator's worker processes (a no-op without them), so
+  their shared memory is released now rather than at interpreter exit."""
+  stop = getattr(iterator, "close", None)
+  if stop is not None:
+    stop()

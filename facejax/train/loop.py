@@ -474,6 +474,7 @@ def _train_and_evaluate(config, workdir, allow_config_change):
       result.update(summary)
     checkpointer.wait()
   finally:
+    pipeline.close(train_iter)
     writer.close()
     checkpointer.close()
   result["checkpoint"] = os.path.join(checkpointer.directory,
