@@ -122,6 +122,15 @@ class Checkpointer:
     self.read_only = read_only
     writable = dict(cleanup_tmp_directories=not read_only,
                     read_only=read_only, create=not read_only)
+    verbosity = logging.get_verbosity()
+    if read_only:  # orbax warns "directory is read only" on every open
+      logging.set_verbosity(logging.ERROR)
+    try:
+      self._open(workdir, keep, best_mode, async_save, writable)
+    finally:
+      logging.set_verbosity(verbosity)
+
+  def _open(self, workdir, keep, best_mode, async_save, writable):
     self._mgr = ocp.CheckpointManager(
         os.path.join(workdir, "ckpt"),
         options=ocp.CheckpointManagerOptions(

@@ -146,7 +146,7 @@ def main(argv):
         print(f"{_SPLIT.value}, checkpoint step {step}\n\n{table}")
       return
     source = setup.task.source(_SPLIT.value)
-    if setup.config.task not in ("age_regressor", "dex"):
+    if setup.config.task not in ("age_regression", "dex"):
       # No report of its own (attribute classifier, SphereFace): the
       # task's validation metrics over the split.
       summary = setup.task.summarize(setup.evaluate(state, source))

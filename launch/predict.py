@@ -58,7 +58,7 @@ _COMMAND_OF = {"swinface": "launch.analyze",
 def _workdir_predictor(workdir: str, which: str):
   """uint8 [B, H, W, 3] -> ages, through the run's own preprocessing."""
   task = restore.load_workdir_config(workdir).get("task")
-  if task not in ("age_regressor", "dex"):
+  if task not in ("age_regression", "dex"):
     other = _COMMAND_OF.get(task)
     raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
                      "an age regressor or DEX run"
