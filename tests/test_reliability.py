@@ -299,3 +299,38 @@ def test_rerun_after_a_kill_keeps_one_metrics_row_per_step_and_rewrites_best(
   shutil.rmtree(os.path.join(workdir, "best"))
   result = loop.train_and_evaluate(config, workdir)  # finished already
   assert result["best_checkpoint"].endswith(os.path.join("best", "4"))
+
+
+def test_failed_background_save_is_reported_at_once_and_sigterm_still_saves(
+    age_data, tmp_path, monkeypatch):
+  """A background save that failed is reported at the next log step (not
+  at the next save, possibly hours later); if SIGTERM arrives meanwhile the
+  run saves a fresh checkpoint and exits as preempted, so it is requeued."""
+  failures = {"left": 1}
+
+  def failed_once(self):
+    if failures["left"]:
+      failures["left"] -= 1
+      raise OSError("[Errno 28] No space left on device")
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "check_for_errors", failed_once)
+  config = _config("age_regressor", age_data, total_steps=6,
+                   log_every_steps=1, eval_every_steps=100,
+                   **{"ckpt.every_steps": 2})
+  with pytest.raises(loop.CheckpointSaveError,
+                     match=r"saving a checkpoint in .*ckpt failed: OSError: "
+                     r"\[Errno 28\] No space left"):
+    loop.train_and_evaluate(config, str(tmp_path / "a"))
+
+  failures["left"] = 1
+  real_flag = loop._install_sigterm_handler
+
+  def sigterm_at_once():
+    flag = real_flag()
+    flag["stop"] = True  # as if SIGTERM arrived during the first step
+    return flag
+  monkeypatch.setattr(loop, "_install_sigterm_handler", sigterm_at_once)
+  workdir = str(tmp_path / "b")
+  with pytest.raises(loop.Preempted, match="checkpoint saved"):
+    loop.train_and_evaluate(config, workdir)
+  assert os.path.isdir(os.path.join(workdir, "ckpt", "1"))
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
