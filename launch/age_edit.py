@@ -21,7 +21,6 @@ each output to its input (colour fidelity).
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -84,17 +83,11 @@ def parse_ages(values: list[str]) -> list[float]:
 
 def load_faces(crops, preprocess) -> tuple[np.ndarray, list[str]]:
   """Every face as the task's preprocess yields it, and its row label."""
-  images, labels = [], []
-  for batch in crops:
-    for face in batch:
-      if face.error:
-        print(f"{face.path}: {face.error}", file=sys.stderr, flush=True)
-        continue
-      images.append(preprocess((0, {"image": face.crop,
-                                    "age": np.float32(0)}))["image"])
-      labels.append(f"{os.path.basename(face.path)} #{face.face}")
-  if not images:
+  faces, labels = photos.labelled_faces(crops, common.warn)
+  if not faces:
     raise ValueError("no face to edit in " + ", ".join(crops.paths[:5]))
+  images = [preprocess((0, {"image": f.crop, "age": np.float32(0)}))["image"]
+            for f in faces]
   return np.stack(images), labels
 
 

@@ -48,14 +48,8 @@ def _face_records(setup, paths):
   d = setup.config.data
   crops = _FACES.crops(paths, d.get("align", "caricature"),
                        int(d.get("align_size", 112)))
-  records, labels = [], []
-  for batch in crops:
-    for face in batch:
-      if face.error:
-        common.warn(f"{face.path}: {face.error}")
-        continue
-      records.append({"image": face.crop})
-      labels.append(f"{os.path.basename(face.path)} #{face.face}")
+  faces, labels = photos.labelled_faces(crops, common.warn)
+  records = [{"image": f.crop} for f in faces]
   if not records:
     raise ValueError("no face to translate in " + ", ".join(paths[:5]))
   return records, labels, crops

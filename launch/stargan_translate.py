@@ -98,16 +98,11 @@ def translate_faces(setup, state, crops, dataset: int = 0,
   values = 0 if block.format == "rafd" else np.zeros(block.size, np.float32)
   label = layout.encode(dataset, values)
   pre = sets_lib.FacePreprocess(setup.config.data.image_size)
-  examples, labels = [], []
-  for batch in crops:
-    for face in batch:
-      if face.error:
-        common.warn(f"{face.path}: {face.error}")
-        continue
-      examples.append((dataset, pre((0, {
-          "image": face.crop, "label": label, "dataset": dataset,
-          "crop_size": crop_size}))))
-      labels.append(f"{os.path.basename(face.path)} #{face.face}")
+  faces, labels = photos.labelled_faces(crops, common.warn)
+  examples = [(dataset, pre((0, {"image": f.crop, "label": label,
+                                 "dataset": dataset,
+                                 "crop_size": crop_size})))
+              for f in faces]
   if not examples:
     raise ValueError("no face to translate in " + ", ".join(crops.paths[:5]))
   return task.translation_grid(jax.device_get(state.gen), examples, labels)

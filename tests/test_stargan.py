@@ -208,6 +208,26 @@ def test_conv_transpose_matches_pytorch_semantics():
                              atol=1e-5)
 
 
+def _release_generator(label_dim: int, scale: float = 1.0):
+  """(G's abstract params, a random state dict under the release's names
+  and PyTorch layouts) of the 128 px, 6-block generator."""
+  gen = model_lib.Generator(impl="xla")
+  g_abs = jax.eval_shape(gen.init, jax.random.key(0),
+                         jnp.zeros((1, 128, 128, 3)),
+                         jnp.zeros((1, label_dim)))["params"]
+  flat_abs = traverse_util.flatten_dict(g_abs, sep="/")
+  rng = np.random.default_rng(0)
+  sd = {}
+  for path, (key, kind) in stargan_import.generator_names(6).items():
+    shape = flat_abs[path].shape
+    if kind == "conv":
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    elif kind == "convt":
+      shape = (shape[2], shape[3], shape[0], shape[1])
+    sd[key] = (scale * rng.normal(size=shape)).astype(np.float32)
+  return g_abs, sd
+
+
 def test_celeba_only_release_loads_into_a_single_set_generator(tmp_path):
   """The downloadable StarGAN checkpoints are CelebA-only (c_dim 5): G's
   first conv takes 3 + 5 channels. A one-set config has no mask, so the
@@ -217,20 +237,7 @@ def test_celeba_only_release_loads_into_a_single_set_generator(tmp_path):
   layout = sets_lib.make_layout(_data_cfg(
       [_celeba_spec("celeba", str(tmp_path / "c"), names)]))
   assert layout.label_dim == 5
-  gen = model_lib.Generator(impl="xla")
-  g_abs = jax.eval_shape(gen.init, jax.random.key(0),
-                         jnp.zeros((1, 128, 128, 3)),
-                         jnp.zeros((1, layout.label_dim)))["params"]
-  rng = np.random.default_rng(0)
-  flat = traverse_util.flatten_dict(g_abs, sep="/")
-  sd = {}
-  for path, (key, kind) in stargan_import.generator_names(6).items():
-    shape = flat[path].shape
-    if kind == "conv":
-      shape = (shape[3], shape[2], shape[0], shape[1])
-    elif kind == "convt":
-      shape = (shape[2], shape[3], shape[0], shape[1])
-    sd[key] = rng.normal(size=shape).astype(np.float32)
+  g_abs, sd = _release_generator(layout.label_dim)
   assert sd["main.0.weight"].shape == (64, 8, 7, 7)
   g = stargan_import.generator_from_torch(sd, g_abs, 6)
   assert g["conv0"]["kernel"].shape == (7, 7, 8, 64)
@@ -244,19 +251,7 @@ def test_translate_cli_with_the_celeba_release_and_no_workdir(tmp_path):
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   gen = model_lib.Generator(impl="xla")
-  g_abs = jax.eval_shape(gen.init, jax.random.key(0),
-                         jnp.zeros((1, 128, 128, 3)),
-                         jnp.zeros((1, 5)))["params"]
-  flat_abs = traverse_util.flatten_dict(g_abs, sep="/")
-  rng = np.random.default_rng(0)
-  sd = {}
-  for path, (key, kind) in stargan_import.generator_names(6).items():
-    shape = flat_abs[path].shape
-    if kind == "conv":
-      shape = (shape[3], shape[2], shape[0], shape[1])
-    elif kind == "convt":
-      shape = (shape[2], shape[3], shape[0], shape[1])
-    sd[key] = (0.05 * rng.normal(size=shape)).astype(np.float32)
+  g_abs, sd = _release_generator(5, scale=0.05)
   weights = tmp_path / "200000-G.ckpt"
   safetensors.numpy.save_file(sd, str(weights))
   face = np.asarray(Image.fromarray(skdata.astronaut()[30:230, 125:325])

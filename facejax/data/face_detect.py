@@ -33,7 +33,7 @@ def _import_cv2() -> Any:
   return cv2
 
 
-def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
   """Checks an image array and returns it as uint8 HxWx3."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
@@ -120,7 +120,7 @@ class FaceDetector:
     if image.dtype != np.uint8:
       raise ValueError(f'Expected a uint8 image, got dtype {image.dtype}.')
     if image.ndim == 3:
-      gray = cv2.cvtColor(_as_rgb_uint8(image), cv2.COLOR_RGB2GRAY)
+      gray = cv2.cvtColor(as_rgb_uint8(image), cv2.COLOR_RGB2GRAY)
     elif image.ndim == 2:
       gray = image
     else:

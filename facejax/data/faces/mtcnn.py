@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facejax.data import face_detect
 from facejax.models import mtcnn as nets
 
 _PACKAGE_HINT = "pip install mtcnn==1.0.0 (MIT; weights only, no TensorFlow)"
@@ -358,7 +359,8 @@ class MTCNN:
 
   def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
     """Faces in each uint8 RGB [H, W, 3] image, most confident first."""
-    images = [_as_rgb(im) for im in images]
+    images = [np.ascontiguousarray(face_detect.as_rgb_uint8(im))
+              for im in images]
     candidates = self._stage1(images)
     candidates, _ = self._refine(images, candidates, "rnet", 24,
                                  self.thresholds[1])
@@ -368,17 +370,6 @@ class MTCNN:
                   landmarks=points.astype(np.float32))
              for row, points in zip(rows, pts)]
             for rows, pts in zip(final, marks)]
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-  image = np.asarray(image)
-  if image.dtype != np.uint8:
-    raise ValueError(f"Expected a uint8 image, got dtype {image.dtype}")
-  if image.ndim == 2:
-    return np.repeat(image[:, :, None], 3, axis=2)
-  if image.ndim == 3 and image.shape[2] in (3, 4):
-    return np.ascontiguousarray(image[:, :, :3])
-  raise ValueError(f"Expected an HxW or HxWx3 image, got shape {image.shape}")
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,7 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import tqdm
@@ -148,6 +148,21 @@ class FaceCrops:
     bar.close()
     if pending:
       yield pending
+
+
+def labelled_faces(batches, report: Callable[[str], None]
+                   ) -> tuple[list[FaceCrop], list[str]]:
+  """Every face of `batches` and its grid row label ('photo.jpg #0');
+  each problem row goes to `report` as 'path: error' instead."""
+  found, labels = [], []
+  for batch in batches:
+    for face in batch:
+      if face.error:
+        report(f"{face.path}: {face.error}")
+        continue
+      found.append(face)
+      labels.append(f"{os.path.basename(face.path)} #{face.face}")
+  return found, labels
 
 
 def groups_by_shape(crops: Sequence[FaceCrop]) -> list[list[int]]:
