@@ -13,6 +13,7 @@ never delete anything, so they can run beside a live training run.
 """
 
 import datetime
+import errno
 import fcntl
 import json
 import logging as std_logging
@@ -79,7 +80,14 @@ class WorkdirLock:
     f = open(self.path, "a+")
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        # A file system without flock (some Lustre/GPFS mounts): run
+        # unlocked rather than refuse every run.
+        f.close()
+        logging.warning("cannot lock %s (%s); running without a workdir "
+                        "lock", self.path, e)
+        return
       f.seek(0)
       holder = f.read().strip() or "another process"
       f.close()
@@ -210,47 +218,59 @@ class Checkpointer:
 
   def _newest_good(self, mgr, steps, abstract_state, data_iter, check, best,
                    problems):
+    unusable = []
     for step in steps:
-      try:
-        state = self.restore(step, abstract_state, data_iter, best=best)
-      except Exception as e:  # pylint: disable=broad-except
-        # Truncated or zeroed files surface as many exception types from
-        # tensorstore; any of them makes this checkpoint unusable.
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        if data_iter is not None:
-          try:  # The state alone (the iterator's layout may have changed).
-            state = self.restore(step, abstract_state, None, best=best)
-          except Exception:  # pylint: disable=broad-except
-            pass
-          else:
-            logging.warning("data iterator state of step %d not "
-                            "restorable (%s)", step, reason)
-            self.iterator_restored = False
-            reason = check(state) if check else ""
-            if not reason:
-              return state, step
-      else:
-        reason = check(state) if check else ""
-        if not reason:
-          if problems:
-            logging.warning("restored step %d instead", step)
-          return state, step
+      state, reason = self._try_restore(step, abstract_state, data_iter,
+                                        check, best)
+      if not reason:
+        if unusable:
+          logging.warning("restored step %d instead", step)
+          self._move_aside(unusable)
+        return state, step
       where = os.path.join(mgr.directory, str(step))
       logging.warning("checkpoint %s is unusable (%s); trying an older one",
                       where, reason)
       print(f"warning: checkpoint {where} is unusable ({reason}); trying "
             "an older one", flush=True)
       problems.append(f"{where}: {reason}")
-      if not self.read_only and jax.process_index() == 0:
-        # Kept for a post-mortem, out of the way of the next save of this
-        # step (orbax reads only integer step folders).
-        aside = f"{where}.unusable"
-        if not os.path.exists(aside):
-          os.rename(where, aside)
-          print(f"  moved to {aside}", flush=True)
+      unusable.append(where)
     if problems:
+      # Nothing restored: the cause is more likely the reader (a config
+      # that changed shapes, memory) than every checkpoint. Nothing moves.
       raise ValueError("no usable checkpoint: " + "; ".join(problems))
     return None, None
+
+  def _try_restore(self, step, abstract_state, data_iter, check, best):
+    """(state, '') or (None, why the checkpoint at `step` is unusable)."""
+    try:
+      state = self.restore(step, abstract_state, data_iter, best=best)
+    except Exception as e:  # pylint: disable=broad-except
+      # Truncated or zeroed files surface as many exception types from
+      # tensorstore; any of them makes this checkpoint unusable.
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+      if data_iter is None:
+        return None, reason
+      try:  # The state alone (the iterator's layout may have changed).
+        state = self.restore(step, abstract_state, None, best=best)
+      except Exception:  # pylint: disable=broad-except
+        return None, reason
+      logging.warning("data iterator state of step %d not restorable (%s)",
+                      step, reason)
+      self.iterator_restored = False
+    return (state, "") if check is None else (state, check(state))
+
+  def _move_aside(self, folders: list[str]) -> None:
+    """Unusable checkpoints newer than the one restored: kept for a
+    post-mortem, out of the way of the next save of their steps (orbax
+    reads only integer step folders). One process only, and only where it
+    alone decides (several hosts could disagree on what is unusable)."""
+    if self.read_only or jax.process_count() > 1:
+      return
+    for where in folders:
+      aside = f"{where}.unusable"
+      if not os.path.exists(aside):
+        os.rename(where, aside)
+        print(f"  moved {where} to {aside}", flush=True)
 
   def _reload_steps(self) -> None:
     self._mgr.reload()

@@ -106,12 +106,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   typo makes silently wrong (a negative learning rate trains backwards).
   """
   import math  # pylint: disable=g-import-not-at-top
-  for key, value in (config.get("optim") or {}).items():
-    if key == "lr" or key.endswith("_lr"):
-      if (not isinstance(value, (int, float)) or not math.isfinite(value)
-          or value <= 0):
-        raise ValueError(f"config key optim.{key}={value!r} must be a "
-                         "positive learning rate")
+  # `optim`, and the GANs' `optim_g` / `optim_d`.
+  sections = [s for s in config.keys() if s.startswith("optim")
+              and isinstance(config[s], ml_collections.ConfigDict)]
+  for section in sections:
+    for key, value in config[section].items():
+      if key == "lr" or key.endswith("_lr"):
+        if (not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0):
+          raise ValueError(f"config key {section}.{key}={value!r} must be a "
+                           "positive learning rate")
   for key in ("total_steps",):
     value = config.get(key)
     if value is not None and (not isinstance(value, int) or value < 0):

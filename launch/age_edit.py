@@ -92,21 +92,27 @@ def load_faces(crops, preprocess) -> tuple[np.ndarray, list[str]]:
 
 
 def edit_grid(setup, state, images: np.ndarray, ages: list[float],
-              histogram: bool) -> list[list[np.ndarray]]:
-  """Rows [input, edit at ages[0], ...] of RGB in [0, 1]."""
+              histogram: bool, batch_size: int = 16
+              ) -> list[list[np.ndarray]]:
+  """Rows [input, edit at ages[0], ...] of RGB in [0, 1], `batch_size`
+  faces at a time (a folder of hundreds of faces fits in memory)."""
   fn = setup.task.edit_fn(histogram)
-  n = len(images)
-  # Pad the batch to a multiple of the device count (it is sharded).
-  per = -(-n // jax.device_count()) * jax.device_count()
-  padded = np.concatenate([images, np.repeat(images[-1:], per - n, 0)])
-  x = parallel.shard_batch({"image": padded}, setup.mesh)["image"]
-  rows = [[(images[i] + 1.0) * 0.5] for i in range(n)]
-  for age in ages:
-    t = parallel.shard_batch({"t": np.full((per,), age, np.float32)},
-                             setup.mesh)["t"]
-    out = np.asarray(jax.device_get(fn(state, x, t)))
-    for i in range(n):
-      rows[i].append(out[i])
+  devices = jax.device_count()
+  # Every chunk padded to one size (a multiple of the device count, as the
+  # batch is sharded): one compiled program for the whole folder.
+  per = -(-min(batch_size, len(images)) // devices) * devices
+  rows = [[(im + 1.0) * 0.5] for im in images]
+  for start in range(0, len(images), per):
+    chunk = images[start:start + per]
+    padded = np.concatenate([chunk, np.repeat(chunk[-1:],
+                                               per - len(chunk), 0)])
+    x = parallel.shard_batch({"image": padded}, setup.mesh)["image"]
+    for age in ages:
+      t = parallel.shard_batch({"t": np.full((per,), age, np.float32)},
+                               setup.mesh)["t"]
+      out = np.asarray(jax.device_get(fn(state, x, t)))
+      for i in range(len(chunk)):
+        rows[start + i].append(out[i])
   return rows
 
 
@@ -133,7 +139,8 @@ def main(argv):
     images, labels = load_faces(crops, setup.task.preprocess(train=False))
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
-  rows = edit_grid(setup, state, images, ages, _HIST.value)
+  rows = edit_grid(setup, state, images, ages, _HIST.value,
+                   _FACES.batch_size.value)
   header = ["input"] + [f"{a:g}" for a in ages]
   size = image_grid.save_grid(_OUT.value, rows, header, labels)
   print(f"wrote {_OUT.value} ({size[0]}x{size[1]} px, {len(rows)} face(s) x "

@@ -106,7 +106,8 @@ class FaceFlags:
         "margin", 0.4, "--align=box: margin added on each side of the face "
         "box, as a fraction of its side (DEX: 0.4).")
     self.min_face_size = flags.DEFINE_float(
-        "min_face_size", 20.0, "Smallest face MTCNN looks for, in pixels.")
+        "min_face_size", 20.0, "Smallest face MTCNN looks for, in pixels "
+        "(at least 12).")
     self.max_faces = flags.DEFINE_integer(
         "max_faces", 0, "Faces kept per photo, most confident first (0: "
         "all).")
@@ -120,6 +121,13 @@ class FaceFlags:
     """A photos.FaceCrops over `paths` with these flags' choices."""
     from facejax.data import faces  # pylint: disable=g-import-not-at-top
     from facejax.data.faces import photos  # pylint: disable=g-import-not-at-top
+    if self.margin.value < 0:
+      raise ValueError(f"--margin={self.margin.value} must be >= 0")
+    if self.max_faces.value < 0:
+      raise ValueError(f"--max_faces={self.max_faces.value} must be >= 0 "
+                       "(0: every face)")
+    if self.batch_size.value < 1:
+      raise ValueError(f"--batch_size={self.batch_size.value} must be >= 1")
     detector = faces.make_detector(self.detector.value,
                                    self.min_face_size.value)
     template = self.align.value or model_align

@@ -666,6 +666,9 @@ _worker_state: dict[str, Any] = {}
 
 
 def _init_worker(options: Options) -> None:
+  # MTCNN in every worker on the CPU: on a GPU host each would otherwise
+  # reserve most of the GPU's memory for itself.
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   _worker_state['options'] = options
   _worker_state['detector'] = _make_detector(options)
 

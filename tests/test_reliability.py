@@ -333,3 +333,40 @@ def test_failed_background_save_is_reported_at_once_and_sigterm_still_saves(
     loop.train_and_evaluate(config, workdir)
   assert os.path.isdir(os.path.join(workdir, "ckpt", "1"))
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_nothing_is_moved_when_no_checkpoint_restores(regressor_workdir,
+                                                      tmp_path):
+  """A reader that cannot restore any step (here: another model's state
+  tree, as a config that changed shapes gives) gets one error naming each
+  checkpoint, and every checkpoint stays where it is."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(regressor_workdir, workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "ckpt")))
+  other = loop.Setup(_config("dex"))
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    with pytest.raises(ValueError, match="no usable checkpoint"):
+      ckpt.restore_newest_good(ckpt_lib.abstract_like(
+          other.abstract_state, other.state_sharding))
+  finally:
+    ckpt.close()
+  assert sorted(os.listdir(os.path.join(workdir, "ckpt"))) == before
+
+
+def test_config_keys_safe_to_change_on_resume(tmp_path):
+  """Learning rates of every optimizer section and keys the stored config
+  predates resume; weight decay switched on does not."""
+  config = _config("age_transformer")
+  stored = json.loads(config.to_json_best_effort())
+  del stored["data"]["align"]  # a config.json written before data.align
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  with config.unlocked():
+    config.optim_g.lr = config.optim_g.lr / 10
+  changes = loop.check_config_change(str(tmp_path), config, allow=False)
+  assert any(c.startswith("optim_g.lr") for c in changes), changes
+  assert any(c.startswith("data.align: None") for c in changes), changes
+  with config.unlocked():
+    config.optim_d.weight_decay = 1e-4
+  with pytest.raises(ValueError, match=r"optim_d\.weight_decay"):
+    loop.check_config_change(str(tmp_path), config, allow=False)

@@ -251,25 +251,29 @@ def train_iterator(setup: Setup, start_step: int = 0, train_src=None):
 
 # Keys a resumed run may change: they alter neither shapes nor the data
 # order (the rest is refused unless allow_config_change). Optimizer
-# hyperparameters (a lower learning rate after a NaN) are safe, except
-# those that change what the optimizer state holds.
+# hyperparameters (a lower learning rate after a NaN) are safe, in `optim`
+# and in the GANs' `optim_g` / `optim_d`, except those that change what the
+# optimizer state holds.
 RESUME_SAFE_KEYS = ("total_steps", "log_every_steps", "eval_every_steps",
                     "ckpt.", "eval.", "data.num_workers", "data.root",
-                    "data.eval_batch_size", "mesh", "sharding.", "runtime.",
-                    "wandb", "tensorboard", "optim.")
-RESUME_UNSAFE_KEYS = ("optim.name", "optim.momentum", "optim.nesterov",
-                      "optim.freeze")
+                    "data.eval_batch_size", "data.align", "model.init_from",
+                    "mesh", "sharding.", "runtime.", "wandb", "tensorboard",
+                    "optim")
+_STATE_SHAPING = ("name", "momentum", "nesterov", "freeze", "weight_decay",
+                  "clip_norm")
 
 
 def _resume_safe(key: str) -> bool:
-  return (key.startswith(RESUME_SAFE_KEYS)
-          and not key.startswith(RESUME_UNSAFE_KEYS))
+  if key.startswith("optim"):
+    return key.split(".")[-1] not in _STATE_SHAPING
+  return key.startswith(RESUME_SAFE_KEYS)
 
 
 def check_config_change(workdir: str, config: ml_collections.ConfigDict,
                         allow: bool) -> list[str]:
   """Changed keys between workdir/config.json and `config` ('key: a -> b');
-  a ValueError naming them where they matter and `allow` is False."""
+  a ValueError naming them where they matter and `allow` is False. Keys the
+  stored config lacks (added to facejax since) are reported, not refused."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
@@ -277,25 +281,26 @@ def check_config_change(workdir: str, config: ml_collections.ConfigDict,
     stored = json.load(f)
   current = json.loads(config.to_json_best_effort())
   changed = config_lib.changed_keys(stored, current)
-  unsafe = [k for k, _, _ in changed if not _resume_safe(k)]
-  lines = [f"{k}: {a!r} -> {b!r}" for k, a, b in changed]
+  unsafe = [(k, a, b) for k, a, b in changed
+            if not _resume_safe(k) and a is not None]
   if unsafe and not allow:
     raise ValueError(
         f"{path}: this run resumes a workdir trained with another config; "
-        "changed: " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed
-                                if not _resume_safe(k))
-        + ". These change shapes or the "
-        "data order, so the run would not continue the one saved: use the "
-        "config it was trained with, a new --workdir, or "
-        "--allow_config_change to continue anyway.")
-  return lines
+        "changed: " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in unsafe)
+        + ". These change shapes or the data order, so the run would not "
+        "continue the one saved: use the config it was trained with, a new "
+        "--workdir, or --allow_config_change to continue anyway.")
+  return [f"{k}: {a!r} -> {b!r}" for k, a, b in changed]
 
 
 def _lr_keys(config: ml_collections.ConfigDict) -> str:
   """The learning-rate keys of this config, for messages."""
-  keys = [f"optim.{k}" for k in config.get("optim", {})
+  keys = [f"{section}.{k}" for section in config.keys()
+          if section.startswith("optim")
+          and isinstance(config[section], ml_collections.ConfigDict)
+          for k in config[section]
           if k == "lr" or k.endswith("_lr")]
-  return " / ".join(keys) or "the learning rate"
+  return " / ".join(keys) or "learning rate"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -322,10 +327,18 @@ def _train_and_evaluate(config, workdir, allow_config_change):
     config.data.root = os.path.abspath(task.data_root())
     _absolute_run_paths(config)
   ckpt_lib.check_workdir_model(workdir, task.meta())
-  changes = check_config_change(workdir, config, allow_config_change)
+  # Only a run with checkpoints to continue is held to its config (a first
+  # run that failed before its first save may be retried with another).
+  resuming = os.path.isdir(os.path.join(workdir, "ckpt")) and any(
+      name.isdigit() for name in os.listdir(os.path.join(workdir, "ckpt")))
+  changes = (check_config_change(workdir, config, allow_config_change)
+             if resuming else [])
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    # Atomic: other hosts read it (launch.* on a live run too).
+    tmp = os.path.join(workdir, "config.json.tmp")
+    with open(tmp, "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, os.path.join(workdir, "config.json"))
   # Every process says where it stands (the cluster's logs per process).
   print(f"process {jax.process_index()}/{jax.process_count()}, "
         f"{jax.device_count()} devices, mesh {dict(setup.mesh.shape)}",

@@ -209,6 +209,16 @@ def write_pair_lists(images: str, out_dir: str, fractions=(0.8, 0.1, 0.1),
                     "face images")
   families = sorted({a.split("/")[0] for a, *_ in pairs})
   split_of = dict(zip(families, base.seeded_split(families, fractions, seed)))
+  for split in ("valid", "test"):
+    count = sum(s == split for s in split_of.values())
+    if count < 2:
+      base.announce(
+          f"warning: {count} of {len(families)} families fell in the "
+          f"{split} list" + (" (no list written)" if not count else
+                             " (all its pairs are kin: no other family to "
+                             "pair with)")
+          + "; a verification threshold needs more: use more families or "
+          "RFIW's own lists")
   written = {}
   for split, name in (("train", "train-pairs.csv"), ("valid", "val-pairs.csv"),
                       ("test", "test-pairs.csv")):
