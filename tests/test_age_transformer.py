@@ -7,6 +7,7 @@ the CLI subprocess.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -375,7 +376,11 @@ def test_report_and_sample_grid(trained, restored):
 
 
 def _age_edit(args, cwd):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  # One CPU device, with this process's other XLA flags (the same kernels,
+  # e.g. under --xla_cpu_max_isa=AVX2).
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", ""))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags.strip())
   return subprocess.run([sys.executable, "-m", "launch.age_edit", *args],
                         cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=300)
@@ -596,5 +601,8 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
     x0 = left + 2 + column * (size + 2)
     cell = grid[16:16 + size, x0:x0 + size].astype(np.float64)
     diff = np.abs(cell - want)
-    print(f"age {age}: max |CLI - in-process| {diff.max()} levels")
-    assert diff.max() <= 1.0, (age, diff.max())
+    print(f"age {age}: |CLI - in-process| mean {diff.mean():.4f}, max "
+          f"{diff.max()} levels")
+    # 1 vs 8 devices on random full-scale weights: rounding differences,
+    # measured at most 1 level (AVX-512 and AVX2 alike).
+    assert diff.max() <= 2.0 and diff.mean() < 0.05, (age, diff.max())
