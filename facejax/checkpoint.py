@@ -52,6 +52,13 @@ def check_workdir_model(workdir: str, meta: dict[str, Any]) -> None:
       json.dump(meta, f, indent=2)
 
 
+def has_checkpoints(workdir: str) -> bool:
+  """Whether workdir/ckpt holds a finished checkpoint: an integer step
+  folder (orbax's temporary folders and `<step>.unusable` are not)."""
+  folder = os.path.join(workdir, "ckpt")
+  return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
+
+
 def abstract_like(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the *current* mesh's shardings."""
   return jax.tree.map(
@@ -108,13 +115,6 @@ class WorkdirLock:
       fcntl.flock(self._file, fcntl.LOCK_UN)
       self._file.close()
       self._file = None
-
-  def __enter__(self):
-    self.acquire()
-    return self
-
-  def __exit__(self, *exc):
-    self.release()
 
 
 class Checkpointer:

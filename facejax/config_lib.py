@@ -99,6 +99,16 @@ def changed_keys(old: Any, new: Any, prefix: str = ""
   return []
 
 
+def learning_rates(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{'optim.lr': value, ...}: the learning-rate keys of `optim` and of the
+  GANs' `optim_g` / `optim_d` (a key named lr or ending in _lr)."""
+  return {f"{section}.{key}": value
+          for section in config.keys() if section.startswith("optim")
+          and isinstance(config[section], ml_collections.ConfigDict)
+          for key, value in config[section].items()
+          if key == "lr" or key.endswith("_lr")}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Values every model's config must satisfy; a ValueError names the key.
 
@@ -106,16 +116,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   typo makes silently wrong (a negative learning rate trains backwards).
   """
   import math  # pylint: disable=g-import-not-at-top
-  # `optim`, and the GANs' `optim_g` / `optim_d`.
-  sections = [s for s in config.keys() if s.startswith("optim")
-              and isinstance(config[s], ml_collections.ConfigDict)]
-  for section in sections:
-    for key, value in config[section].items():
-      if key == "lr" or key.endswith("_lr"):
-        if (not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value <= 0):
-          raise ValueError(f"config key {section}.{key}={value!r} must be a "
-                           "positive learning rate")
+  for key, value in learning_rates(config).items():
+    if (not isinstance(value, (int, float)) or not math.isfinite(value)
+        or value <= 0):
+      raise ValueError(f"config key {key}={value!r} must be a positive "
+                       "learning rate")
   for key in ("total_steps",):
     value = config.get(key)
     if value is not None and (not isinstance(value, int) or value < 0):

@@ -178,6 +178,16 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
+def shard_images(images: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A host batch of any size [n, ...], sharded for inference: padded to a
+  multiple of this process's devices by repeating its last row (drop the
+  outputs past n)."""
+  pad = -len(images) % jax.local_device_count()
+  if pad:
+    images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+  return shard_batch({"image": images}, mesh)["image"]
+
+
 def check_batch_size(global_batch: int, mesh: Mesh, key: str) -> int:
   """Checks divisibility and returns the per-process batch size."""
   if not isinstance(global_batch, int) or global_batch < 1:

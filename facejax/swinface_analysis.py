@@ -31,7 +31,6 @@ def analyze(setup, state, batches: Iterable[list[photos.FaceCrop]],
   task = setup.task
   pre = task.preprocess(train=False).base
   classes = task.expression_classes()
-  devices = jax.local_device_count()
   if npy_dir:
     os.makedirs(npy_dir, exist_ok=True)
   for batch in batches:
@@ -39,10 +38,8 @@ def analyze(setup, state, batches: Iterable[list[photos.FaceCrop]],
     for group in photos.groups_by_shape(batch):
       x = np.stack([pre((0, {"image": batch[i].crop}))["image"]
                     for i in group])
-      pad = -len(x) % devices  # The batch divides over the mesh's devices.
-      x = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
-      x = parallel.shard_batch({"image": x}, setup.mesh)["image"]
-      out = jax.device_get(setup.predict(state, x))
+      out = jax.device_get(setup.predict(
+          state, parallel.shard_images(x, setup.mesh)))
       for k, i in enumerate(group):
         outputs[i] = jax.tree.map(lambda a, k=k: np.asarray(a)[k], out)
     for i, face in enumerate(batch):

@@ -124,15 +124,10 @@ def main(argv):
   except ValueError as e:
     common.fail(str(e))
   common.start_jax()
-
-  def adjust(config):
-    # Editing never uses the age loss: a tiny random stand-in avoids
-    # needing the estimator's weights on this machine.
-    config.age_loss.random_init = "tiny"
   try:
     setup, state, step = restore.load(
         "age_transformer", _WORKDIR.value, _WEIGHTS.value, _CONFIG.value,
-        which=_WHICH.value, adjust=adjust)
+        which=_WHICH.value, frozen_networks=False)
     config = setup.config
     crops = _FACES.crops(paths, config.data.get("align", "ffhq"),
                          int(config.data.image_size))

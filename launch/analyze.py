@@ -19,16 +19,12 @@ recognition embedding to <npy_dir>/<file>.face<k>.npy (files of the same
 name in different folders keep their folder in the name).
 """
 
-import os
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from facejax import config_lib
 from facejax import swinface_analysis
 from facejax.data.faces import photos
-from facejax.data.formats import raf_db
 from launch import common
 from launch import restore
 
@@ -52,24 +48,11 @@ def main(argv):
     common.fail("give one or more image files or folders after the flags")
   common.start_jax()
   try:
-    if _WEIGHTS.value:
-      config = _CONFIG.value or config_lib.load_config(os.path.join(
-          os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-          "configs", "swinface.py"))
-      with config.unlocked():
-        # Inference needs no data: no identity count from the data set,
-        # RAF-DB's expression classes (SwinFace's training set).
-        config.model.num_identities = config.model.num_identities or 1
-        config.data.expression.classes = (tuple(config.data.expression.classes)
-                                          or raf_db.CLASSES)
-      setup, state, _ = restore.from_weights(config, _WEIGHTS.value)
-    else:
-      setup, state, _ = restore.restore(_WORKDIR.value, which=_WHICH.value)
+    setup, state, _ = restore.load("swinface", _WORKDIR.value or "",
+                                   _WEIGHTS.value or "", _CONFIG.value,
+                                   which=_WHICH.value)
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
-  if setup.config.task != "swinface":
-    common.fail(f"{_WORKDIR.value or _WEIGHTS.value!r} is a "
-                f"{setup.config.task!r} model; launch.analyze needs swinface")
   config = setup.config
   try:
     crops = _FACES.crops(paths, config.data.get("align", "arcface_112"),

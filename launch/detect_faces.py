@@ -14,7 +14,7 @@ from absl import flags
 import numpy as np
 
 from facejax.data import transforms
-from facejax.data.faces import figure
+from facejax.evaluators import face_figure
 from facejax.data.faces import photos
 from launch import common
 
@@ -50,7 +50,7 @@ def main(argv):
     writer.close()
   if _FIGURE.value and drawn:
     images = [np.asarray(transforms.load_image(p)) for p in drawn]
-    figure.draw(images, list(drawn.values()), _FIGURE.value,
+    face_figure.draw(images, list(drawn.values()), _FIGURE.value,
                 titles=[f"{p.rsplit('/', 1)[-1]}: {len(f)} face(s)"
                         for p, f in drawn.items()])
     print(f"figure written to {_FIGURE.value}", flush=True)

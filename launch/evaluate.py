@@ -59,15 +59,6 @@ _BINS = flags.DEFINE_list(
 flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 
 
-def _for_inference(config):
-  """Scoring official weights needs no training-only pieces."""
-  if config.get("task") == "swinface":
-    config.model.num_identities = config.model.num_identities or 1
-  if config.get("task") == "age_transformer" and not (
-      config.age_loss.get("workdir") or config.age_loss.get("weights")):
-    config.age_loss.random_init = "tiny"
-
-
 def _load():
   """(setup, state, step, results folder)."""
   if _WEIGHTS.value:
@@ -75,8 +66,7 @@ def _load():
       raise ValueError("--weights needs --config=configs/<model>.py (with "
                        "--config.data.* naming the data to score on)")
     setup, state, step = restore.load(
-        _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value,
-        adjust=_for_inference)
+        _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value)
     out = _OUT_DIR.value or os.getcwd()
   else:
     setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)

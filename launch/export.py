@@ -37,14 +37,6 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 flags.mark_flag_as_required("out")
 
 
-def _for_inference(config):
-  """What only training needs is dropped (inference has no data)."""
-  if config.get("task") == "age_transformer":
-    config.age_loss.random_init = "tiny"
-  if config.get("task") == "swinface":
-    config.model.num_identities = config.model.num_identities or 1
-
-
 def main(argv):
   if len(argv) > 1:
     common.fail(f"unexpected arguments: {argv[1:]}")
@@ -60,7 +52,7 @@ def main(argv):
     setup, state, step = restore.load(task, _WORKDIR.value or "",
                                       _WEIGHTS.value or "", config,
                                       which=_WHICH.value,
-                                      adjust=_for_inference)
+                                      frozen_networks=False)
     inference = export.inference_of(setup, state)
     print("exporting (tracing and lowering the inference function)...",
           flush=True)

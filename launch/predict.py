@@ -65,16 +65,12 @@ def _workdir_predictor(workdir: str, which: str):
                      + (f" (use {other} for this one)" if other else ""))
   setup, state, _ = restore.restore(workdir, which=which)
   pre = setup.task.preprocess(train=False)
-  devices = jax.local_device_count()
 
   def predict(images):
     x = np.stack([pre((0, {"image": im, "age": np.float32(0)}))["image"]
                   for im in images])
-    n = len(x)
-    pad = -n % devices  # The batch divides over the mesh's devices.
-    x = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
-    x = parallel.shard_batch({"image": x}, setup.mesh)["image"]
-    return np.asarray(jax.device_get(setup.predict(state, x)))[:n]
+    out = setup.predict(state, parallel.shard_images(x, setup.mesh))
+    return np.asarray(jax.device_get(out))[:len(x)]
   config = setup.config
   return predict, int(config.data.image_size), config.data.get("align", "box")
 

@@ -3,7 +3,7 @@
 import json
 import os
 
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import ml_collections
@@ -32,6 +32,21 @@ def _inference_mesh(config: ml_collections.ConfigDict) -> None:
       config.data[key] = -(-config.data[key] // n) * n
 
 
+def _without_training_data(config: ml_collections.ConfigDict) -> None:
+  """What only training reads, for a model built from official weights:
+  SwinFace's identity count and expression classes (RAF-DB's, its training
+  set), and the age transformer's age-loss estimator (a tiny random
+  stand-in unless one is given: editing and scoring never use it)."""
+  if config.get("task") == "swinface":
+    from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
+    config.model.num_identities = config.model.num_identities or 1
+    config.data.expression.classes = (tuple(config.data.expression.classes)
+                                      or raf_db.CLASSES)
+  if config.get("task") == "age_transformer" and not (
+      config.age_loss.get("workdir") or config.age_loss.get("weights")):
+    config.age_loss.random_init = "tiny"
+
+
 def from_weights(config: ml_collections.ConfigDict, weights: str):
   """(setup, state, 0): `config`'s model with the weights file imported
   through its model.init_from (an official checkpoint; no training run)."""
@@ -40,6 +55,7 @@ def from_weights(config: ml_collections.ConfigDict, weights: str):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.model.init_from = os.path.abspath(weights)
+    _without_training_data(config)
   _inference_mesh(config)
   setup = loop.Setup(config)
   if not setup.task.has_import():
@@ -90,13 +106,14 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 
 def load(task: str, workdir: str = "", weights: str = "",
          config: Optional[ml_collections.ConfigDict] = None,
-         which: str = "best",
-         adjust: Optional[Callable[[ml_collections.ConfigDict], None]] = None):
+         which: str = "best", frozen_networks: bool = True):
   """(setup, state, step) of a `task` model from a workdir or weights file.
 
-  `weights` is read into `config` (default configs/<task>.py); `adjust`
-  edits the config (unlocked) before the model is built, e.g. to drop what
-  only training needs. A model of another task is a ValueError.
+  `weights` is read into `config` (default configs/<task>.py). With
+  `frozen_networks=False` (editing, export) the networks only a loss reads
+  are not loaded: the age transformer's age estimator becomes a tiny random
+  stand-in, so its run need not be on this machine. A model of another
+  task is a ValueError.
   """
   if weights:
     config = (config or default_config(task)).copy_and_resolve_references()
@@ -105,9 +122,9 @@ def load(task: str, workdir: str = "", weights: str = "",
   if config.get("task") != task:
     raise ValueError(f"{workdir or weights!r} is a {config.get('task')!r} "
                      f"model, not {task!r}")
-  if adjust is not None:
+  if not frozen_networks and task == "age_transformer":
     with config.unlocked():
-      adjust(config)
+      config.age_loss.random_init = "tiny"
   if weights:
     return from_weights(config, weights)
   return restore(workdir, config, which=which)

@@ -14,10 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from absl import flags  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
-from facejax import parallel  # pylint: disable=g-import-not-at-top
+try:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from facejax import parallel  # pylint: disable=g-import-not-at-top
+except ImportError as missing:
+  # This interpreter lacks facejax's requirements: one clear line, not an
+  # import traceback per test file.
+  pytest.exit(f"{missing.name} is not installed for {sys.executable}: run "
+              "`pip install -r requirements.txt` first (README, command 2)",
+              returncode=4)
+
 from helpers import learning_seed  # pylint: disable=g-import-not-at-top
 
 # Compiled executables are cached across tests and test subprocesses.

@@ -585,10 +585,8 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   left = len("face.png #0") * 7 + 2
   assert grid.shape == (14 + 2 + size + 2, left + 2 + 3 * (size + 2), 3)
 
-  def adjust(config):
-    config.age_loss.random_init = "tiny"
   setup, state, _ = restore.load("age_transformer", weights=weights,
-                                 adjust=adjust)
+                                 frozen_networks=False)
   x = setup.task.preprocess(train=False)(
       (0, {"image": face, "age": np.float32(0)}))["image"][None]
   x = np.repeat(x, jax.device_count(), 0)

@@ -199,8 +199,8 @@ class CelebaFormatSource:
     # Flat (files beside the image folder) or the Google Drive layout:
     # Anno/list_attr_celeba.txt, Eval/list_eval_partition.txt,
     # Img/img_align_celeba/.
-    self.attr_path = _first_file(root, ("", "Anno"), attr_file)
-    self.image_dir = _first_dir(root, ("", "Img"), image_dir)
+    self.attr_path = first_file(root, ("", "Anno"), attr_file)
+    self.image_dir = first_dir(root, ("", "Img"), image_dir)
     if not os.path.isfile(self.attr_path):
       raise DataError(f"{self.attr_path}: attribute file not found (config "
                       f"keys {key}.root / {key}.attr_file)")
@@ -219,7 +219,7 @@ class CelebaFormatSource:
     if partition == "official":
       # list_eval_partition.txt: 0 train, 1 val, 2 test; val joins train
       # (StarGAN-style runs hold out one test set).
-      part_path = _first_file(root, ("", "Eval"), "list_eval_partition.txt")
+      part_path = first_file(root, ("", "Eval"), "list_eval_partition.txt")
       if not os.path.isfile(part_path):
         raise DataError(f"{part_path}: not found ({key}.partition="
                         "'official' reads CelebA's list_eval_partition.txt)")
@@ -269,13 +269,13 @@ class CelebaFormatSource:
             "crop_size": np.int32(self.crop_size)}
 
 
-def _first_file(root: str, subdirs: Sequence[str], name: str) -> str:
+def first_file(root: str, subdirs: Sequence[str], name: str) -> str:
   """root/<sub>/name for the first sub where it exists (else the first)."""
   paths = [os.path.join(root, d, name) for d in subdirs]
   return next((p for p in paths if os.path.isfile(p)), paths[0])
 
 
-def _first_dir(root: str, subdirs: Sequence[str], name: str) -> str:
+def first_dir(root: str, subdirs: Sequence[str], name: str) -> str:
   paths = [os.path.join(root, d, name) for d in subdirs]
   return next((p for p in paths if os.path.isdir(p)), paths[0])
 

@@ -118,21 +118,16 @@ def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
 
 def celeba_identity_file(root: str) -> str:
   """CelebA's identity_CelebA.txt under root (flat or Drive's Anno/), or ''."""
-  for sub in ("", "Anno"):
-    path = os.path.join(root, sub, "identity_CelebA.txt")
-    if os.path.isfile(path):
-      return path
-  return ""
+  path = attribute_sets.first_file(root, ("", "Anno"), "identity_CelebA.txt")
+  return path if os.path.isfile(path) else ""
 
 
 def celeba_identities(root: str, key: str) -> list[tuple[str, list[str]]]:
   """(identity, image paths) from CelebA's identity_CelebA.txt
   (`000001.jpg 2880` lines), images in img_align_celeba/ (flat or Img/)."""
   path = celeba_identity_file(root)
-  image_dir = next((d for d in (os.path.join(root, "img_align_celeba"),
-                                os.path.join(root, "Img", "img_align_celeba"))
-                    if os.path.isdir(d)), None)
-  if image_dir is None:
+  image_dir = attribute_sets.first_dir(root, ("", "Img"), "img_align_celeba")
+  if not os.path.isdir(image_dir):
     raise DataError(f"{root}: no img_align_celeba/ (flat or under Img/) "
                     f"for {path} (config key {key}.root)")
   check_text_file(path)

@@ -293,16 +293,6 @@ def check_config_change(workdir: str, config: ml_collections.ConfigDict,
   return [f"{k}: {a!r} -> {b!r}" for k, a, b in changed]
 
 
-def _lr_keys(config: ml_collections.ConfigDict) -> str:
-  """The learning-rate keys of this config, for messages."""
-  keys = [f"{section}.{k}" for section in config.keys()
-          if section.startswith("optim")
-          and isinstance(config[section], ml_collections.ConfigDict)
-          for k in config[section]
-          if k == "lr" or k.endswith("_lr")]
-  return " / ".join(keys) or "learning rate"
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str,
                        allow_config_change: bool = False) -> dict[str, Any]:
@@ -329,10 +319,8 @@ def _train_and_evaluate(config, workdir, allow_config_change):
   ckpt_lib.check_workdir_model(workdir, task.meta())
   # Only a run with checkpoints to continue is held to its config (a first
   # run that failed before its first save may be retried with another).
-  resuming = os.path.isdir(os.path.join(workdir, "ckpt")) and any(
-      name.isdigit() for name in os.listdir(os.path.join(workdir, "ckpt")))
   changes = (check_config_change(workdir, config, allow_config_change)
-             if resuming else [])
+             if ckpt_lib.has_checkpoints(workdir) else [])
   if jax.process_index() == 0:
     # Atomic: other hosts read it (launch.* on a live run too).
     tmp = os.path.join(workdir, "config.json.tmp")
@@ -406,11 +394,13 @@ def _train_and_evaluate(config, workdir, allow_config_change):
       last = checkpointer.latest_step()
       kept = (f"The last good checkpoint is kept: {checkpointer.directory}/"
               f"{last}" if last is not None else "No checkpoint was saved")
+      rates = " / ".join(config_lib.learning_rates(config))
       raise NonFiniteLossError(
           ", ".join(f"{k} {v}" for k, v in bad.items()) + f" by step "
           f"{step}; training stopped before saving them. {kept}. Rerun "
-          f"with a lower {_lr_keys(config)} (or optim.clip_norm where the "
-          "config has it); the rerun resumes from that checkpoint.")
+          f"with a lower {rates or 'learning rate'} (or optim.clip_norm "
+          "where the config has it); the rerun resumes from that "
+          "checkpoint.")
     try:
       checkpointer.check_for_errors()
     except Exception as e:  # pylint: disable=broad-except

@@ -1,0 +1,2 @@
+"""Evaluation reports and plots (the architecture issue moves the others
+here: verification, age, FID, probe)."""
