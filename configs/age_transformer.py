@@ -8,7 +8,7 @@ First train the age estimator used as the loss (DEX or a regressor), then:
 --config.age_loss.workdir=runs/age_regressor; the official DEX weights:
 --config.age_loss.weights=dex_imdb_wiki.caffemodel.pt). Real data: an age
 CSV, e.g. FFHQ with DEX-estimated ages, --config.data.root=/data/ffhq.
-Edit faces:  python -m launch.age_edit --workdir=runs/age_transformer \
+Edit faces:  python -m launch.age_transformer --workdir=runs/age_transformer \
       --image=face.jpg --out=grid.png
 Evaluate:    python -m launch.evaluate --workdir=runs/age_transformer
 
@@ -34,7 +34,7 @@ estimator is required (age_loss.workdir or age_loss.weights).
 import ml_collections
 
 from configs import common
-from facejax import age_estimators
+from facejax.tasks import frozen as frozen_lib
 from facejax import config_lib
 
 
@@ -75,7 +75,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # pass (about 1/3 more compute) to fit 1024 px batches in memory.
   c.model.remat = False
   # The official checkpoint (logs/001/checkpoint, or a folder holding
-  # enc/dec/mlp_style[/dis].pth.tar); see facejax.models.hrfae_import.
+  # enc/dec/mlp_style[/dis].pth.tar); see facejax.convert.age_transformer.
   c.model.init_from = ""
 
   c.data = common.age_csv_data(smoke, synthetic_size=64 if smoke else 256)
@@ -114,7 +114,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.loss.w_gp = 1.0
   c.loss.r1_gamma = 10.0
 
-  c.age_loss = age_estimators.default_age_loss_config()
+  c.age_loss = frozen_lib.default_age_loss_config()
   # Benchmarks / inference only: 'vgg16' | 'tiny' uses a randomly
   # initialised DEX instead of a trained estimator.
   c.age_loss.random_init = ""
@@ -144,6 +144,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.ages = (20, 30, 40, 50, 60)   # report / sample grid columns
   c.eval.num_samples = 4               # faces in workdir/samples/*.png
   # An estimator NOT used in training, for launch.evaluate's table.
-  c.eval.estimator = age_estimators.default_age_loss_config()
+  c.eval.estimator = frozen_lib.default_age_loss_config()
   c.eval.estimator.estimator = "dex" if smoke else "regressor"
   return c

@@ -122,7 +122,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.samples = 4            # rows per direction in samples/*.png
   c.eval.styles = 4             # styles per row
-  c.eval.fid_features = "random"  # random | identity (see facejax/fid.py)
+  c.eval.fid_features = "random"  # random | identity (see facejax/evaluators/fid.py)
   c.eval.max_images = 0         # per domain in report(); 0 = all
   # The probe discriminator of report(): fresh small conv nets trained on
   # the train subjects' real vs translated images, scored on held-out

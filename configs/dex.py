@@ -20,7 +20,7 @@ for predicting the mean on the 1,500-face synthetic set.
 
 Loss options: --config.loss.label_smoothing=0.1 (uniform smoothing),
 --config.loss.sigma=2.0 (Gaussian soft labels of that width in years).
-The official DEX weights as a frozen age loss: see facejax.age_estimators.
+The official DEX weights as a frozen age loss: see facejax.tasks.frozen.
 """
 
 import ml_collections

@@ -18,7 +18,7 @@ attribute_classifier.py on the same data sets):
   python -m launch.evaluate --workdir=runs/stargan_smoke \
       --config.eval.classifier_workdir=runs/attr_smoke   (or set it here)
 Translation grid of one photo:
-  python -m launch.stargan_translate --workdir=runs/stargan_smoke \
+  python -m launch.stargan --workdir=runs/stargan_smoke \
       --image=face.jpg --out=grid.png
 
 Your data: `data.sets` is a list of dicts, any number of each format:
@@ -36,7 +36,7 @@ import ml_collections
 
 from configs import common
 from facejax import config_lib
-from facejax.data import attribute_sets
+from facejax.data import stargan as stargan_data
 from facejax.data import synthetic
 
 
@@ -66,7 +66,7 @@ def data_config(smoke: bool) -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
   d.root = ""               # base of relative set roots
   d.sets = default_sets(smoke)
-  d.one_hot_group = attribute_sets.DEFAULT_ONE_HOT_GROUP
+  d.one_hot_group = stargan_data.DEFAULT_ONE_HOT_GROUP
   d.synthetic_dir = "data/synthetic/stargan_smoke" if smoke else (
       "data/synthetic/stargan")
   d.synthetic_seed = 0

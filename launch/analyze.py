@@ -23,10 +23,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from facejax import swinface_analysis
+from facejax.evaluators import swinface as swinface_eval
 from facejax.data.faces import photos
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "SwinFace training workdir.")
 _WEIGHTS = flags.DEFINE_string(
@@ -48,7 +48,7 @@ def main(argv):
     common.fail("give one or more image files or folders after the flags")
   common.start_jax()
   try:
-    setup, state, _ = restore.load("swinface", _WORKDIR.value or "",
+    setup, state, _ = runs.load("swinface", _WORKDIR.value or "",
                                    _WEIGHTS.value or "", _CONFIG.value,
                                    which=_WHICH.value)
   except (FileNotFoundError, ValueError) as e:
@@ -61,7 +61,7 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   rows = 0
-  for r in swinface_analysis.analyze(setup, state, crops, _NPY.value,
+  for r in swinface_eval.analyze(setup, state, crops, _NPY.value,
                                      photos.unique_names(paths)):
     rows += 1
     if writer:

@@ -29,7 +29,8 @@ import numpy as np
 from ml_collections import config_flags
 
 from facejax import config_lib
-from facejax import parallel
+from facejax import mesh as mesh_lib
+from facejax import runtime
 from facejax.train import loop
 from launch import common
 from launch import torch_twins
@@ -112,7 +113,7 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
   batch = {k: rng.normal(size=v.shape).astype(v.dtype) if k == "image"
            else (rng.uniform(0, 100, v.shape).astype(v.dtype)
                  if k == "age" else v) for k, v in batch.items()}
-  batch = parallel.shard_batch(batch, setup.mesh)
+  batch = mesh_lib.shard_batch(batch, setup.mesh)
 
   # One executable per kind of step (a GAN's D-only and D+G steps), each
   # with its own FLOP count and buffers.
@@ -255,7 +256,7 @@ def _twin_rows(config, row: dict) -> list[dict]:
     return [{"twin": name, "note": f"skipped: {missing}"}]
   out = []
   modes = ["eager"] + (["torch.compile"] if _TORCH_COMPILE.value else [])
-  if _TWIN_DEFAULT_MALLOC.value and parallel.host_heap_kept():
+  if _TWIN_DEFAULT_MALLOC.value and runtime.host_heap_kept():
     modes.append(torch_twins.DEFAULT_MALLOC_MODE)
   args = (name, row["batch_size"], row["image_size"], _STEPS.value)
   for mode in modes:

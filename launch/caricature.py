@@ -24,7 +24,7 @@ from facejax.data import sources
 from facejax.data.faces import photos
 from facejax.tasks import caricature as task_lib
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Caricature training "
                                "workdir.")
@@ -65,7 +65,7 @@ def main(argv):
   common.start_jax()
   crops = None
   try:
-    setup, state, step = restore.load("caricature", _WORKDIR.value,
+    setup, state, step = runs.load("caricature", _WORKDIR.value,
                                       which=_WHICH.value)
     if _LANDMARKS.value:
       grid = task_lib.translate_file(setup, state, paths[0], _DIRECTION.value,

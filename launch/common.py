@@ -6,7 +6,9 @@ from absl import flags
 from absl import logging
 import jax
 
-from facejax import parallel
+from facejax import mesh as mesh_lib
+
+from facejax import runtime
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator", "", "host:port of process 0 for multi-process runs "
@@ -24,10 +26,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 def start_jax() -> None:
   """jax.distributed (when asked) and a one-line device summary."""
-  parallel.maybe_initialize_distributed(
+  mesh_lib.maybe_initialize_distributed(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
       auto=_DISTRIBUTED.value)
-  parallel.configure_runtime(_CACHE.value)
+  runtime.configure_runtime(_CACHE.value)
   logging.info("JAX %s on %s: %d device(s), process %d/%d", jax.__version__,
                jax.default_backend(), jax.device_count(),
                jax.process_index(), jax.process_count())

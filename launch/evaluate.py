@@ -32,11 +32,11 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 import numpy as np
 
-from facejax import parallel
+from facejax import mesh as mesh_lib
 from facejax.data import pipeline
 from facejax.data.sources import DataError
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Official weights to score, "
@@ -65,11 +65,11 @@ def _load():
     if _CONFIG.value is None:
       raise ValueError("--weights needs --config=configs/<model>.py (with "
                        "--config.data.* naming the data to score on)")
-    setup, state, step = restore.load(
+    setup, state, step = runs.load(
         _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value)
     out = _OUT_DIR.value or os.getcwd()
   else:
-    setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)
+    setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value)
     out = _OUT_DIR.value or _WORKDIR.value
   os.makedirs(out, exist_ok=True)
   return setup, state, step, out
@@ -82,7 +82,7 @@ def predict_split(setup, state, source):
                                      setup.eval_batch,
                                      setup.config.data.num_workers):
     pred = np.asarray(setup.predict(
-        state, parallel.shard_batch(batch, setup.mesh)["image"]))
+        state, mesh_lib.shard_batch(batch, setup.mesh)["image"]))
     # Each process holds a contiguous block of the global batch: gathering
     # the blocks in process order lines them up with the global predictions.
     age, mask = (np.asarray(multihost_utils.process_allgather(

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from facejax import export
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Official weights, instead "
@@ -45,11 +45,11 @@ def main(argv):
     if _WEIGHTS.value:
       if not (_MODEL.value or _CONFIG.value):
         raise ValueError("--weights needs --model (or --config)")
-      config = _CONFIG.value or restore.default_config(_MODEL.value)
+      config = _CONFIG.value or runs.default_config(_MODEL.value)
       task = config.task
     else:
-      config, task = None, restore.load_workdir_config(_WORKDIR.value).task
-    setup, state, step = restore.load(task, _WORKDIR.value or "",
+      config, task = None, runs.load_workdir_config(_WORKDIR.value).task
+    setup, state, step = runs.load(task, _WORKDIR.value or "",
                                       _WEIGHTS.value or "", config,
                                       which=_WHICH.value,
                                       frozen_networks=False)

@@ -19,13 +19,13 @@ from absl import flags
 import jax
 import numpy as np
 
-from facejax import parallel
-from facejax import verification
+from facejax import mesh as mesh_lib
+from facejax.evaluators import verification
 from facejax.data import kinship as kin_data
 from facejax.data.sources import DataError
 from facejax.tasks import kinship as kin_task
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A kinship training workdir.")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
@@ -75,7 +75,7 @@ def classify(setup, state, face_a: np.ndarray, face_b: np.ndarray) -> dict:
   batch = {k: np.repeat(np.asarray(v)[None], n, axis=0)
            for k, v in ex.items()}
   out = jax.device_get(setup.compile(setup.task.score_fn)(
-      state, setup.frozen, parallel.shard_batch(batch, setup.mesh)))
+      state, setup.frozen, mesh_lib.shard_batch(batch, setup.mesh)))
   res = {"score": float(out["score"][0])}
   if "relation_pred" in out:
     names = {v: k for k, v in kin_data.RELATION_LABELS.items()}
@@ -89,7 +89,7 @@ def main(argv):
                 "PHOTO_A PHOTO_B")
   common.start_jax()
   try:
-    setup, state, step = restore.restore(_WORKDIR.value, which=_WHICH.value)
+    setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value)
     if setup.config.task != "kinship":
       raise ValueError(f"{_WORKDIR.value!r} holds a {setup.config.task!r} "
                        f"run, not a kinship run")

@@ -22,11 +22,11 @@ from absl import flags
 import jax
 import numpy as np
 
-from facejax import age_estimators
-from facejax import parallel
+from facejax.tasks import frozen
+from facejax import mesh as mesh_lib
 from facejax.data.faces import photos
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Official DEX weights "
@@ -39,7 +39,7 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 
 def _dex_predictor(weights: str):
   """uint8 [B, H, W, 3] -> ages, and the input size, of DEX weights."""
-  estimator = age_estimators.load_estimator({"estimator": "dex",
+  estimator = frozen.load_estimator({"estimator": "dex",
                                              "weights": weights})
   age_fn = jax.jit(estimator.age)
   def predict(images):
@@ -50,26 +50,26 @@ def _dex_predictor(weights: str):
 
 # The other models' photo commands, for a workdir that is not an age model.
 _COMMAND_OF = {"swinface": "launch.analyze",
-               "stargan": "launch.stargan_translate",
-               "age_transformer": "launch.age_edit",
+               "stargan": "launch.stargan",
+               "age_transformer": "launch.age_transformer",
                "kinship": "launch.kinship", "caricature": "launch.caricature"}
 
 
 def _workdir_predictor(workdir: str, which: str):
   """uint8 [B, H, W, 3] -> ages, through the run's own preprocessing."""
-  task = restore.load_workdir_config(workdir).get("task")
+  task = runs.load_workdir_config(workdir).get("task")
   if task not in ("age_regression", "dex"):
     other = _COMMAND_OF.get(task)
     raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
                      "an age regressor or DEX run"
                      + (f" (use {other} for this one)" if other else ""))
-  setup, state, _ = restore.restore(workdir, which=which)
+  setup, state, _ = runs.restore(workdir, which=which)
   pre = setup.task.preprocess(train=False)
 
   def predict(images):
     x = np.stack([pre((0, {"image": im, "age": np.float32(0)}))["image"]
                   for im in images])
-    out = setup.predict(state, parallel.shard_images(x, setup.mesh))
+    out = setup.predict(state, mesh_lib.shard_images(x, setup.mesh))
     return np.asarray(jax.device_get(out))[:len(x)]
   config = setup.config
   return predict, int(config.data.image_size), config.data.get("align", "box")

@@ -64,8 +64,8 @@ from PIL import Image
 from PIL import ImageOps
 import tqdm
 
-from facejax.data import attribute_sets
-from facejax.data import face_detect
+from facejax.data import stargan
+from facejax.data.faces import haar as haar_lib
 from facejax.data import faces
 from facejax.data import transforms
 from facejax.data.faces import align as face_align
@@ -115,7 +115,7 @@ _ALIGN = flags.DEFINE_enum(
 _MULTIPLE_FACES = flags.DEFINE_enum(
     'multiple_faces',
     'skip',
-    face_detect.MULTIPLE_FACE_POLICIES,
+    haar_lib.MULTIPLE_FACE_POLICIES,
     'Images with several faces: skip them or crop the largest.',
 )
 _TFDS = flags.DEFINE_boolean(
@@ -124,7 +124,7 @@ _TFDS = flags.DEFINE_boolean(
 _PAD = flags.DEFINE_enum(
     'pad',
     'edge',
-    face_detect.PAD_MODES,
+    haar_lib.PAD_MODES,
     'How crops leaving the image are filled: edge pixels or black.',
 )
 _SPLIT_BY = flags.DEFINE_enum(
@@ -450,7 +450,7 @@ def scan_celeba(src: str) -> Scan:
 
 def _read_celeba_partitions(partition_file: str) -> dict[str, int]:
   try:
-    return attribute_sets.read_partition(partition_file)
+    return stargan.read_partition(partition_file)
   except formats.DataError as e:
     raise InputError(str(e)) from None
 
@@ -632,16 +632,16 @@ def process_image(
     face = max(found, key=lambda f: np.prod(f.box[2:] - f.box[:2]))
     if options.align == 'box':
       box = tuple(int(round(v)) for v in face.box)
-      crop = face_detect.crop_face(image, box, options.margin, size,
+      crop = haar_lib.crop_face(image, box, options.margin, size,
                                    options.pad)
     else:
       crop = face_align.crop(image, options.align, size or 112, face.box,
                              face.landmarks, options.margin)
     detail = f'{num_faces} faces'
   else:
-    crop = face_detect.center_square(image)
+    crop = haar_lib.center_square(image)
     if size:
-      crop = face_detect.resize(crop, size)
+      crop = haar_lib.resize(crop, size)
     detail = 'resized'
   os.makedirs(os.path.dirname(dst) or '.', exist_ok=True)
   pil = Image.fromarray(crop)

@@ -30,7 +30,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from facejax import config_lib
-from facejax import parallel
+from facejax import mesh as mesh_lib
 from facejax.tasks import base as task_base
 from facejax import tasks
 from launch import common
@@ -61,8 +61,8 @@ def parse_mesh(text: str) -> dict[str, int]:
   for part in text.split(","):
     name, _, size = part.partition("=")
     sizes[name.strip()] = int(size)
-  if sorted(sizes) != sorted(parallel.AXES):
-    raise ValueError(f"--mesh needs sizes for {parallel.AXES}, got {text!r}")
+  if sorted(sizes) != sorted(mesh_lib.AXES):
+    raise ValueError(f"--mesh needs sizes for {mesh_lib.AXES}, got {text!r}")
   return sizes
 
 
@@ -91,8 +91,8 @@ def plan_state(config, mesh_shape: dict[str, int]) -> dict:
   frozen = 0.0
   for path, leaf in jax.tree_util.tree_leaves_with_path(task.load_frozen()):
     if hasattr(leaf, "shape"):
-      spec = parallel.spec_for(
-          parallel._path_str(path), leaf.shape,  # pylint: disable=protected-access
+      spec = mesh_lib.spec_for(
+          mesh_lib._path_str(path), leaf.shape,  # pylint: disable=protected-access
           types.SimpleNamespace(shape=mesh_shape), tuple(
               config.sharding.rules), config.sharding.fsdp_min_size_mb,
           np.dtype(leaf.dtype).itemsize)
@@ -104,8 +104,8 @@ def plan_state(config, mesh_shape: dict[str, int]) -> dict:
   for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
     if not hasattr(leaf, "shape"):
       continue
-    name = parallel._path_str(path)  # pylint: disable=protected-access
-    spec = parallel.spec_for(name, leaf.shape, fake_mesh, tuple(sh.rules),
+    name = mesh_lib._path_str(path)  # pylint: disable=protected-access
+    spec = mesh_lib.spec_for(name, leaf.shape, fake_mesh, tuple(sh.rules),
                              sh.fsdp_min_size_mb,
                              np.dtype(leaf.dtype).itemsize)
     full = _bytes(leaf)

@@ -25,7 +25,7 @@ def available() -> str | None:
   try:
     import importlib  # pylint: disable=g-import-not-at-top
     importlib.import_module("torch")
-    from facejax import torchvision_stub  # pylint: disable=g-import-not-at-top
+    from launch import torchvision_stub  # pylint: disable=g-import-not-at-top
     torchvision_stub.install()
     importlib.import_module("timm")
   except ImportError as e:

@@ -18,7 +18,7 @@ import pytest  # pylint: disable=g-import-not-at-top
 
 try:
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from facejax import parallel  # pylint: disable=g-import-not-at-top
+  from facejax import runtime  # pylint: disable=g-import-not-at-top
 except ImportError as missing:
   # This interpreter lacks facejax's requirements: one clear line, not an
   # import traceback per test file.
@@ -31,7 +31,7 @@ from helpers import learning_seed  # pylint: disable=g-import-not-at-top
 # Compiled executables are cached across tests and test subprocesses.
 CACHE_DIR = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", "/tmp/facejax_test_jax_cache")
-parallel.configure_runtime(CACHE_DIR)
+runtime.configure_runtime(CACHE_DIR)
 
 # grain workers and absl-flag modules read FLAGS; pytest owns argv.
 flags.FLAGS.mark_as_parsed()

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from facejax import age_estimators as ae
+from facejax.tasks import frozen as ae
 from facejax.data import sources
 from facejax.data import transforms
 import test_dex as dex_tests  # module import: its tests are not re-collected
@@ -112,8 +112,8 @@ def estimators(dex_workdir, regressor_workdir):
 
 def _own_predictions(workdir, age_data, n):
   """The trained model's own predict on the pipeline's preprocessing."""
-  from launch import restore  # pylint: disable=g-import-not-at-top
-  setup, state, _ = restore.restore(workdir)
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  setup, state, _ = runs.restore(workdir)
   src = sources.AgeCsvSource(os.path.join(age_data, "valid.csv"))
   pre = setup.task.preprocess(train=False)
   x = np.stack([pre((0, src[i]))["image"] for i in range(n)])

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from facejax import config_lib
-from facejax import parallel
-from facejax.models import hrfae
-from facejax.models import hrfae_import
+from facejax import mesh as mesh_lib
+from facejax.models import age_transformer as model_lib
+from facejax.convert import age_transformer as convert_lib
 from facejax.models import spectral_norm
 from facejax.tasks import age_transformer
 from facejax.train import loop
@@ -77,12 +77,12 @@ def _batch(seed=0, size=TINY, n=TINY_BATCH):
 
 
 def test_reference_shapes_and_parameter_counts():
-  gen, disc = hrfae.Generator(), hrfae.Discriminator()
+  gen, disc = model_lib.Generator(), model_lib.Discriminator()
   x = jnp.zeros((1, 512, 512, 3))
   gv = jax.eval_shape(gen.init, jax.random.key(0), x, jnp.zeros((1,)))
   dv = jax.eval_shape(disc.init, jax.random.key(0), x)
   count = lambda t: sum(int(np.prod(l.shape)) for l in jax.tree.leaves(t))
-  # Counts from the reference (hrfae.md sections 3 and 4).
+  # Counts from the reference (model_lib.md sections 3 and 4).
   assert count(gv["params"]["enc"]) == 1_283_328
   assert count(gv["params"]["dec"]) == 192_387
   assert count(gv["params"]["mod"]) == 12_928
@@ -97,7 +97,7 @@ def test_reference_shapes_and_parameter_counts():
         v, jnp.zeros((1, s, s, 3)), mutable=["spectral", "batch_stats"]
     )[0], dv)
     assert y.shape == (1, patch, patch, 1)
-    assert hrfae.patch_size(size) == patch
+    assert model_lib.patch_size(size) == patch
 
 
 def test_target_age_rule():
@@ -217,7 +217,7 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
     metrics = []
     for seed in range(2):
       state, m = setup.train_step(
-          state, parallel.shard_batch(_batch(seed), setup.mesh),
+          state, mesh_lib.shard_batch(_batch(seed), setup.mesh),
           setup.frozen)
       metrics.append({k: float(v) for k, v in m.items()})
     return state, metrics
@@ -381,7 +381,7 @@ def _age_edit(args, cwd):
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
                  os.environ.get("XLA_FLAGS", ""))
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags.strip())
-  return subprocess.run([sys.executable, "-m", "launch.age_edit", *args],
+  return subprocess.run([sys.executable, "-m", "launch.age_transformer", *args],
                         cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=300)
 
@@ -421,7 +421,7 @@ def test_age_edit_cli_writes_grid_and_rejects_text(trained, age_data,
 
 
 def _torch_state_dicts(rng, with_v=True):
-  """The official checkpoint's names and shapes (hrfae.md section 10)."""
+  """The official checkpoint's names and shapes (model_lib.md section 10)."""
   def sn(prefix, o, i, k):
     d = {f"{prefix}.weight_orig": rng.normal(size=(o, i, k, k)),
          f"{prefix}.bias": rng.normal(size=(o,)),
@@ -464,7 +464,7 @@ def _torch_state_dicts(rng, with_v=True):
 
 
 def _template():
-  gen, disc = hrfae.Generator(), hrfae.Discriminator()
+  gen, disc = model_lib.Generator(), model_lib.Discriminator()
   x = jnp.zeros((1, 64, 64, 3))
   gv = jax.eval_shape(gen.init, jax.random.key(0), x, jnp.zeros((1,)))
   dv = jax.eval_shape(disc.init, jax.random.key(0), x)
@@ -478,7 +478,7 @@ def test_importer_maps_official_names_and_shapes(tmp_path):
   flat_sd = {f"{p}_state_dict.{k}": v for p, sd in parts.items()
              for k, v in sd.items()}
   flat_sd["gen_opt_state_dict.state.0.exp_avg"] = np.zeros(3, np.float32)
-  out = hrfae_import.convert(hrfae_import.split_checkpoint(flat_sd),
+  out = convert_lib.convert(convert_lib.split_checkpoint(flat_sd),
                              _template())
   tpl = flat(jax.tree.map(lambda s: np.zeros(s.shape), _template()))
   got = flat(out)
@@ -514,12 +514,12 @@ def test_importer_maps_official_names_and_shapes(tmp_path):
   bad = dict(parts, enc={k: v for k, v in parts["enc"].items()
                          if k != "conv_2.norm.bias"})
   with pytest.raises(ValueError, match="conv_2.norm.bias"):
-    hrfae_import.convert(bad, _template())
+    convert_lib.convert(bad, _template())
   with pytest.raises(ValueError, match="not an HRFAE checkpoint"):
-    hrfae_import.split_checkpoint({"model.x": np.zeros(1)})
+    convert_lib.split_checkpoint({"model.x": np.zeros(1)})
   # Without weight_v: v from the half power step (same sigma as torch's
   # eval after that step).
-  out2 = hrfae_import.convert(_torch_state_dicts(
+  out2 = convert_lib.convert(_torch_state_dicts(
       np.random.default_rng(0), with_v=False), _template())
   v2 = out2["gen"]["spectral"]["dec"]["conv_1"]["conv"]["v"]
   np.testing.assert_allclose(np.linalg.norm(v2), 1.0, rtol=1e-5)
@@ -537,7 +537,7 @@ def test_imported_spectral_conv_matches_pytorch():
     want = tconv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   sd = {f"c.{k}": v.detach().numpy()
         for k, v in tconv.state_dict().items()}
-  mapper = hrfae_import._Mapper(sd, "test", "<torch>")  # pylint: disable=protected-access
+  mapper = convert_lib._Mapper(sd, "test", "<torch>")  # pylint: disable=protected-access
   conv = spectral_norm.Conv(6, 3)
   tpl = jax.eval_shape(conv.init, jax.random.key(0), jnp.asarray(x))
   mapper.conv("c", (), {("params", "kernel"): tpl["params"]["kernel"],
@@ -554,14 +554,14 @@ def test_imported_spectral_conv_matches_pytorch():
 
 
 def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
-  """launch.age_edit --weights=checkpoint: HRFAE's release as it is, an
+  """launch.age_transformer --weights=checkpoint: HRFAE's release as it is, an
   extension-less file in PyTorch's legacy format holding the training
   checkpoint's flat names (random weights, the release's geometry), straight
   to an edit grid on a real photo; the edits equal the same file imported
   and applied in this process."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
-  from launch import restore  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   import test_torch_import  # pylint: disable=g-import-not-at-top
   parts = _torch_state_dicts(np.random.default_rng(0))
   entries = {}
@@ -585,7 +585,7 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   left = len("face.png #0") * 7 + 2
   assert grid.shape == (14 + 2 + size + 2, left + 2 + 3 * (size + 2), 3)
 
-  setup, state, _ = restore.load("age_transformer", weights=weights,
+  setup, state, _ = runs.load("age_transformer", weights=weights,
                                  frozen_networks=False)
   x = setup.task.preprocess(train=False)(
       (0, {"image": face, "age": np.float32(0)}))["image"][None]
@@ -593,8 +593,8 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   for column, age in ((1, 20.0), (2, 70.0)):
     t = np.full((len(x),), age, np.float32)
     want = np.asarray(setup.task.edit_fn(False)(
-        state, parallel.shard_batch({"image": x}, setup.mesh)["image"],
-        parallel.shard_batch({"t": t}, setup.mesh)["t"]))[0]
+        state, mesh_lib.shard_batch({"image": x}, setup.mesh)["image"],
+        mesh_lib.shard_batch({"t": t}, setup.mesh)["t"]))[0]
     want = np.clip(np.round(want * 255.0), 0, 255)
     x0 = left + 2 + column * (size + 2)
     cell = grid[16:16 + size, x0:x0 + size].astype(np.float64)

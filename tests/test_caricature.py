@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from facejax import config_lib
-from facejax import fid as fid_lib
-from facejax import parallel
+from facejax.evaluators import fid as fid_lib
+from facejax import mesh as mesh_lib
 from facejax.data import caricature as data_lib
 from facejax.data.sources import DataError
-from facejax.models import munit
+from facejax.models import caricature as model_lib
 from facejax.models import spectral_norm
 from facejax.models import sphereface as sphere_lib
-from facejax.models import sphereface_import
+from facejax.convert import sphereface as sphereface_convert
 from facejax.tasks import caricature as task_lib
 from facejax.train import loop
 from helpers import ROOT, assert_trees_close, fast_compiles, flat
@@ -59,7 +59,7 @@ def test_spectral_norm_power_iteration_converges_to_top_singular_value():
 
 def test_self_attention_shape_and_identity_at_init():
   x = jax.random.normal(jax.random.key(1), (2, 4, 4, 16))
-  block = munit.SelfAttention(spectral=True, gamma_init=0.0)
+  block = model_lib.SelfAttention(spectral=True, gamma_init=0.0)
   v = block.init(jax.random.key(0), x)
   assert float(v["params"]["gamma"]) == 0.0
   assert v["params"]["query"]["kernel"].shape == (1, 1, 16, 2)  # C/8
@@ -70,7 +70,7 @@ def test_self_attention_shape_and_identity_at_init():
   params = dict(v["params"], gamma=jnp.float32(0.5))
   y2 = block.apply({**v, "params": params}, x)
   assert float(jnp.abs(y2 - x).max()) > 1e-3
-  satnet = munit.SelfAttention(gamma_init=1e-8).init(jax.random.key(0), x)
+  satnet = model_lib.SelfAttention(gamma_init=1e-8).init(jax.random.key(0), x)
   assert float(satnet["params"]["gamma"]) == pytest.approx(1e-8)
 
 
@@ -142,13 +142,13 @@ def test_sphereface_importer_maps_documented_names_and_shapes(tmp_path,
       sd[f"conv{s}_{i}.bias"] = rng.normal(size=(w,)).astype(np.float32)
       sd[f"relu{s}_{i}.weight"] = rng.normal(size=(w,)).astype(np.float32)
     cin = w
-  h, w_ = sphereface_import.last_map(size)
+  h, w_ = sphereface_convert.last_map(size)
   assert (h, w_) == (2, 2)
   sd["fc5.weight"] = rng.normal(size=(dim, widths[-1] * h * w_)).astype(
       np.float32)
   sd["fc5.bias"] = rng.normal(size=(dim,)).astype(np.float32)
   sd["fc6.weight"] = rng.normal(size=(dim, 7)).astype(np.float32)  # (in,out)
-  new, skipped = sphereface_import.convert(sd, params, size)
+  new, skipped = sphereface_convert.convert(sd, params, size)
   assert skipped == []
   t = new["trunk"]
   np.testing.assert_array_equal(t["conv2_3"]["kernel"],
@@ -167,13 +167,13 @@ def test_sphereface_importer_maps_documented_names_and_shapes(tmp_path,
   assert f.shape == (1, dim) and np.all(np.isfinite(f))
   bad = dict(sd, **{"conv1_1.weight": np.zeros((4, 3, 3, 3), np.float32)})
   with pytest.raises(ValueError, match="conv1_1.weight"):
-    sphereface_import.convert(bad, params, size)
+    sphereface_convert.convert(bad, params, size)
   # Entries that are no SphereFace weights are said, not silently dropped.
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
   path = os.path.join(tmp_path, "sphere.safetensors")
   safetensors.numpy.save_file({**sd, "optimizer.step": np.zeros(1)}, path)
   with caplog.at_level(logging.WARNING):
-    sphereface_import.load(path, params, size)
+    sphereface_convert.load(path, params, size)
   assert "1 entries not used" in caplog.text
   assert "optimizer.step" in caplog.text
 
@@ -306,7 +306,7 @@ def _steps(config, mesh, n=2):
   it = iter(setup.task.train_dataset(0))
   out = []
   for _ in range(n):
-    batch = parallel.shard_batch(next(it), setup.mesh)
+    batch = mesh_lib.shard_batch(next(it), setup.mesh)
     state, metrics = setup.train_step(state, batch, setup.frozen)
     out.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   return state, out
@@ -371,8 +371,8 @@ def trained(tmp_path_factory):
     cfg.mesh = ONE
   workdir = str(tmp_path_factory.mktemp("cari") / "run")
   result = loop.train_and_evaluate(cfg, workdir)
-  from launch import restore  # pylint: disable=g-import-not-at-top
-  setup, state, _ = restore.restore(workdir, which="latest")
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  setup, state, _ = runs.restore(workdir, which="latest")
   init = setup.init_state()
   return setup, init, state, sf_result, result, workdir
 

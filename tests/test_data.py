@@ -64,14 +64,14 @@ def test_missing_and_corrupt_images(age_data, tmp_path):
 
 
 def test_task_reports_missing_files_or_skips_and_counts(age_data, tmp_path):
-  from facejax.tasks import age_regression
+  from facejax.tasks import age_regressor
   from helpers import smoke_config
   root, src = _broken_copy(age_data, tmp_path)
-  task = age_regression.Task(smoke_config(str(root)))
+  task = age_regressor.Task(smoke_config(str(root)))
   with pytest.raises(sources.DataError, match=r"(?s)1 image file\(s\) not "
                      r"found.*train\.csv:5\)"):
     task.source("train")
-  task = age_regression.Task(smoke_config(
+  task = age_regressor.Task(smoke_config(
       str(root), **{"data.skip_bad_records": True}))
   kept = task.source("train")
   assert kept.skipped == 2 and len(kept) == len(src) - 2
@@ -105,13 +105,13 @@ def test_label_file_encodings(age_data, tmp_path):
 def test_celeba_count_line_must_match_its_rows(tmp_path):
   # A list_attr_celeba.txt cut short in a download used to train silently
   # on what was left (issue 17).
-  from facejax.data import attribute_sets
+  from facejax.data import stargan
   (tmp_path / "img_align_celeba").mkdir()
   rows = ["000001.jpg  1 -1", "000002.jpg -1  1"]
   def source(count_line):
     (tmp_path / "list_attr_celeba.txt").write_text(
         "\n".join([count_line, "Male Young", *rows]) + "\n")
-    return attribute_sets.CelebaFormatSource(
+    return stargan.CelebaFormatSource(
         str(tmp_path), "img_align_celeba", "list_attr_celeba.txt",
         ["Male"], "train", 0, None, 0, None, 32, check_files=False)
   assert len(source("2")) == 2
@@ -127,30 +127,30 @@ def test_celeba_count_line_must_match_its_rows(tmp_path):
 def test_swinface_age_range_names_its_own_keys(tmp_path):
   # SwinFace's age CSV: UTKFace goes to 116; the error named data.min_age /
   # data.max_age, keys SwinFace's config does not have (issue 17).
-  from facejax.data import multitask
+  from facejax.data import swinface
   from PIL import Image
   Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
   path = _write_csv(tmp_path / "train.csv",
                     "path,age,gender\na.png,116,0\na.png,3,1\n")
-  src = multitask.age_source(path, 4, "gender", 0, "data.age", 0.0, 120.0)
+  src = swinface.age_source(path, 4, "gender", 0, "data.age", 0.0, 120.0)
   assert len(src) == 2
   path = _write_csv(tmp_path / "bad.csv", "path,age,gender\na.png,130,0\n")
   with pytest.raises(sources.DataError, match=r"bad\.csv:2: age 130.0 is "
                      r"outside \[0.0, 120.0\] \(config keys "
                      r"data\.age\.min_age/data\.age\.max_age\)"):
-    multitask.age_source(path, 4, "gender", 0, "data.age", 0.0, 120.0)
+    swinface.age_source(path, 4, "gender", 0, "data.age", 0.0, 120.0)
 
 
 def test_split_with_no_readable_image_is_named_not_trained(age_data,
                                                           tmp_path):
   # It used to train, then die in eval with "'NoneType' object is not
   # subscriptable" (issue 17).
-  from facejax.tasks import age_regression
+  from facejax.tasks import age_regressor
   from helpers import smoke_config
   root = tmp_path / "ages"
   shutil.copytree(age_data, root)
   shutil.rmtree(root / "images")
-  task = age_regression.Task(smoke_config(
+  task = age_regressor.Task(smoke_config(
       str(root), **{"data.skip_bad_records": True}))
   with pytest.raises(sources.DataError, match=r"(?s)valid\.csv: all \d+ "
                      r"records are missing or unreadable.*file not found"):

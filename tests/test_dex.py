@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from facejax import age_estimators
+from facejax.tasks import frozen as frozen_lib
 from facejax import config_lib
-from facejax.models import torch_import
+from facejax.convert import torch_pickle
 from facejax.models import vgg
 from facejax.tasks import dex
 from facejax.train import loop
@@ -171,7 +171,7 @@ def test_dex_import_matches_reference_forward_fc6_order():
   abstract = jax.eval_shape(
       lambda r: model.init(r, jnp.asarray(x), train=False),
       jax.random.key(0))
-  variables = torch_import.dex_from_torch(sd, abstract)
+  variables = torch_pickle.dex_from_torch(sd, abstract)
   got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(
       variables, x))
   nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -216,20 +216,20 @@ def test_dex_import_of_full_size_names_and_shapes():
 
 
 def test_dex_geometry_and_errors():
-  sd = torch_import.StateDict(_dex_state_dict(GEO), source="dex.pth")
-  assert torch_import.dex_geometry(sd) == GEO
+  sd = torch_pickle.StateDict(_dex_state_dict(GEO), source="dex.pth")
+  assert torch_pickle.dex_geometry(sd) == GEO
   no_head = {k: v for k, v in sd.items() if not k.startswith("fc8")}
   with pytest.raises(ValueError, match="fc8_101"):
-    torch_import.dex_geometry(no_head)
+    torch_pickle.dex_geometry(no_head)
   abstract = jax.eval_shape(
       lambda r: _small_dex().init(r, jnp.zeros((1, 64, 64, 3)), train=False),
       jax.random.key(0))
   with pytest.raises(ValueError, match="not a DEX state dict"):
-    torch_import.dex_from_torch(
-        torch_import.StateDict(no_head, source="x.pth"), abstract)
+    torch_pickle.dex_from_torch(
+        torch_pickle.StateDict(no_head, source="x.pth"), abstract)
   bad = dict(sd, **{"fc8-101.weight": np.zeros((100, 24), np.float32)})
   with pytest.raises(ValueError, match="head needs"):
-    torch_import.dex_from_torch(bad, abstract)
+    torch_pickle.dex_from_torch(bad, abstract)
 
 
 def _save_state_dict(sd, path) -> str:
@@ -259,7 +259,7 @@ def test_init_from_dex_file_via_the_task(tmp_path):
       np.float32)
   age = np.asarray(setup.predict(state, x))
   logits = _numpy_dex(sd, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-  want = np.asarray(age_estimators.expected_age(jnp.asarray(logits)))
+  want = np.asarray(frozen_lib.expected_age(jnp.asarray(logits)))
   np.testing.assert_allclose(age, want, rtol=1e-4, atol=1e-3)
 
 
@@ -298,7 +298,7 @@ def test_predict_cli_with_official_dex_weights_and_no_workdir(tmp_path):
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
-  from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+  from facejax.tasks import frozen as age_estimators  # pylint: disable=g-import-not-at-top
   sd = _dex_state_dict(GEO)
   weights = str(tmp_path / "dex_imdb_wiki.caffemodel.pt")
   safetensors.numpy.save_file(sd, weights)
@@ -313,7 +313,7 @@ def test_predict_cli_with_official_dex_weights_and_no_workdir(tmp_path):
       text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   age = float(out.stdout.strip().split("\t")[1])
-  est = age_estimators.load_estimator({"estimator": "dex",
+  est = frozen_lib.load_estimator({"estimator": "dex",
                                        "weights": weights})
   x = np.asarray(est.prepare(jnp.asarray(face[None] / 255.0, jnp.float32)))
   logits = _numpy_dex(sd, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -330,9 +330,9 @@ def test_evaluate_cli_scores_official_weights_on_a_release(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import release_fixtures  # pylint: disable=g-import-not-at-top
-  from facejax import parallel  # pylint: disable=g-import-not-at-top
+  from facejax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from launch import restore  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   truth = release_fixtures.appa_real(str(tmp_path / "appa"))
   geo = dict(GEO, block_sizes=(1,) * 5, channels=(8, 16, 32, 32, 32),
              fc_width=64, image_size=32)  # the smoke's vgg_tiny at 32 px
@@ -353,13 +353,13 @@ def test_evaluate_cli_scores_official_weights_on_a_release(tmp_path):
   assert (out_dir / "eval_test.png").exists()
   # The same weights and split in this process.
   config = _config(**data)
-  setup, state, _ = restore.load("dex", weights=weights, config=config)
+  setup, state, _ = runs.load("dex", weights=weights, config=config)
   errors, ages = [], []
   for batch in pipeline.eval_batches(setup.task.source("test"),
                                      setup.task.preprocess(False),
                                      setup.eval_batch, 0):
     pred = np.asarray(setup.predict(
-        state, parallel.shard_batch(batch, setup.mesh)["image"]))
+        state, mesh_lib.shard_batch(batch, setup.mesh)["image"]))
     keep = batch["mask"] > 0
     errors.append(np.abs(pred[keep] - batch["age"][keep]))
     ages.append(batch["age"][keep])

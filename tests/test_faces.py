@@ -44,7 +44,7 @@ def detector():
 def _facenet():
   """facenet-pytorch's MTCNN, or a skip when the parity extras are absent."""
   torch = pytest.importorskip("torch")  # The parity extras; CI has them.
-  from facejax import torchvision_stub  # pylint: disable=g-import-not-at-top
+  from launch import torchvision_stub  # pylint: disable=g-import-not-at-top
   torchvision_stub.install()
 
   def batched_nms(boxes, scores, groups, threshold):

@@ -300,7 +300,7 @@ def test_age_models_train_on_every_release_folder(releases, model, tmp_path,
 
 
 def test_rafd_release_names_parsed_and_split_by_person(tmp_path, capsys):
-  from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data import stargan as attribute_sets  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import rafd  # pylint: disable=g-import-not-at-top
   truth = rf.rafd(str(tmp_path))
   for name, want in truth.items():
@@ -332,7 +332,7 @@ def test_rafd_release_names_parsed_and_split_by_person(tmp_path, capsys):
 
 def test_rafd_class_in_data_but_not_in_config_is_an_error(tmp_path):
   """StarGAN's train/<class>/ layout with RaFD's 8th expression."""
-  from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data import stargan as attribute_sets  # pylint: disable=g-import-not-at-top
   for c in rf.RAFD_EXPRESSIONS:
     folder = tmp_path / "train" / c
     folder.mkdir(parents=True)
@@ -376,7 +376,7 @@ def test_stargan_trains_on_the_rafd_release(tmp_path):
 
 
 def test_fiw_unrelated_and_nonfaces_are_not_identities(tmp_path):
-  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
   members = rf.fiw(str(tmp_path))
   folders = multitask.identity_folders(str(tmp_path / "FIDs"), "k")
   got = {name.replace(os.sep, "/"): len(paths) for name, paths in folders}
@@ -418,7 +418,7 @@ def test_webcaricature_view_files_keep_names_with_spaces(tmp_path):
 
 
 def test_celeba_drive_layout_with_the_official_partition(tmp_path):
-  from facejax.data import attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data import stargan as attribute_sets  # pylint: disable=g-import-not-at-top
   truth = rf.celeba_drive(str(tmp_path))
   attrs = ("Black_Hair", "Eyeglasses", "Male", "Young")
   got = {}
@@ -490,7 +490,7 @@ def test_verification_bin_round_trip_and_refuses_code(tmp_path):
 
 
 def test_ten_fold_accuracy_matches_a_brute_force_count():
-  from facejax import verification  # pylint: disable=g-import-not-at-top
+  from facejax.evaluators import verification  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
   n = 203  # not a multiple of 10: the first 3 folds hold 21 pairs
   issame = rng.random(n) < 0.5
@@ -520,7 +520,7 @@ def test_ten_fold_accuracy_matches_a_brute_force_count():
 
 
 def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
-  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
   truth = rf.raf_db(str(tmp_path))
   for split in ("train", "test"):
@@ -563,7 +563,7 @@ def test_errors_name_the_keys_where_the_release_is_configured(releases,
 def test_celeba_identities_feed_swinface_recognition(tmp_path):
   """data.identity.root at CelebA (Drive layout): identity_CelebA.txt gives
   the people; a malformed line names file and line."""
-  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
   from facejax.data.sources import DataError  # pylint: disable=g-import-not-at-top
   rf.celeba_drive(str(tmp_path), n=30)
   ids = multitask.identity_folders(str(tmp_path), "data.identity")
@@ -661,7 +661,7 @@ def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
 
 
 def test_recordio_identities_and_exact_pixels(tmp_path, capsys):
-  from facejax.data import multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
   from facejax.data import transforms  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
   truth = rf.insightface_rec(str(tmp_path))
@@ -700,8 +700,8 @@ def test_stargan_trains_on_a_single_data_set(tmp_path):
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert all(np.isfinite(v) for v in result.values()
              if isinstance(v, float)), result
-  from launch import restore  # pylint: disable=g-import-not-at-top
-  setup, state, _ = restore.restore(str(tmp_path / "run"), which="latest")
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  setup, state, _ = runs.restore(str(tmp_path / "run"), which="latest")
   kernel = state.gen["conv0"]["kernel"]
   assert kernel.shape[2] == 3 + len(config.data.sets[0]["attributes"])
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from facejax import kinship_losses as L
-from facejax import parallel
-from facejax import verification
+from facejax import mesh as mesh_lib
+from facejax.evaluators import verification
 from facejax.data import kinship as kd
 from facejax.data.sources import DataError
 from facejax.models import kinship as km
@@ -238,7 +238,7 @@ def _steps(config, mesh, batches):
   state = setup.init_state()
   losses = []
   for b in batches:
-    state, m = setup.train_step(state, parallel.shard_batch(b, setup.mesh),
+    state, m = setup.train_step(state, mesh_lib.shard_batch(b, setup.mesh),
                                 setup.frozen)
     losses.append(float(m["loss"]))
   return state, losses
@@ -278,7 +278,7 @@ def test_rbkin_runs_with_random_tiny_transformer(fiw):
   before = jax.device_get(state.params["fusion"])
   for _ in range(2):
     state, m = setup.train_step(
-        state, parallel.shard_batch(next(it), setup.mesh), setup.frozen)
+        state, mesh_lib.shard_batch(next(it), setup.mesh), setup.frozen)
     assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
   after = jax.device_get(state.params["fusion"])
   assert not np.allclose(before["out"]["kernel"], after["out"]["kernel"])
@@ -296,8 +296,8 @@ def learned(fiw, tmp_path_factory):
   config = _config(fiw, **{"total_steps": 200, "eval_every_steps": 200,
                            "ckpt.every_steps": 200, "seed": learning_seed()})
   result = loop.train_and_evaluate(config, workdir)
-  from launch import restore  # pylint: disable=g-import-not-at-top
-  setup, state, _ = restore.restore(workdir)
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  setup, state, _ = runs.restore(workdir)
   text = setup.task.report(setup, state, "test", workdir)
   pixel = kt.pixel_baseline_auc(setup.task.source("test"))
   return workdir, result, text, pixel, time.time() - t0
@@ -386,7 +386,7 @@ def test_swin_backbone_trains(fiw, fast_compiles):
   losses = []
   for _ in range(2):  # step 0 has lr 0 (warm-up): two steps
     state, m = setup.train_step(
-        state, parallel.shard_batch(next(it), setup.mesh), setup.frozen)
+        state, mesh_lib.shard_batch(next(it), setup.mesh), setup.frozen)
     losses.append(float(m["loss"]))
   after = jax.device_get(state)
   print(f"swin backbone losses {losses}")
@@ -431,7 +431,7 @@ def swinface_run(fiw, tmp_path_factory):
 
 
 def test_frozen_swinface_embedding(fiw, swinface_run, fast_compiles):
-  from launch import restore  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   config = _config(fiw, **{"model.backbone": "frozen",
                            "model.frozen_workdir": swinface_run,
@@ -442,7 +442,7 @@ def test_frozen_swinface_embedding(fiw, swinface_run, fast_compiles):
   got = jax.jit(lambda fr, x: task.embed({}, {}, fr, x, False)[0])(
       setup.frozen, images)
   # SwinFace's own forward pass (its whole module and variables).
-  sf_setup, sf_state, _ = restore.restore(swinface_run, which="latest")
+  sf_setup, sf_state, _ = runs.restore(swinface_run, which="latest")
   sf_state = jax.device_get(sf_state)
   model = sf_setup.task.model.clone(analysis=False)
   want = jax.jit(lambda v, x: model.apply(v, x)["embedding"])(

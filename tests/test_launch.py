@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facejax import parallel
+from facejax import runtime
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ def test_benchmark_suite_times_the_pytorch_twin(tmp_path):
   twins = {t["mode"]: t for t in row["torch"]}
   # The fresh-process twin only where facejax changed the heap.
   modes = {"eager"} | ({"eager, default malloc"}
-                       if parallel.keep_host_heap_applies() else set())
+                       if runtime.keep_host_heap_applies() else set())
   assert set(twins) == modes, row["torch"]
   for t in twins.values():
     assert t["step_s_median"] > 0 and t["facejax_speedup"] > 0

@@ -137,8 +137,8 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_a_tie():
 
 def test_cpu_xla_flags_route_convolutions_to_eigen():
   # conftest calls configure_runtime before the backend starts.
-  from facejax import parallel  # pylint: disable=g-import-not-at-top
-  assert parallel.cpu_native_conv_is_fast()
+  from facejax import runtime  # pylint: disable=g-import-not-at-top
+  assert runtime.cpu_native_conv_is_fast()
   # Shapes YNNPACK would take by default (small convs stay on Eigen anyway).
   x, k = jnp.ones((32, 28, 28, 64)), jnp.ones((3, 3, 64, 64))
   hlo = jax.jit(lambda x, k: jax.lax.conv_general_dilated(

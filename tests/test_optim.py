@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from facejax import optim, parallel
+from facejax import optim
+from facejax import mesh as mesh_lib
 from facejax.train import loop
 from helpers import flat, smoke_config
 
@@ -28,7 +29,7 @@ def test_freeze_policy(tmp_path, policy, trained_prefixes):
              "age": rng.uniform(0, 100, size=(8,)).astype(np.float32),
              "mask": np.ones((8,), np.float32)}
     state, _ = setup.train_step(
-        state, parallel.shard_batch(batch, setup.mesh), setup.frozen)
+        state, mesh_lib.shard_batch(batch, setup.mesh), setup.frozen)
   after = flat(state.params)
   for k in before:
     trained = any(k.startswith(p) for p in trained_prefixes)

@@ -5,39 +5,39 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from facejax import parallel
+from facejax import mesh as mesh_lib
 from facejax.train import loop
 from helpers import assert_trees_close, flat, smoke_config
 
 
 def test_mesh_shapes_and_errors():
   assert jax.device_count() == 8
-  mesh = parallel.create_mesh((("data", -1), ("fsdp", 2), ("model", 1)))
+  mesh = mesh_lib.create_mesh((("data", -1), ("fsdp", 2), ("model", 1)))
   assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "model": 1}
-  one = parallel.create_mesh((("data", 1), ("fsdp", 1), ("model", 1)))
+  one = mesh_lib.create_mesh((("data", 1), ("fsdp", 1), ("model", 1)))
   assert one.devices.size == 1
   with pytest.raises(ValueError, match="config key mesh"):
-    parallel.create_mesh((("data", -1), ("fsdp", 3), ("model", 1)))
+    mesh_lib.create_mesh((("data", -1), ("fsdp", 3), ("model", 1)))
   with pytest.raises(ValueError, match="config key mesh"):
-    parallel.create_mesh((("data", -1), ("model", 1)))
+    mesh_lib.create_mesh((("data", -1), ("model", 1)))
   with pytest.raises(ValueError, match="data.batch_size"):
-    parallel.check_batch_size(12, parallel.create_mesh(
+    mesh_lib.check_batch_size(12, mesh_lib.create_mesh(
         (("data", -1), ("fsdp", 1), ("model", 1))), "data.batch_size")
 
 
 def test_spec_rules_and_fsdp_threshold():
-  mesh = parallel.create_mesh((("data", 2), ("fsdp", 2), ("model", 2)))
+  mesh = mesh_lib.create_mesh((("data", 2), ("fsdp", 2), ("model", 2)))
   rules = ((r"classifier/kernel$", (None, "model")),)
-  assert parallel.spec_for("params/classifier/kernel", (512, 1000), mesh,
+  assert mesh_lib.spec_for("params/classifier/kernel", (512, 1000), mesh,
                            rules) == P(None, "model")
   # Big (4 MiB+) tensors go FSDP along the largest divisible dimension.
-  assert parallel.spec_for("params/fc/kernel", (1024, 2048), mesh,
+  assert mesh_lib.spec_for("params/fc/kernel", (1024, 2048), mesh,
                            fsdp_min_size_mb=4) == P(None, "fsdp")
-  assert parallel.spec_for("params/fc/kernel", (1024, 2048), mesh,
+  assert mesh_lib.spec_for("params/fc/kernel", (1024, 2048), mesh,
                            fsdp_min_size_mb=100) == P()
-  assert parallel.spec_for("params/b", (7,), mesh, fsdp_min_size_mb=0) == P()
+  assert mesh_lib.spec_for("params/b", (7,), mesh, fsdp_min_size_mb=0) == P()
   with pytest.raises(ValueError, match="not divisible"):
-    parallel.spec_for("params/classifier/kernel", (512, 999), mesh, rules)
+    mesh_lib.spec_for("params/classifier/kernel", (512, 999), mesh, rules)
 
 
 def _run_steps(config, mesh_cfg, steps=3):
@@ -53,7 +53,7 @@ def _run_steps(config, mesh_cfg, steps=3):
              "age": rng.uniform(0, 100, size=(16,)).astype(np.float32),
              "mask": np.ones((16,), np.float32)}
     state, metrics = setup.train_step(
-        state, parallel.shard_batch(batch, setup.mesh), setup.frozen)
+        state, mesh_lib.shard_batch(batch, setup.mesh), setup.frozen)
     losses.append(float(metrics["loss"]))
   return setup, state, losses
 

@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facejax import parallel
-from facejax.models import hrfae
+from facejax import mesh as mesh_lib
+
+from facejax import runtime
+from facejax.models import age_transformer
 from facejax.models import swin
 from facejax.train import loop
 from helpers import ROOT
@@ -21,7 +23,7 @@ from helpers import smoke_config
 def test_train_steps_donate_state_without_host_sync_or_recompile(age_data):
   setup = loop.Setup(smoke_config(age_data))
   state = setup.init_state()
-  batch = parallel.shard_batch(setup.task.dummy_batch(setup.local_batch),
+  batch = mesh_lib.shard_batch(setup.task.dummy_batch(setup.local_batch),
                                setup.mesh)
   state, _ = setup.run(setup.train_step, state, batch)  # compiles
   # Between log steps nothing may wait for the device: an implicit
@@ -49,7 +51,7 @@ def _grads(module, variables, x, *args):
 def test_remat_switch_recomputes_and_keeps_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   ages = jnp.array([20.0, 60.0])
-  cases = [(hrfae.Generator(width=8, num_res_blocks=2, remat=r), (ages, True))
+  cases = [(age_transformer.Generator(width=8, num_res_blocks=2, remat=r), (ages, True))
            for r in (False, True)]
   cases += [(swin.create("tiny", remat=r), (False,)) for r in (False, True)]
   for (plain, args), (remat, _) in (cases[:2], cases[2:]):
@@ -73,8 +75,9 @@ def test_remat_switch_recomputes_and_keeps_gradients():
 # the way a training run meets it; prints the temp size and per-step faults.
 _HEAP_PROBE = """
 import json, resource
-from facejax import parallel
-parallel.configure_runtime()
+from facejax import mesh as mesh_lib
+from facejax import runtime
+runtime.configure_runtime()
 import jax, jax.numpy as jnp
 step = jax.jit(lambda x: jnp.tanh(x @ x) @ x * 1e-3 + jnp.sin(x @ x),
                donate_argnums=0)
@@ -85,7 +88,7 @@ for _ in range(24):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   x = jax.block_until_ready(step(x))
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps(dict(kept=parallel.host_heap_kept(), temp=temp,
+print(json.dumps(dict(kept=runtime.host_heap_kept(), temp=temp,
                       faults=faults[8:])))
 """
 
@@ -104,13 +107,13 @@ def test_host_heap_is_reused_between_steps():
   """A step's 32 MB temporary buffer is not page-faulted in again.
 
   Default glibc malloc unmaps it after every step (256 faults per MB,
-  plus the matmuls' packing buffers); with `parallel.keep_host_heap` the
+  plus the matmuls' packing buffers); with `runtime.keep_host_heap` the
   steps reuse the pages. The kept heap still grows by a buffer now and then
   while frees from the pool threads interleave (a few of the first ten
   steps), so the test compares the median of steps 9-24, in fresh processes.
   """
-  expected = parallel.keep_host_heap_applies()
-  assert parallel.host_heap_kept() == expected
+  expected = runtime.keep_host_heap_applies()
+  assert runtime.host_heap_kept() == expected
   kept, default = _heap_probe("1"), _heap_probe("0")
   pages = kept["temp"] // resource.getpagesize()
   assert pages >= 2048  # the temp buffer is >= 8 MB

@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 import skimage.data
 
-from facejax.data import face_detect
+from facejax.data.faces import haar
 from facejax.data import tfds_prepared
 from launch import prepare_data
 
@@ -40,7 +40,7 @@ def _blob(value: int, shape=(40, 50, 3)) -> np.ndarray:
 
 
 def test_detects_the_astronauts_face(astronaut):
-  boxes = face_detect.FaceDetector().detect(astronaut)
+  boxes = haar.FaceDetector().detect(astronaut)
   assert len(boxes) == 1
   x0, y0, x1, y1 = boxes[0]
   # Her face is around x 150-290, y 50-200 of the 512x512 photo.
@@ -51,9 +51,9 @@ def test_detects_the_astronauts_face(astronaut):
 
 def test_multiple_faces_policy(astronaut):
   two = np.concatenate([astronaut, astronaut], axis=1)
-  crop, n = face_detect.FaceDetector().detect_and_crop(two, size=32)
+  crop, n = haar.FaceDetector().detect_and_crop(two, size=32)
   assert (crop, n) == (None, 2)
-  detector = face_detect.FaceDetector(multiple_faces='largest')
+  detector = haar.FaceDetector(multiple_faces='largest')
   crop, n = detector.detect_and_crop(two, size=32)
   assert n == 2 and crop.shape == (32, 32, 3)
   # The cascade is dropped when pickled and reloaded on use.
@@ -66,20 +66,20 @@ def test_crop_face_pads_at_the_border():
   # Box 4x4 at the top-left corner, 25% margin per side: an 6x6 window
   # centred on (2, 2), i.e. rows/cols -1..4, one pixel outside the image.
   box = (0, 0, 4, 4)
-  assert face_detect.square_box(box, 0.25) == (-1, -1, 5, 5)
-  crop = face_detect.crop_face(image, box, margin=0.25, pad_mode='edge')
+  assert haar.square_box(box, 0.25) == (-1, -1, 5, 5)
+  crop = haar.crop_face(image, box, margin=0.25, pad_mode='edge')
   assert crop.shape == (6, 6, 3)
   np.testing.assert_array_equal(crop[1:, 1:], image[:5, :5])
   np.testing.assert_array_equal(crop[0, 1:], image[0, :5])  # Edge repeated.
   np.testing.assert_array_equal(crop[1:, 0], image[:5, 0])
-  black = face_detect.crop_face(image, box, margin=0.25, pad_mode='constant')
+  black = haar.crop_face(image, box, margin=0.25, pad_mode='constant')
   assert not black[0].any() and not black[:, 0].any()
   np.testing.assert_array_equal(black[1:, 1:], image[:5, :5])
   # Bottom-right corner, bigger margin, resized.
-  crop = face_detect.crop_face(image, (7, 6, 10, 9), margin=0.5, size=4)
+  crop = haar.crop_face(image, (7, 6, 10, 9), margin=0.5, size=4)
   assert crop.shape == (4, 4, 3) and crop.dtype == np.uint8
   # A window inside the image is a plain slice.
-  inside = face_detect.crop_face(image, (3, 3, 7, 7), margin=0.0)
+  inside = haar.crop_face(image, (3, 3, 7, 7), margin=0.0)
   np.testing.assert_array_equal(inside, image[3:7, 3:7])
 
 
@@ -131,7 +131,7 @@ def test_cacd_cli_crops_reports_and_writes_tfds(cacd_src, tmp_path, capsys):
   assert crop.shape == (128, 128, 3)
   # The crop is centred on her face: found again, in the middle, and
   # filling about 1 / (1 + 2 * 0.4) of the side.
-  (x0, y0, x1, y1), = face_detect.FaceDetector().detect(crop)
+  (x0, y0, x1, y1), = haar.FaceDetector().detect(crop)
   assert abs((x0 + x1) / 2 - 64) < 16 and abs((y0 + y1) / 2 - 64) < 16
   assert 45 <= x1 - x0 <= 100
 

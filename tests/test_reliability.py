@@ -90,14 +90,14 @@ def test_inference_never_deletes_a_live_runs_save(regressor_workdir,
   """restore() opens the checkpoints read-only: the temporary folder of a
   save in progress (as a live training run has) is left alone, and so is
   everything else in the workdir."""
-  from launch import restore  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "run")
   shutil.copytree(regressor_workdir, workdir)
   saving = os.path.join(workdir, "ckpt", "999.orbax-checkpoint-tmp-1")
   os.makedirs(os.path.join(saving, "state"))
   before = sorted(os.listdir(os.path.join(workdir, "ckpt")))
   for which in ("latest", "best", "latest"):
-    restore.restore(workdir, which=which)
+    runs.restore(workdir, which=which)
   assert os.path.isdir(saving)
   assert sorted(os.listdir(os.path.join(workdir, "ckpt"))) == before
 
@@ -135,7 +135,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
     age_data, tmp_path, capsys):
   """The newest checkpoint's files truncated to zero bytes: inference and a
   resumed run warn and use the previous checkpoint, and the run finishes."""
-  from launch import restore  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "run")
   config = _config("age_regressor", age_data, total_steps=4,
                    eval_every_steps=100, **{"ckpt.every_steps": 2})
@@ -145,7 +145,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
     for name in files:
       if not name.endswith(("_METADATA", "_CHECKPOINT_METADATA")):
         open(os.path.join(folder, name), "w").close()
-  _, _, step = restore.restore(workdir, which="latest")
+  _, _, step = runs.restore(workdir, which="latest")
   assert step == 2
   out = capsys.readouterr().out
   assert f"checkpoint {os.path.join(workdir, 'ckpt', '4')} is unusable" in out
@@ -257,7 +257,7 @@ def test_sigkill_leaves_no_data_workers_behind(age_data, tmp_path):
     (["launch.benchmark", "--suite", "--only=age_regresor"],
      "unknown suite entries ['age_regresor']"),
     (["launch.predict", "photo.jpg"], "is a 'stargan' run; launch.predict "
-     "takes an age regressor or DEX run (use launch.stargan_translate"),
+     "takes an age regressor or DEX run (use launch.stargan"),
 ])
 def test_cli_mistakes_get_one_line_errors(args, expected, tmp_path):
   """Each mistake: a non-zero exit and one line naming the key, file or

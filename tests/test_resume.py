@@ -44,8 +44,8 @@ def _train_log(workdir):
 
 def _final_params(workdir):
   from helpers import flat  # pylint: disable=g-import-not-at-top
-  from launch import restore  # pylint: disable=g-import-not-at-top
-  _, state, step = restore.restore(workdir, which="latest")
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  _, state, step = runs.restore(workdir, which="latest")
   assert step == 40
   return flat(state.params)
 

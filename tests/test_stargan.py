@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from facejax import config_lib
-from facejax import parallel
-from facejax.data import attribute_sets as sets_lib
+from facejax import mesh as mesh_lib
+from facejax.data import stargan as sets_lib
 from facejax.data.sources import DataError
 from facejax.models import stargan as model_lib
-from facejax.models import stargan_import
+from facejax.convert import stargan as stargan_convert
 from facejax.tasks import stargan as task_lib
 from facejax.train import loop
 from helpers import ROOT, flat, learning_seed, record_learning
@@ -203,7 +203,7 @@ def test_conv_transpose_matches_pytorch_semantics():
   want = full[:, 1:7, 1:7]
   layer = model_lib.ConvTranspose(5)
   params = {"params": {"conv": {
-      "kernel": stargan_import._conv_transpose(w)}}}
+      "kernel": stargan_convert._conv_transpose(w)}}}
   np.testing.assert_allclose(layer.apply(params, x), want, rtol=1e-5,
                              atol=1e-5)
 
@@ -218,7 +218,7 @@ def _release_generator(label_dim: int, scale: float = 1.0):
   flat_abs = traverse_util.flatten_dict(g_abs, sep="/")
   rng = np.random.default_rng(0)
   sd = {}
-  for path, (key, kind) in stargan_import.generator_names(6).items():
+  for path, (key, kind) in stargan_convert.generator_names(6).items():
     shape = flat_abs[path].shape
     if kind == "conv":
       shape = (shape[3], shape[2], shape[0], shape[1])
@@ -239,12 +239,12 @@ def test_celeba_only_release_loads_into_a_single_set_generator(tmp_path):
   assert layout.label_dim == 5
   g_abs, sd = _release_generator(layout.label_dim)
   assert sd["main.0.weight"].shape == (64, 8, 7, 7)
-  g = stargan_import.generator_from_torch(sd, g_abs, 6)
+  g = stargan_convert.generator_from_torch(sd, g_abs, 6)
   assert g["conv0"]["kernel"].shape == (7, 7, 8, 64)
 
 
 def test_translate_cli_with_the_celeba_release_and_no_workdir(tmp_path):
-  """launch.stargan_translate --weights=200000-G.ckpt: a generator in the
+  """launch.stargan --weights=200000-G.ckpt: a generator in the
   CelebA release's format (c_dim 5, random weights, the release's names
   and 128 px geometry) straight to a grid on a real photo with no training
   run; the Black_Hair cell equals the imported generator applied here."""
@@ -259,7 +259,7 @@ def test_translate_cli_with_the_celeba_release_and_no_workdir(tmp_path):
   photo = tmp_path / "face.png"
   Image.fromarray(face).save(photo)
   out = tmp_path / "grid.png"
-  code, stdout, err = _cli(["launch.stargan_translate", f"--weights={weights}",
+  code, stdout, err = _cli(["launch.stargan", f"--weights={weights}",
                             f"--image={photo}", f"--out={out}",
                             "--detector=none"], timeout=600)
   assert code == 0, err[-3000:]
@@ -268,7 +268,7 @@ def test_translate_cli_with_the_celeba_release_and_no_workdir(tmp_path):
   # Input + the release's 5 attributes; the row label "face.png #0".
   left = 11 * 7 + 2
   assert grid.shape == (14 + 2 + 130, left + 2 + 6 * 130, 3), grid.shape
-  params = stargan_import.generator_from_torch(sd, g_abs, 6)
+  params = stargan_convert.generator_from_torch(sd, g_abs, 6)
   x = jnp.asarray(face[None] / 127.5 - 1.0, jnp.float32)
   want = gen.apply({"params": params}, x,
                    jnp.asarray([[1.0, 0.0, 0.0, 0.0, 0.0]]))[0]
@@ -294,12 +294,12 @@ def test_importer_maps_official_names_and_shapes():
                 "main.15.weight": (256, 128, 4, 4),
                 "main.18.weight": (128, 64, 4, 4),
                 "main.21.weight": (3, 64, 7, 7)}
-  names = stargan_import.generator_names(6)
+  names = stargan_convert.generator_names(6)
   by_key = {k: (p, kind) for p, (k, kind) in names.items()}
   flat = traverse_util.flatten_dict(g_abs, sep="/")
   for key, shape in documented.items():
     path, kind = by_key[key]
-    got = stargan_import._CONVERT[kind](np.zeros(shape)).shape
+    got = stargan_convert._CONVERT[kind](np.zeros(shape)).shape
     assert got == flat[path].shape, (key, got, flat[path].shape)
   assert by_key["main.16.weight"][0] == "up0_norm/scale"
   d_documented = {"main.0.weight": (64, 3, 4, 4),
@@ -308,11 +308,11 @@ def test_importer_maps_official_names_and_shapes():
                   "conv2.weight": (5, 2048, 2, 2)}
   d_flat = traverse_util.flatten_dict(d_abs, sep="/")
   d_by_key = {k: (p, kind) for p, (k, kind) in
-              stargan_import.discriminator_names(6).items()}
+              stargan_convert.discriminator_names(6).items()}
   assert set(d_flat) == {p for p, _ in d_by_key.values()}
   for key, shape in d_documented.items():
     path, kind = d_by_key[key]
-    got = stargan_import._CONVERT[kind](np.zeros(shape)).shape
+    got = stargan_convert._CONVERT[kind](np.zeros(shape)).shape
     assert got == d_flat[path].shape, (key, got, d_flat[path].shape)
 
   # A tiny state dict in the official names: values land where expected.
@@ -338,7 +338,7 @@ def test_importer_maps_official_names_and_shapes():
     sd[f"{idx}.num_batches_tracked"] = np.array(7)
   for k, s in shapes.items():
     sd[k] = rng.normal(size=s).astype(np.float32)
-  g = stargan_import.generator_from_torch(sd, g_params, 1)
+  g = stargan_convert.generator_from_torch(sd, g_params, 1)
   np.testing.assert_array_equal(g["conv0"]["kernel"][2, 3, 5, 1],
                                 sd["main.0.weight"][1, 5, 2, 3])
   np.testing.assert_array_equal(g["up0"]["conv"]["kernel"][0, 1, 15, 7],
@@ -351,14 +351,14 @@ def test_importer_maps_official_names_and_shapes():
          "main.2.bias": rng.normal(size=(8,)),
          "conv1.weight": rng.normal(size=(1, 8, 3, 3)),
          "conv2.weight": rng.normal(size=(3, 8, 2, 2))}
-  d = stargan_import.discriminator_from_torch(dsd, d_params, 2)
+  d = stargan_convert.discriminator_from_torch(dsd, d_params, 2)
   np.testing.assert_allclose(d["cls"]["kernel"][1, 0, 7, 2],
                              dsd["conv2.weight"][2, 7, 1, 0], rtol=1e-6)
   with pytest.raises(ValueError, match="missing conv2.weight"):
-    stargan_import.discriminator_from_torch(
+    stargan_convert.discriminator_from_torch(
         {k: v for k, v in dsd.items() if k != "conv2.weight"}, d_params, 2)
   with pytest.raises(ValueError, match="unexpected main.4.weight"):
-    stargan_import.discriminator_from_torch(
+    stargan_convert.discriminator_from_torch(
         {**dsd, "main.4.weight": np.zeros((1,))}, d_params, 2)
 
 
@@ -399,7 +399,7 @@ def _run(config, mesh_cfg, steps):
   it = iter(setup.task.train_dataset(0))
   metrics = []
   for step in range(steps):
-    batch = parallel.shard_batch(next(it), setup.mesh)
+    batch = mesh_lib.shard_batch(next(it), setup.mesh)
     state, m = setup.train_step_at(step)(state, batch, setup.frozen)
     metrics.append(jax.device_get(m))
   return state, metrics
@@ -511,7 +511,7 @@ def test_translate_cli_grid_and_bad_input(trained, tmp_path):
   face = tmp_path / "face.png"
   Image.new("RGB", (50, 60), (200, 150, 120)).save(face)
   out = tmp_path / "grid.png"
-  args = ["launch.stargan_translate", f"--workdir={gan_dir}"]
+  args = ["launch.stargan", f"--workdir={gan_dir}"]
   # A flat colour is no face for MTCNN: --detector=none takes it whole.
   code, _, err = _cli(args + [f"--image={face}", f"--out={out}",
                               "--detector=none"])

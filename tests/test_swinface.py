@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from facejax import config_lib
-from facejax import parallel
+from facejax import mesh as mesh_lib
 from facejax.models import swin
 from facejax.models import swinface
 from facejax.train import loop
@@ -161,7 +161,7 @@ def test_sharded_data_x_model_equals_single_device():
     state = setup.init_state()
     losses = []
     for step in range(2):
-      batch = parallel.shard_batch(_random_batch(setup.task, 8, step),
+      batch = mesh_lib.shard_batch(_random_batch(setup.task, 8, step),
                                    setup.mesh)
       state, metrics = setup.train_step(state, batch, setup.frozen)
       losses.append(float(metrics["loss"]))
@@ -217,9 +217,9 @@ def test_smoke_training_learns_recognition_and_analysis(smoke_run):
 
 def test_report_and_analyze(smoke_run, tmp_path):
   workdir, _ = smoke_run
-  from facejax import swinface_analysis  # pylint: disable=g-import-not-at-top
-  from launch import restore  # pylint: disable=g-import-not-at-top
-  setup, state, _ = restore.restore(workdir, which="latest")
+  from facejax.evaluators import swinface as swinface_analysis  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  setup, state, _ = runs.restore(workdir, which="latest")
   text = setup.task.report(setup, state, "valid", str(tmp_path))
   assert "verification accuracy" in text and "| hair |" in text
   assert os.path.getsize(tmp_path / "swinface_valid.png") > 1000
@@ -305,7 +305,7 @@ def _official_state_dict(embed, depths, heads, window, res0, fam_split,
 
 
 def test_importer_documented_names_and_shapes():
-  from facejax.models import swinface_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
   assert swinface.split_channels([192, 384, 768, 768], 512) == [47, 93, 186,
                                                                 186]
   cfg = _config(**{"model.fam_dim": 64, "model.tss_dim": 32}).model
@@ -355,10 +355,10 @@ def test_importer_documented_names_and_shapes():
 def test_backbone_matches_timm_swin():
   """Random timm Swin weights through the importer: same features."""
   torch = pytest.importorskip("torch")
-  from facejax import torchvision_stub  # pylint: disable=g-import-not-at-top
+  from launch import torchvision_stub  # pylint: disable=g-import-not-at-top
   torchvision_stub.install()
   swin_timm = pytest.importorskip("timm.models.swin_transformer")
-  from facejax.models import swinface_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   ref = swin_timm.SwinTransformer(
       img_size=32, patch_size=2, embed_dim=16, depths=(2, 2, 2, 2),
@@ -437,11 +437,11 @@ def test_verification_bin_ten_fold_on_held_out_identities(smoke_run,
   held-out identities; the table's accuracy equals the protocol computed
   here from the model's own embeddings of the decoded images."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from facejax import verification  # pylint: disable=g-import-not-at-top
-  from launch import restore  # pylint: disable=g-import-not-at-top
+  from facejax.evaluators import verification  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   from test_formats import write_verification_bin  # pylint: disable=g-import-not-at-top
   workdir, _ = smoke_run
-  setup, state, _ = restore.restore(workdir, which="latest")
+  setup, state, _ = runs.restore(workdir, which="latest")
   _, valid_ids = setup.task._identity_split()
   rng = np.random.default_rng(0)
   images, issame = [], []
@@ -490,7 +490,7 @@ def test_analyze_cli_with_official_weights_and_no_workdir(tmp_path):
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   from facejax.data import transforms  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
-  from facejax.models import swinface_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
   split = swinface.split_channels([32, 64, 128, 128], 64)
   sd = _official_state_dict(16, (2, 2, 1, 1), (1, 2, 2, 4), 4, 16, split,
                             64, 32, 32, np.random.default_rng(0))

@@ -37,7 +37,7 @@ from PIL import Image
 from PIL import ImageOps
 import tensorflow_datasets as tfds
 
-from facejax.data import face_detect
+from facejax.data.faces import haar
 
 DATASET_NAME = 'facejax_faces'
 VERSION = '1.0.0'
@@ -222,7 +222,7 @@ def encode_image_file(file: str, image_size: Optional[int] = None) -> bytes:
   except (OSError, ValueError, SyntaxError) as e:  # PIL's error types.
     raise ValueError(f'Cannot read image {file}: {e}') from e
   if image_size is not None:
-    array = face_detect.resize(face_detect.center_square(array), image_size)
+    array = haar.resize(haar.center_square(array), image_size)
   out = io.BytesIO()
   Image.fromarray(array).save(out, format='JPEG', quality=95)
   return out.getvalue()

@@ -5,7 +5,7 @@ and `bias` parameters, so checkpoints and importers are unaffected) that
 can compute the convolution as patches @ kernel ("im2col").
 `impl='auto'` picks the native convolution on GPU/TPU. On CPU it picks
 per layer shape (`cpu_conv_impl`): XLA's Eigen convolutions (in effect with
-the flags of `parallel.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
+the flags of `runtime.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
 (docs/performance.md section 4), but are 5-60x slower where the output is
 1-2 px on a side (section 10), e.g. the last ResNet stage at 64 px.
 
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax import parallel
+from facejax import runtime
 
 CONV_IMPLS = ("auto", "xla", "im2col")
 
@@ -64,7 +64,7 @@ def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
   Returns:
     "im2col" or "xla".
   """
-  if not parallel.cpu_native_conv_is_fast():
+  if not runtime.cpu_native_conv_is_fast():
     return "im2col"  # YNNPACK convolutions: im2col wins everywhere.
   out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
             in zip(in_hw, kernel_size, strides, padding)]

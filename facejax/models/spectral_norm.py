@@ -12,7 +12,7 @@ module keeps PyTorch's semantics exactly, which the HRFAE importer needs:
 
 W is the kernel as a matrix [O, kh*kw*I]. Here the kernel is [kh, kw, I, O]
 so the stored `v` is ordered (kh, kw, I); PyTorch orders it (I, kh, kw),
-which `facejax.models.hrfae_import` permutes. u, v live in the
+which `facejax.convert.age_transformer` permutes. u, v live in the
 'spectral' collection (not trained, checkpointed with the model).
 """
 

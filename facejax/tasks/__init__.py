@@ -3,7 +3,7 @@
 import importlib
 
 TASKS = {
-    "age_regression": "facejax.tasks.age_regression",
+    "age_regression": "facejax.tasks.age_regressor",
     "dex": "facejax.tasks.dex",
     "age_transformer": "facejax.tasks.age_transformer",
     "stargan": "facejax.tasks.stargan",

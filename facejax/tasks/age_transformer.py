@@ -1,7 +1,7 @@
 """HRFAE age transformer: a GAN task in the state-task form (tasks/base.py).
 
 One jitted `train_step(state, batch, frozen)` does, as the reference's
-trainer.py (shared/reference/hrfae.md section 6):
+trainer.py (shared/reference/model_lib.md section 6):
   D step: a fresh target age t ~ the reference's rule, x_mod = G(x_a, t)
     (no gradient to G); D loss = w_dis * [mean((D(x_b) - 1)^2) +
     mean(D(x_mod)^2)] + w_gp * R1(x_b), R1 = gamma/2 * mean_b ||d mean(D(x_b))
@@ -11,7 +11,7 @@ trainer.py (shared/reference/hrfae.md section 6):
     G loss = w_recon * L1(x_rec, x_a) + w_class * CE(est(x_mod), t) +
     w_adver * mean((D(x_mod) - 1)^2) + w_tv * TV(x_mod), with the updated D.
 x_b is a second, independent real batch (`image_b`, see PairedPreprocess).
-The frozen age estimator (facejax.age_estimators, config.age_loss) is a
+The frozen age estimator (facejax.tasks.frozen, config.age_loss) is a
 step argument: gradients flow through it into G; its variables are never
 optimised or checkpointed.
 
@@ -36,15 +36,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from facejax import age_estimators
-from facejax import image_grid
+from facejax.tasks import frozen as frozen_lib
+from facejax.evaluators import image_grid
 from facejax import optim
 from facejax.data import pipeline
 from facejax.data import sources as sources_lib
 from facejax.data import transforms
-from facejax.models import hrfae
+from facejax.models import age_transformer as model_lib
 from facejax.models import spectral_norm
-from facejax.tasks import age_regression
+from facejax.tasks import age_regressor as regressor_task
 
 SPECTRAL = spectral_norm.SPECTRAL
 NEED_ESTIMATOR = (
@@ -139,7 +139,7 @@ def histogram_transfer(out: jax.Array, ref: jax.Array) -> jax.Array:
 
 def _unit_to_model(images: jax.Array) -> jax.Array:
   """Pipeline images in [-1, 1] -> the networks' mean-subtracted domain."""
-  return hrfae.to_model_domain((images + 1.0) * 0.5)
+  return model_lib.to_model_domain((images + 1.0) * 0.5)
 
 
 # ---------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class PairedPreprocess:
 # ---------------------------------------------------------------------------
 
 
-class Task(age_regression.Task):
+class Task(regressor_task.Task):
   """HRFAE on an age CSV (or prepared TFDS) set.
 
   Reuses age_regression's data handling (data_root, source, bad-record
@@ -187,15 +187,15 @@ class Task(age_regression.Task):
   finite_keys = ("g_loss", "d_loss")
 
   def __init__(self, config: ml_collections.ConfigDict):
-    # Not age_regression.Task.__init__: there is no regressor model here.
+    # Not regressor_task.Task.__init__: there is no regressor model here.
     self.config = config
     m = config.model
     dtype = jnp.dtype(m.get("dtype", "float32"))
-    self.gen = hrfae.Generator(width=m.gen_width,
+    self.gen = model_lib.Generator(width=m.gen_width,
                                num_res_blocks=m.num_res_blocks, dtype=dtype,
                                conv_impl=m.conv_impl,
                                remat=bool(m.get("remat", False)))
-    self.disc = hrfae.Discriminator(width=m.disc_width, dtype=dtype,
+    self.disc = model_lib.Discriminator(width=m.disc_width, dtype=dtype,
                                     conv_impl=m.conv_impl)
     self.stages = self._check_stages()
     rule = config.target.get("rule", "reference")
@@ -281,7 +281,7 @@ class Task(age_regression.Task):
 
   def import_pretrained(self, state: GanState) -> GanState:
     """config.model.init_from: the official HRFAE checkpoint (host arrays)."""
-    from facejax.models import hrfae_import  # pylint: disable=g-import-not-at-top
+    from facejax.convert import age_transformer as hrfae_import  # pylint: disable=g-import-not-at-top
     path = self.config.model.init_from
     logging.info("importing HRFAE weights from %s", path)
     imported = hrfae_import.load_hrfae(path, {
@@ -300,15 +300,15 @@ class Task(age_regression.Task):
     return new
 
   # --- frozen estimators -------------------------------------------------
-  def estimator(self) -> age_estimators.FrozenEstimator:
+  def estimator(self) -> frozen_lib.FrozenEstimator:
     """The training age estimator (config.age_loss), loaded once."""
     if self._estimator is None:
       self._estimator = _load_estimator(self.config.age_loss,
                                         "age_loss", NEED_ESTIMATOR)
-      logging.info("age loss: %s", age_estimators.describe(self._estimator))
+      logging.info("age loss: %s", frozen_lib.describe(self._estimator))
     return self._estimator
 
-  def eval_estimator(self) -> age_estimators.FrozenEstimator | None:
+  def eval_estimator(self) -> frozen_lib.FrozenEstimator | None:
     """The evaluation estimator (config.eval.estimator), or None if unset."""
     cfg = self.config.eval.estimator
     if not (cfg.get("workdir", "") or cfg.get("weights", "")):
@@ -355,8 +355,8 @@ class Task(age_regression.Task):
   def _age_terms(self, frozen, x_mod, targets, mask):
     """(CE of the estimator vs targets, mean |E[age] - target|)."""
     est = self.estimator()
-    logp = est.log_probs(frozen, hrfae.to_unit_interval(x_mod))  # [B, 101]
-    idx = jnp.clip(targets, 0, age_estimators.NUM_AGES - 1).astype(jnp.int32)
+    logp = est.log_probs(frozen, model_lib.to_unit_interval(x_mod))  # [B, 101]
+    idx = jnp.clip(targets, 0, frozen_lib.NUM_AGES - 1).astype(jnp.int32)
     ce = -jnp.take_along_axis(logp, idx[:, None], axis=1)[:, 0]
     expected = jnp.exp(logp) @ jnp.arange(logp.shape[1], dtype=jnp.float32)
     return (_masked_mean(ce, mask),
@@ -463,8 +463,8 @@ class Task(age_regression.Task):
     x_mod, _ = self._gen(state.gen_params, state.gen_stats, x, targets,
                          False)
     est = self.estimator()
-    err = jnp.abs(est.age(frozen, hrfae.to_unit_interval(x_mod)) - targets)
-    unedited = jnp.abs(est.age(frozen, hrfae.to_unit_interval(x)) - targets)
+    err = jnp.abs(est.age(frozen, model_lib.to_unit_interval(x_mod)) - targets)
+    unedited = jnp.abs(est.age(frozen, model_lib.to_unit_interval(x)) - targets)
     return {"recon_l1": (_per_example_mean(jnp.abs(x_rec - x)) * mask).sum(),
             "age_err": (err * mask).sum(),
             "unedited_age_err": (unedited * mask).sum(),
@@ -498,7 +498,7 @@ class Task(age_regression.Task):
                        jnp.asarray(target_ages, jnp.float32), False)
     if histogram_transfer_:
       out = histogram_transfer(out, x)
-    return jnp.clip(hrfae.to_unit_interval(out), 0.0, 1.0)
+    return jnp.clip(model_lib.to_unit_interval(out), 0.0, 1.0)
 
   def edit_fn(self, histogram: bool = False):
     """jax.jit of `edit` (cached per histogram option)."""
@@ -565,7 +565,7 @@ class Task(age_regression.Task):
 
     def per_batch(state, frozen, ev_vars, batch):
       x = _unit_to_model(batch["image"])
-      x01 = hrfae.to_unit_interval(x)
+      x01 = model_lib.to_unit_interval(x)
       mask = batch["mask"]
       src_ages = jnp.round(batch["age"])
       sums = {"count": mask.sum()}
@@ -578,12 +578,12 @@ class Task(age_regression.Task):
       sums["recon_l1"] = (_per_example_mean(jnp.abs(rec - x)) * mask).sum()
       if ev is not None:
         sums["recon_identity"] = (cosine(
-            ev.features(ev_vars, hrfae.to_unit_interval(rec)), f_in)
+            ev.features(ev_vars, model_lib.to_unit_interval(rec)), f_in)
                                   * mask).sum()
       for k, t in enumerate(ages):
         tt = jnp.full_like(src_ages, t)
         out, _ = self._gen(state.gen_params, state.gen_stats, x, tt, False)
-        out01 = jnp.clip(hrfae.to_unit_interval(out), 0.0, 1.0)
+        out01 = jnp.clip(model_lib.to_unit_interval(out), 0.0, 1.0)
         train_age = est.age(frozen, out01)
         sums[f"train_age_{k}"] = (train_age * mask).sum()
         sums[f"train_err_{k}"] = (jnp.abs(train_age - t) * mask).sum()
@@ -602,13 +602,13 @@ class Task(age_regression.Task):
 
     # One compile per set of target ages (the report reuses the test's).
     per_batch = self._metric_fns.setdefault(tuple(ages), jax.jit(per_batch))
-    from facejax import parallel  # pylint: disable=g-import-not-at-top
+    from facejax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     totals = None
     for batch in pipeline.eval_batches(source, self.preprocess(train=False),
                                        setup.eval_batch,
                                        self.config.data.num_workers):
       sums = per_batch(state, frozen, ev_vars,
-                       parallel.shard_batch(batch, setup.mesh))
+                       mesh_lib.shard_batch(batch, setup.mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals,
                                                         sums)
     t = {k: float(v) for k, v in jax.device_get(totals).items()}
@@ -628,9 +628,9 @@ class Task(age_regression.Task):
         "identity": per_age("identity"),
         "recon_l1": t["recon_l1"] / n,
         "recon_identity": t.get("recon_identity", float("nan")) / n,
-        "eval_estimator": (age_estimators.describe(ev) if ev is not None
+        "eval_estimator": (frozen_lib.describe(ev) if ev is not None
                            else ""),
-        "train_estimator": age_estimators.describe(est)}
+        "train_estimator": frozen_lib.describe(est)}
 
   def report(self, setup, state, split: str, out_dir: str) -> str:
     """Markdown table per target age; also written to out_dir."""
@@ -729,15 +729,15 @@ def _pooled_corr(targets, mean_age, mean_sq) -> float:
 
 
 def _load_estimator(cfg: ml_collections.ConfigDict, key: str,
-                    hint: str) -> age_estimators.FrozenEstimator:
-  """age_estimators.load_estimator, or a random DEX for benchmarks."""
+                    hint: str) -> frozen_lib.FrozenEstimator:
+  """frozen_lib.load_estimator, or a random DEX for benchmarks."""
   variant = cfg.get("random_init", "")
   if variant:
     return _random_dex(variant)
   if not (cfg.get("workdir", "") or cfg.get("weights", "")) and hint:
     raise ValueError(f"config key {key}.workdir is empty: {hint}")
   try:
-    return age_estimators.load_estimator(cfg)
+    return frozen_lib.load_estimator(cfg)
   except ValueError as e:
     msg = str(e)
     if not msg.startswith(key):
@@ -745,7 +745,7 @@ def _load_estimator(cfg: ml_collections.ConfigDict, key: str,
     raise ValueError(msg) from None
 
 
-def _random_dex(variant: str) -> age_estimators.FrozenEstimator:
+def _random_dex(variant: str) -> frozen_lib.FrozenEstimator:
   """A randomly initialised DEX ('vgg16' at 224 px, or 'tiny' at 64 px).
 
   For benchmarks (the real cost of the age loss) and for inference tools
@@ -763,8 +763,8 @@ def _random_dex(variant: str) -> age_estimators.FrozenEstimator:
 
   def forward(v, x):
     logits, feats = model.apply(v, x, train=False)
-    return (age_estimators.expected_age(logits),
+    return (frozen_lib.expected_age(logits),
             jax.nn.log_softmax(logits, axis=-1), feats)
-  return age_estimators.FrozenEstimator(
+  return frozen_lib.FrozenEstimator(
       variables=variables, forward=forward, kind="dex", image_size=size,
       normalization="caffe_bgr", source=f"random init ({variant})")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from facejax.data import attribute_sets as sets_lib
+from facejax.data import stargan as sets_lib
 from facejax.models import age_regressor
 from facejax.models import layers
 

@@ -35,7 +35,7 @@ FID-small when eval.fid_features='identity'.
 Evaluation: within-domain reconstruction L1, identity cosine per
 direction, and the translator's own discriminators' accuracy at telling
 translated from real images. `report()` writes the table: FID-small
-(facejax.fid), the identity cosine, cross-domain verification (TAR at FAR
+(facejax.evaluators.fid), the identity cosine, cross-domain verification (TAR at FAR
 0.1% / 1%, ROC AUC; the WebCaricature protocol's metrics) of translated vs
 real target-domain images, and a probe discriminator's held-out
 cross-entropy (`probe_discriminator`: a fresh small conv net trained on
@@ -57,21 +57,21 @@ import ml_collections
 import numpy as np
 import optax
 
-from facejax import fid as fid_lib
-from facejax import image_grid
+from facejax.evaluators import fid as fid_lib
+from facejax.evaluators import image_grid
 from facejax import optim
-from facejax import parallel
-from facejax import verification as verification_lib
+from facejax import mesh as mesh_lib
+from facejax.evaluators import verification as verification_lib
 from facejax.data import caricature as data_lib
 from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import layers
-from facejax.models import munit
+from facejax.models import caricature as model_lib
 from facejax.tasks import base as task_base
 from facejax.tasks import sphereface as sphere_task
 from facejax.train import state as state_lib
 
-SPECTRAL = munit.SPECTRAL
+SPECTRAL = model_lib.SPECTRAL
 DOMAINS = ("photo", "cari")
 DIRECTIONS = {"photo2cari": ("photo", "cari"), "cari2photo": ("cari", "photo")}
 GAN_LOSSES = ("hinge", "lsgan")
@@ -202,15 +202,15 @@ class Task:
       raise ValueError(f"config key identity.source: unknown "
                        f"{config.identity.source!r}; choose one of "
                        f"{IDENTITY_SOURCES}")
-    munit.check_geometry(config.data.image_size, m.n_downsample,
+    model_lib.check_geometry(config.data.image_size, m.n_downsample,
                          m.n_style_downsample, m.d_layers, m.d_scales)
-    self.gen = munit.Generator(
+    self.gen = model_lib.Generator(
         dim=m.dim, style_dim=m.style_dim, n_downsample=m.n_downsample,
         n_style_downsample=m.n_style_downsample, n_res=m.n_res,
         mlp_dim=m.mlp_dim, attention=m.attention,
         attention_sn=m.attention_sn, gamma_init=m.gamma_init,
         conv_impl=m.conv_impl)
-    self.disc = munit.MsDiscriminator(
+    self.disc = model_lib.MsDiscriminator(
         dim=m.d_dim, n_layer=m.d_layers, num_scales=m.d_scales,
         attention=m.d_attention, gamma_init=m.gamma_init,
         conv_impl=m.conv_impl)
@@ -291,8 +291,8 @@ class Task:
       if not idc.workdir:
         raise ValueError("config key identity.workdir is empty: "
                          + NEED_IDENTITY)
-      from facejax import age_estimators  # pylint: disable=g-import-not-at-top
-      cfg = age_estimators.read_workdir_config(idc.workdir,
+      from facejax.tasks import frozen as frozen_lib  # pylint: disable=g-import-not-at-top
+      cfg = frozen_lib.read_workdir_config(idc.workdir,
                                                "identity.workdir")
       if cfg.get("task") != "sphereface":
         hint = (" (for a SwinFace run set identity.source='swinface')"
@@ -301,7 +301,7 @@ class Task:
                          f"a {cfg.get('task')!r} workdir, not "
                          f"sphereface{hint}")
       task = sphere_task.Task(cfg)
-      variables, step = age_estimators.restore_variables(
+      variables, step = frozen_lib.restore_variables(
           idc.workdir, cfg, task_base.wrap(task, cfg), "identity.workdir")
       logging.info("identity network: %s step %d", idc.workdir, step)
       return self._sphereface(task, variables["params"])
@@ -319,11 +319,11 @@ class Task:
                              jnp.zeros((1, h, w, 3)))["params"]
     if idc.source == "weights":
       # pylint: disable-next=g-import-not-at-top
-      from facejax.models import sphereface_import
+      from facejax.convert import sphereface as sphereface_convert
       if not idc.weights:
         raise ValueError("config key identity.weights is empty: "
                          + NEED_IDENTITY)
-      params = sphereface_import.load(idc.weights, jax.device_get(params),
+      params = sphereface_convert.load(idc.weights, jax.device_get(params),
                                       task.input_size)
     return self._sphereface(task, params)
 
@@ -337,7 +337,7 @@ class Task:
     'recognition' variables in swinface.RecognitionNet (kinship's loader).
     """
     # pylint: disable=g-import-not-at-top
-    from facejax import age_estimators
+    from facejax.tasks import frozen as frozen_lib
     from facejax.tasks import kinship
     # pylint: enable=g-import-not-at-top
     key = "identity.workdir"
@@ -357,8 +357,8 @@ class Task:
     def embed(v, images):
       # The translator's [-1, 1] images -> SwinFace's input: its image
       # size and its data normalisation (differentiable, for the loss).
-      x = age_estimators.crop_and_resize((images + 1.0) / 2.0, size)
-      return net.apply(v, age_estimators.normalize(x, norm), train=False)
+      x = frozen_lib.crop_and_resize((images + 1.0) / 2.0, size)
+      return net.apply(v, frozen_lib.normalize(x, norm), train=False)
 
     self._embed_fn = embed
     self.swin_input_size = size
@@ -691,7 +691,7 @@ class Task:
     for batch in pipeline.eval_batches(src, self.face_preprocess(False),
                                        setup.eval_batch,
                                        self.config.data.num_workers):
-      out = jax.device_get(step_fn(state, setup.frozen, parallel.shard_batch(
+      out = jax.device_get(step_fn(state, setup.frozen, mesh_lib.shard_batch(
           {"image": batch["image"], "mask": batch["mask"]}, setup.mesh)))
       keep = out.pop("mask") > 0
       out["ids"] = batch["identity"]

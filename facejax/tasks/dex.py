@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from facejax import age_estimators
+from facejax.tasks import frozen
 from facejax.models import vgg
-from facejax.tasks import age_regression
+from facejax.tasks import age_regressor
 
 # model.backbone -> facejax.models.vgg variant
 BACKBONES = {"vgg16": "vgg16", "vgg_tiny": "tiny"}
@@ -49,7 +49,7 @@ def age_targets(age: jax.Array, num_ages: int, label_smoothing: float = 0.0,
   Label smoothing then mixes in the uniform distribution.
   """
   if sigma > 0:
-    target = age_estimators.soft_age_labels(age, sigma, num_ages)
+    target = frozen.soft_age_labels(age, sigma, num_ages)
   else:
     bins = jnp.clip(jnp.round(age), 0, num_ages - 1).astype(jnp.int32)
     target = jax.nn.one_hot(bins, num_ages, dtype=jnp.float32)
@@ -58,7 +58,7 @@ def age_targets(age: jax.Array, num_ages: int, label_smoothing: float = 0.0,
   return target
 
 
-class Task(age_regression.Task):
+class Task(age_regressor.Task):
   """DEX age classifier on an age CSV (or prepared TFDS) data set."""
 
   best_metric = ("mae", "min")
@@ -105,16 +105,16 @@ class Task(age_regression.Task):
     if not path:
       return variables
     # pylint: disable-next=g-import-not-at-top
-    from facejax.models import torch_import
-    state_dict = torch_import.read_state_dict(path)
-    if any(k.split(".")[0].replace("-", "_") == torch_import.DEX_HEAD_KEY
+    from facejax.convert import torch_pickle
+    state_dict = torch_pickle.read_state_dict(path)
+    if any(k.split(".")[0].replace("-", "_") == torch_pickle.DEX_HEAD_KEY
            for k in state_dict):
       logging.info("importing DEX weights (with fc8_101) from %s", path)
-      imported = torch_import.dex_from_torch(state_dict, variables,
+      imported = torch_pickle.dex_from_torch(state_dict, variables,
                                              source=path)
     else:
       logging.info("importing VGG weights (no DEX head) from %s", path)
-      imported = torch_import.vgg_from_torch(
+      imported = torch_pickle.vgg_from_torch(
           state_dict, variables, prefix="backbone", head="head",
           head_key="fc8", source=path)
     # Flattening drops the empty batch_stats collection (VGG has no BN).
@@ -132,7 +132,7 @@ class Task(age_regression.Task):
   def predict(self, params, batch_stats, images):
     """(expected age [B] in years, fc7 features [B, C])."""
     logits, feats = self.logits(params, batch_stats, images)
-    return age_estimators.expected_age(logits), feats
+    return frozen.expected_age(logits), feats
 
   def loss_fn(self, params, batch_stats, batch, rng):
     cfg = self.config.loss
@@ -145,7 +145,7 @@ class Task(age_regression.Task):
     mask = batch["mask"]
     denom = jnp.maximum(mask.sum(), 1.0)
     loss = (per_example * mask).sum() / denom
-    pred = age_estimators.expected_age(logits)
+    pred = frozen.expected_age(logits)
     mae = (jnp.abs(pred - batch["age"]) * mask).sum() / denom
     bins = jnp.clip(jnp.round(batch["age"]), 0, self.num_ages - 1)
     acc = ((logits.argmax(-1) == bins) * mask).sum() / denom

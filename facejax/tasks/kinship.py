@@ -46,8 +46,8 @@ import numpy as np
 
 from facejax import kinship_losses as losses
 from facejax import optim
-from facejax import parallel
-from facejax import verification
+from facejax import mesh as mesh_lib
+from facejax.evaluators import verification
 from facejax.data import kinship as kin_data
 from facejax.data import pipeline
 from facejax.data import transforms
@@ -103,7 +103,7 @@ def _restore_state(workdir: str, task, seed: int, key: str):
 def _workdir_config(workdir: str, key: str,
                     tasks_ok: tuple[str, ...]) -> ml_collections.ConfigDict:
   """`workdir`'s training config, checked to be one of `tasks_ok`."""
-  from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+  from facejax.tasks import frozen as age_estimators  # pylint: disable=g-import-not-at-top
   if not workdir:
     raise ValueError(f"config key {key} is empty: give a trained "
                      f"{' or '.join(tasks_ok)} workdir")
@@ -609,7 +609,7 @@ class Task:
                                        setup.eval_batch,
                                        self.config.data.num_workers):
       out = jax.device_get(fn(state, setup.frozen,
-                              parallel.shard_batch(batch, setup.mesh)))
+                              mesh_lib.shard_batch(batch, setup.mesh)))
       keep = out.pop("mask") > 0
       parts.append({k: np.asarray(v)[keep] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -116,10 +116,10 @@ class Task:
 
   def import_pretrained(self, state):
     # pylint: disable-next=g-import-not-at-top
-    from facejax.models import sphereface_import
+    from facejax.convert import sphereface as sphereface_convert
     path = self.config.model.init_from
     logging.info("importing sphereface_pytorch weights from %s", path)
-    params = sphereface_import.load(path, jax.device_get(state.params),
+    params = sphereface_convert.load(path, jax.device_get(state.params),
                                     self.input_size)
     return self._state(params)
 

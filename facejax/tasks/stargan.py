@@ -39,9 +39,9 @@ import numpy as np
 import optax
 from PIL import Image
 
-from facejax import image_grid
-from facejax import parallel
-from facejax.data import attribute_sets as sets_lib
+from facejax.evaluators import image_grid
+from facejax import mesh as mesh_lib
+from facejax.data import stargan as sets_lib
 from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import stargan as model_lib
@@ -193,7 +193,7 @@ class Task:
     return bool(self.config.model.get("init_from", ""))
 
   def import_pretrained(self, state: GanState) -> GanState:
-    from facejax.models import stargan_import  # pylint: disable=g-import-not-at-top
+    from facejax.convert import stargan as stargan_import  # pylint: disable=g-import-not-at-top
     m = self.config.model
     logging.info("importing StarGAN weights from %s", m.init_from)
     gen, disc = stargan_import.load(m.init_from, state.gen, state.disc,
@@ -502,7 +502,7 @@ class Task:
           inputs = {"image": batch["image"], "label": batch["label"],
                     "target": c_trg, "mask": batch["mask"]}
           out = jax.device_get(step_fn(
-              state, frozen, parallel.shard_batch(inputs, setup.mesh)))
+              state, frozen, mesh_lib.shard_batch(inputs, setup.mesh)))
           keep = out["mask"] > 0
           s = stats.setdefault(name, {"n": 0, "rec": 0.0, "hit": 0,
                                       "base": 0})

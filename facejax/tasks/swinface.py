@@ -6,7 +6,7 @@ backbone only, as the reference) and the step-dependent age loss, which
 the supervised adapter cannot express.
 
 Each task's loss averages only over the samples that carry its label
-(`*_mask` fields of `facejax.data.multitask`); a sample without a label
+(`*_mask` fields of `facejax.data.swinface`); a sample without a label
 contributes exactly zero gradient to that head. Stage 1 trains the
 backbone, recognition subnet and identity classifier only; stage 2 starts
 from stage 1 (`model.init_from`) and trains everything.
@@ -23,10 +23,10 @@ import numpy as np
 import optax
 
 from facejax import optim
-from facejax import parallel
-from facejax import verification
-from facejax.data import attribute_sets
-from facejax.data import multitask
+from facejax import mesh as mesh_lib
+from facejax.evaluators import verification
+from facejax.data import stargan
+from facejax.data import swinface as swinface_data
 from facejax.data.formats import raf_db
 from facejax.data import transforms
 from facejax.models import swinface
@@ -102,7 +102,7 @@ class Task:
     s = self.config.data.image_size
     out = {"image": np.zeros((batch_size, s, s, 3), np.float32),
            "mask": np.ones((batch_size,), np.float32)}
-    for k, v in multitask.empty_labels(NUM_ATTRS).items():
+    for k, v in swinface_data.empty_labels(NUM_ATTRS).items():
       out[k] = np.zeros((batch_size,) + v.shape, v.dtype)
     return out
 
@@ -170,7 +170,7 @@ class Task:
     path = self.config.model.init_from
     params, stats = state.params, state.batch_stats
     if os.path.isdir(path):
-      from facejax import age_estimators  # pylint: disable=g-import-not-at-top
+      from facejax.tasks import frozen as age_estimators  # pylint: disable=g-import-not-at-top
       from facejax import tasks  # pylint: disable=g-import-not-at-top
       cfg = age_estimators.read_workdir_config(path, "model.init_from")
       other = base.wrap(tasks.get(cfg.task)(cfg), cfg)
@@ -180,7 +180,7 @@ class Task:
           stats, loaded["batch_stats"], path)
       logging.info("stage 1 weights from %s (step %d)", path, step)
     else:
-      from facejax.models import swinface_import  # pylint: disable=g-import-not-at-top
+      from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
       variables = swinface_import.load_checkpoint(
           path, {"params": params["model"], "batch_stats": stats})
       params = dict(params, model=variables["params"])
@@ -362,9 +362,9 @@ class Task:
 
   def _identity_split(self):
     d = self.config.data.identity
-    folders = multitask.identity_folders(self._roots()["identity"],
+    folders = swinface_data.identity_folders(self._roots()["identity"],
                                          "data.identity")
-    return multitask.split_identities(folders, d.valid_fraction,
+    return swinface_data.split_identities(folders, d.valid_fraction,
                                       self.config.seed)
 
   def _sources(self, split: str) -> list:
@@ -373,26 +373,26 @@ class Task:
     roots = self._roots()
     train_ids, valid_ids = self._identity_split()
     if split == "train":
-      ident = multitask.identity_source(train_ids, NUM_ATTRS)
+      ident = swinface_data.identity_source(train_ids, NUM_ATTRS)
     else:
-      ident = multitask.PairSource(valid_ids, int(d.identity.num_pairs),
+      ident = swinface_data.PairSource(valid_ids, int(d.identity.num_pairs),
                                    self.config.seed + (split == "test"),
                                    NUM_ATTRS)
     if d.age.get("format", "age_csv") != "age_csv":
-      age = multitask.release_age_source(d.age, split, NUM_ATTRS,
+      age = swinface_data.release_age_source(d.age, split, NUM_ATTRS,
                                          _ATTR_COL["Gender"], "data.age")
     else:
       name = {"train": d.age.train_file, "valid": d.age.eval_file,
               "test": d.age.test_file}[split]
-      age = multitask.age_source(os.path.join(roots["age"], name),
+      age = swinface_data.age_source(os.path.join(roots["age"], name),
                                  NUM_ATTRS, d.age.gender_column,
                                  _ATTR_COL["Gender"], "data.age",
                                  d.age.get("min_age", 0.0),
                                  d.age.get("max_age", 120.0))
     columns = [swinface.celeba_column(t) for t in swinface.BINARY_TASKS]
-    celeba = multitask.celeba_source(roots["celeba"], columns, split,
+    celeba = swinface_data.celeba_source(roots["celeba"], columns, split,
                                      d.celeba, "data.celeba")
-    expr = multitask.expression_source(
+    expr = swinface_data.expression_source(
         roots["expression"], split, NUM_ATTRS, d.expression,
         swinface.EXPRESSION_CLASSES, "data.expression")
     return [ident, age, celeba, expr]
@@ -402,13 +402,13 @@ class Task:
       raise ValueError(f"split {split!r}: train | valid | test")
     srcs = self._sources(split)
     if split == "train":
-      return srcs[0] if self.stage == 1 else attribute_sets.ConcatSource(
+      return srcs[0] if self.stage == 1 else stargan.ConcatSource(
           srcs)
     cap = int(self.config.data.eval_max_per_source)
     from facejax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
     srcs = [s if len(s) <= cap else sources_lib.SubsetSource(s, range(cap))
             for s in srcs]
-    return attribute_sets.ConcatSource(srcs[:1] if self.stage == 1 else srcs)
+    return stargan.ConcatSource(srcs[:1] if self.stage == 1 else srcs)
 
   def balance(self, src):
     return src
@@ -417,7 +417,7 @@ class Task:
     d = self.config.data.expression
     if not d.classes and raf_db.release_dir(self._roots()["expression"]):
       return raf_db.CLASSES
-    return tuple(d.classes) or attribute_sets.rafd_classes(
+    return tuple(d.classes) or stargan.rafd_classes(
         self._roots()["expression"], d.train_dir, "data.expression")
 
   def _base_preprocess(self, train: bool, k: int = 0):
@@ -433,21 +433,21 @@ class Task:
         label_keys=())
 
   def preprocess(self, train: bool):
-    return multitask.MultitaskPreprocess(self._base_preprocess(train),
+    return swinface_data.MultitaskPreprocess(self._base_preprocess(train),
                                          NUM_ATTRS, pairs=not train)
 
   def train_dataset(self, start_step: int = 0):
     d = self.config.data
     srcs = self._sources("train")
     mix = (1.0, 0.0, 0.0, 0.0) if self.stage == 1 else tuple(d.mix)
-    if len(mix) != len(multitask.KINDS):
+    if len(mix) != len(swinface_data.KINDS):
       raise ValueError(f"config key data.mix: one share per source "
-                       f"{multitask.KINDS}, got {mix}")
-    counts = multitask.share_counts(d.batch_size, mix, "data.mix")
-    pres = [multitask.MultitaskPreprocess(self._base_preprocess(True, k),
+                       f"{swinface_data.KINDS}, got {mix}")
+    counts = swinface_data.share_counts(d.batch_size, mix, "data.mix")
+    pres = [swinface_data.MultitaskPreprocess(self._base_preprocess(True, k),
                                           NUM_ATTRS)
             for k in range(len(srcs))]
-    return multitask.mixed_dataset(srcs, pres, counts, self.config.seed,
+    return swinface_data.mixed_dataset(srcs, pres, counts, self.config.seed,
                                    d.num_workers, start_step)
 
   def baseline(self, train_src, eval_src) -> dict[str, float]:
@@ -506,7 +506,7 @@ class Task:
         out = []
         for batch in pipeline.eval_batches(source, pre, setup.eval_batch):
           emb = np.asarray(setup.predict(
-              state, parallel.shard_batch(batch, setup.mesh)["image"]
+              state, mesh_lib.shard_batch(batch, setup.mesh)["image"]
           )["embedding"])
           out.append(emb[np.asarray(batch["mask"]) > 0])
         embs.append(np.concatenate(out))

@@ -30,7 +30,8 @@ import numpy as np
 from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
 from facejax import metrics as metrics_lib
-from facejax import parallel
+from facejax import mesh as mesh_lib
+from facejax import runtime
 from facejax import tasks
 from facejax.tasks import base as task_base
 from facejax.train import state as state_lib
@@ -77,26 +78,26 @@ class Setup:
     config_lib.validate(config)
     self.config = config
     self.task = task_base.wrap(tasks.get(config.task)(config), config)
-    self.mesh = mesh or parallel.create_mesh(config.mesh)
-    self.local_batch = parallel.check_batch_size(
+    self.mesh = mesh or mesh_lib.create_mesh(config.mesh)
+    self.local_batch = mesh_lib.check_batch_size(
         config.data.batch_size, self.mesh, "data.batch_size")
     self.eval_batch = config.data.get("eval_batch_size",
                                       config.data.batch_size)
-    parallel.check_batch_size(self.eval_batch, self.mesh,
+    mesh_lib.check_batch_size(self.eval_batch, self.mesh,
                               "data.eval_batch_size")
 
     rng = jax.random.key(config.seed)
     self.abstract_state = jax.eval_shape(self.task.init_state, rng)
     self.state_sharding = self._shardings(self.abstract_state)
-    self.batch_sharding = parallel.batch_sharding(self.mesh)
-    self.replicated = parallel.replicated(self.mesh)
+    self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
+    self.replicated = mesh_lib.replicated(self.mesh)
     # Frozen networks (loss estimators) are step arguments: sharded like
     # parameters, never in the optimizer or the checkpoint.
     frozen = self.task.load_frozen()
     self.frozen_sharding = self._shardings(frozen)
     self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
-    options = parallel.step_compiler_options(self.task)
+    options = runtime.step_compiler_options(self.task)
     # A task with several kinds of step (a GAN's D-only and D+G steps)
     # names them by keyword arguments of train_step: one program per kind.
     kinds = tuple(getattr(self.task, "step_kinds", ({},)))
@@ -150,7 +151,7 @@ class Setup:
 
   def _shardings(self, tree):
     sh = self.config.sharding
-    return parallel.tree_shardings(tree, self.mesh, rules=tuple(sh.rules),
+    return mesh_lib.tree_shardings(tree, self.mesh, rules=tuple(sh.rules),
                                    fsdp_min_size_mb=sh.fsdp_min_size_mb)
 
   def predict(self, state, images):
@@ -180,7 +181,7 @@ class Setup:
     for batch in pipeline.eval_batches(source, preprocess, self.eval_batch,
                                        self.config.data.num_workers):
       sums = self.run(self.eval_step, state,
-                      parallel.shard_batch(batch, self.mesh))
+                      mesh_lib.shard_batch(batch, self.mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals,
                                                         sums)
     if totals is None:
@@ -428,7 +429,7 @@ def _train_and_evaluate(config, workdir, allow_config_change):
       progress.message("compiling the train step (minutes on a CPU the "
                        "first time; reruns read the compilation cache)...")
     while step < config.total_steps:
-      batch = parallel.shard_batch(next(train_iter), setup.mesh)
+      batch = mesh_lib.shard_batch(next(train_iter), setup.mesh)
       state, metrics = setup.run(setup.train_step_at(step), state, batch)
       step += 1
       window.append(metrics)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from facejax.data import face_detect
+from facejax.data.faces import haar as haar_lib
 from facejax.data.faces.mtcnn import Face
 
 DETECTORS = ("mtcnn", "haar", "none")
@@ -23,7 +23,7 @@ class HaarDetector:
   score: the cascade gives none, so `Face.score` is NaN)."""
 
   def __init__(self, **kwargs):
-    self._haar = face_detect.FaceDetector(multiple_faces="largest", **kwargs)
+    self._haar = haar_lib.FaceDetector(multiple_faces="largest", **kwargs)
 
   def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
     return [[Face(box=np.asarray(b, np.float32), score=float("nan"))

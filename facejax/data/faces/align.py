@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from skimage import transform as sk_transform
 
-from facejax.data import face_detect
+from facejax.data.faces import haar
 
 TEMPLATES = ("arcface_112", "sphereface_96x112", "caricature", "ffhq", "box",
              "none")
@@ -136,7 +136,7 @@ def crop(image: np.ndarray, template: str, size: int,
     if box is None:
       raise ValueError(f"alignment {template!r} needs a face box")
     x0, y0, x1, y1 = (int(round(v)) for v in box)
-    face = face_detect.crop_face(image, (x0, y0, x1, y1), margin=margin)
+    face = haar.crop_face(image, (x0, y0, x1, y1), margin=margin)
     return cv2.resize(face, output_size("box", size), interpolation=(
         cv2.INTER_AREA if face.shape[0] > size else cv2.INTER_LINEAR))
   matrix = align_matrix(template, np.asarray(landmarks, np.float64), size)

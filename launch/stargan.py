@@ -1,8 +1,8 @@
 r"""Translates every face in photos to every target attribute of StarGAN.
 
-  python -m launch.stargan_translate --workdir=runs/stargan_smoke \
+  python -m launch.stargan --workdir=runs/stargan_smoke \
       --image=face.jpg --out=grid.png
-  python -m launch.stargan_translate --weights=200000-G.ckpt \
+  python -m launch.stargan --weights=200000-G.ckpt \
       --image=photos/ --out=grid.png
 
 --weights takes an official generator checkpoint. Its data sets are read
@@ -29,13 +29,13 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from facejax.data import attribute_sets as sets_lib
+from facejax.data import stargan as sets_lib
 from facejax.data.faces import photos
 from facejax.data.formats import rafd
-from facejax.models import stargan_import
-from facejax.models import torch_import
+from facejax.convert import stargan as stargan_convert
+from facejax.convert import torch_pickle
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "StarGAN training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "An official StarGAN "
@@ -61,15 +61,15 @@ CELEBA_RELEASE = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
 
 def config_for_weights(weights: str):
   """configs/stargan.py shaped like an official generator file."""
-  g_path, _ = stargan_import.checkpoint_paths(weights)
-  sd = torch_import.read_state_dict(g_path)
+  g_path, _ = stargan_convert.checkpoint_paths(weights)
+  sd = torch_pickle.read_state_dict(g_path)
   if "main.0.weight" not in sd:
     raise ValueError(f"{g_path}: no main.0.weight; not a StarGAN generator")
   conv_dim, in_channels = sd["main.0.weight"].shape[:2]
   labels = in_channels - 3
   repeat = len({k.split(".")[1] for k in sd
                 if k.startswith("main.") and ".main." in k})
-  config = restore.default_config("stargan")
+  config = runs.default_config("stargan")
   celeba, rafd_set = (dict(s) for s in config.data.sets)
   celeba.update(attributes=CELEBA_RELEASE, crop_size=0)
   rafd_set.update(classes=rafd.EXPRESSIONS, crop_size=0)
@@ -120,7 +120,7 @@ def main(argv):
     config = _CONFIG.value
     if _WEIGHTS.value and config is None:
       config = config_for_weights(_WEIGHTS.value)
-    setup, state, step = restore.load("stargan", _WORKDIR.value,
+    setup, state, step = runs.load("stargan", _WORKDIR.value,
                                       _WEIGHTS.value, config,
                                       which=_WHICH.value)
     crops = _FACES.crops(paths, setup.config.data.get("align", "box"),

@@ -259,7 +259,7 @@ def _load_dex_weights(path: str) -> FrozenEstimator:
   The VGG's shape and input size are read from the file (fc6's width
   fixes the input size), so smaller DEX-format files work too.
   """
-  from facejax.models import torch_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import torch_pickle as torch_import  # pylint: disable=g-import-not-at-top
   from facejax.models import vgg  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise ValueError(f"age_loss.weights: no file at {path!r}")

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from absl import logging
 import numpy as np
 
-from facejax.models import torch_import
+from facejax.convert import torch_pickle
 
 
 def _flat(tree, prefix=()):
@@ -109,7 +109,7 @@ def convert(state_dict: Mapping[str, np.ndarray], params: Any,
 
 def load(path: str, params: Any, input_size: tuple[int, int]) -> Any:
   """Params with the sphereface_pytorch weights of `path` filled in."""
-  state_dict = torch_import.read_state_dict(path)
+  state_dict = torch_pickle.read_state_dict(path)
   new, skipped = convert(state_dict, params, input_size, path)
   if skipped:
     logging.warning("%s: %d entries not used (not SphereFace weights of "

@@ -1,9 +1,9 @@
 r"""Edits the apparent age of every face in photos with the age transformer.
 
-  python -m launch.age_edit --workdir=runs/age_transformer \
+  python -m launch.age_transformer --workdir=runs/age_transformer \
       --image=photos/ [--ages=20,30,40,50,60] [--histogram_transfer] \
       --out=grid.png
-  python -m launch.age_edit --weights=checkpoint --image=photo.jpg
+  python -m launch.age_transformer --weights=checkpoint --image=photo.jpg
 
 --weights takes HRFAE's released checkpoint (the extension-less
 `checkpoint` file, PyTorch's legacy format, or any facejax export) in the
@@ -28,12 +28,12 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from facejax import image_grid
-from facejax import parallel
+from facejax.evaluators import image_grid
+from facejax import mesh as mesh_lib
 from facejax.data import sources
 from facejax.data.faces import photos
 from launch import common
-from launch import restore
+from facejax import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "HRFAE's released "
@@ -106,9 +106,9 @@ def edit_grid(setup, state, images: np.ndarray, ages: list[float],
     chunk = images[start:start + per]
     padded = np.concatenate([chunk, np.repeat(chunk[-1:],
                                                per - len(chunk), 0)])
-    x = parallel.shard_batch({"image": padded}, setup.mesh)["image"]
+    x = mesh_lib.shard_batch({"image": padded}, setup.mesh)["image"]
     for age in ages:
-      t = parallel.shard_batch({"t": np.full((per,), age, np.float32)},
+      t = mesh_lib.shard_batch({"t": np.full((per,), age, np.float32)},
                                setup.mesh)["t"]
       out = np.asarray(jax.device_get(fn(state, x, t)))
       for i in range(len(chunk)):
@@ -125,7 +125,7 @@ def main(argv):
     common.fail(str(e))
   common.start_jax()
   try:
-    setup, state, step = restore.load(
+    setup, state, step = runs.load(
         "age_transformer", _WORKDIR.value, _WEIGHTS.value, _CONFIG.value,
         which=_WHICH.value, frozen_networks=False)
     config = setup.config

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 import jax
 import numpy as np
 
-from facejax import parallel
+from facejax import mesh as mesh_lib
 from facejax.data.faces import photos
 from facejax.models import swinface
 
@@ -39,7 +39,7 @@ def analyze(setup, state, batches: Iterable[list[photos.FaceCrop]],
       x = np.stack([pre((0, {"image": batch[i].crop}))["image"]
                     for i in group])
       out = jax.device_get(setup.predict(
-          state, parallel.shard_images(x, setup.mesh)))
+          state, mesh_lib.shard_images(x, setup.mesh)))
       for k, i in enumerate(group):
         outputs[i] = jax.tree.map(lambda a, k=k: np.asarray(a)[k], out)
     for i, face in enumerate(batch):

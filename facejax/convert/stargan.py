@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 from flax import traverse_util
 
-from facejax.models import torch_import
+from facejax.convert import torch_pickle
 
 _BUFFERS = (".running_mean", ".running_var", ".num_batches_tracked")
 
@@ -144,10 +144,10 @@ def load(init_from: str, gen_params: Any, disc_params: Any,
          g_repeat_num: int, d_repeat_num: int) -> tuple[Any, Any]:
   """(G params, D params) from official checkpoint files on disk."""
   g_path, d_path = checkpoint_paths(init_from)
-  gen = generator_from_torch(torch_import.read_state_dict(g_path),
+  gen = generator_from_torch(torch_pickle.read_state_dict(g_path),
                              gen_params, g_repeat_num)
   disc = disc_params
   if d_path is not None:
-    disc = discriminator_from_torch(torch_import.read_state_dict(d_path),
+    disc = discriminator_from_torch(torch_pickle.read_state_dict(d_path),
                                     disc_params, d_repeat_num)
   return gen, disc

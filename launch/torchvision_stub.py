@@ -14,7 +14,7 @@ extraction sees an ImportError and disables itself.
 Used by the parity tests and the PyTorch side of launch.benchmark --suite
 (before `import timm`):
 
-  from facejax import torchvision_stub
+  from launch import torchvision_stub
   torchvision_stub.install()
   import timm
 """

@@ -30,7 +30,7 @@ import grain
 import jax
 import numpy as np
 
-from facejax.data import attribute_sets
+from facejax.data import stargan
 from facejax.data import pipeline
 from facejax.data import sources as sources_lib
 from facejax.data import transforms
@@ -118,7 +118,7 @@ def identity_folders(root: str, key: str) -> list[tuple[str, list[str]]]:
 
 def celeba_identity_file(root: str) -> str:
   """CelebA's identity_CelebA.txt under root (flat or Drive's Anno/), or ''."""
-  path = attribute_sets.first_file(root, ("", "Anno"), "identity_CelebA.txt")
+  path = stargan.first_file(root, ("", "Anno"), "identity_CelebA.txt")
   return path if os.path.isfile(path) else ""
 
 
@@ -126,7 +126,7 @@ def celeba_identities(root: str, key: str) -> list[tuple[str, list[str]]]:
   """(identity, image paths) from CelebA's identity_CelebA.txt
   (`000001.jpg 2880` lines), images in img_align_celeba/ (flat or Img/)."""
   path = celeba_identity_file(root)
-  image_dir = attribute_sets.first_dir(root, ("", "Img"), "img_align_celeba")
+  image_dir = stargan.first_dir(root, ("", "Img"), "img_align_celeba")
   if not os.path.isdir(image_dir):
     raise DataError(f"{root}: no img_align_celeba/ (flat or under Img/) "
                     f"for {path} (config key {key}.root)")
@@ -270,8 +270,8 @@ def release_age_source(spec, split: str, num_attrs: int, gender_index: int,
 
 def celeba_source(root: str, columns: Sequence[str], split: str, spec,
                   key: str) -> LabelledSource:
-  """CelebA-format attributes (`attribute_sets.CelebaFormatSource`)."""
-  src = attribute_sets.CelebaFormatSource(
+  """CelebA-format attributes (`stargan.CelebaFormatSource`)."""
+  src = stargan.CelebaFormatSource(
       root, spec.get("image_dir", "img_align_celeba"),
       spec.get("attr_file", "list_attr_celeba.txt"), tuple(columns),
       "test" if split in ("valid", "test") else "train",
@@ -298,7 +298,7 @@ def expression_source(root: str, split: str, num_attrs: int, spec,
     return LabelledSource("expression", paths, _fill(
         n, num_attrs, expression=np.asarray(labels, np.int32),
         expression_mask=np.ones(n, np.float32)))
-  classes = tuple(spec.get("classes", ()) or attribute_sets.rafd_classes(
+  classes = tuple(spec.get("classes", ()) or stargan.rafd_classes(
       root, spec.get("train_dir", "train"), key))
   if len(classes) != num_classes:
     raise DataError(f"{root}: {len(classes)} expression classes {classes}; "
@@ -308,7 +308,7 @@ def expression_source(root: str, split: str, num_attrs: int, spec,
                        "train" if split == "train" else "test")
   release = {n: spec[n] for n in ("cameras", "test_fraction", "split_seed")
              if n in spec}
-  src = attribute_sets.RafdFormatSource(
+  src = stargan.RafdFormatSource(
       root, split_dir, classes, 0, None, 0, key, release,
       split="train" if split == "train" else "test")
   n = len(src)

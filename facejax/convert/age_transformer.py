@@ -18,7 +18,7 @@ Conversions:
            BatchNorm running_mean/var -> batch_stats mean/var.
   ModNet   fc_mix.weight (128, 101) -> mod/kernel (101, 128).
 The legacy (non-zip) format of a PyTorch 1.1 file needs torch installed
-(facejax.models.torch_import reads zip files without it).
+(facejax.convert.torch_pickle reads zip files without it).
 
   variables = load_hrfae("logs/001/checkpoint", template)
   # template/result: {'gen': {'params', 'spectral'},
@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from facejax.models import torch_import
+from facejax.convert import torch_pickle
 
 PARTS = ("enc", "dec", "mlp_style", "dis")
 
@@ -67,14 +67,14 @@ def read_checkpoint(path: str) -> dict[str, dict[str, np.ndarray]]:
     for part in PARTS:
       f = os.path.join(path, f"{part}.pth.tar")
       if os.path.isfile(f):
-        parts[part] = dict(torch_import.read_state_dict(f))
+        parts[part] = dict(torch_pickle.read_state_dict(f))
       elif part != "dis":
         raise ValueError(f"{path}: {part}.pth.tar not found (an HRFAE "
                          f"model folder holds enc, dec, mlp_style .pth.tar)")
     return parts
   if not os.path.isfile(path):
     raise ValueError(f"{path}: HRFAE checkpoint not found")
-  flat = torch_import.read_state_dict(path)
+  flat = torch_pickle.read_state_dict(path)
   return split_checkpoint(flat, path)
 
 

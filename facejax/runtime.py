@@ -1,0 +1,175 @@
+"""Process-wide runtime settings: XLA:CPU flags, the host heap, and the
+per-executable compiler options a task asks for.
+
+Models and tasks never import this module; the entry points and the training
+loop call `configure_runtime` once before JAX starts a backend.
+"""
+
+import ctypes
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+
+from absl import logging
+import jax
+
+# XLA:CPU flags facejax applies before the CPU backend starts. This jaxlib
+# hands convolutions to YNNPACK by default; its kernels, and their gradients
+# above all, are 2-3x slower on this 2-core AVX2 CPU than XLA's Eigen
+# convolutions (measured, docs/performance.md section 4). Dots and
+# reductions stay on YNNPACK. A flag the user already put in XLA_FLAGS wins.
+CPU_XLA_FLAGS = {
+    "xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
+_cpu_flags_active = False
+# XLA flags facejax added to XLA_FLAGS itself (not the user's).
+_flags_added: set[str] = set()
+
+
+def cpu_native_conv_is_fast() -> bool:
+  """True when CPU convolutions run on XLA's Eigen path (CPU_XLA_FLAGS).
+
+  `facejax.models.layers.Conv(impl='auto')` then uses the native
+  convolution on CPU; otherwise it falls back to im2col matmuls.
+  """
+  return _cpu_flags_active
+
+
+def apply_cpu_xla_flags() -> bool:
+  """Adds CPU_XLA_FLAGS to XLA_FLAGS if JAX's backends have not started.
+
+  The flags only change how XLA:CPU compiles, so they are harmless on
+  GPU/TPU hosts. Returns whether they are in effect.
+  """
+  global _cpu_flags_active
+  # pylint: disable-next=g-import-not-at-top
+  from jax._src import xla_bridge
+  current = os.environ.get("XLA_FLAGS", "")
+  user_set = [k for k in CPU_XLA_FLAGS if f"--{k}=" in current]
+  if xla_bridge.backends_are_initialized():
+    # XLA reads XLA_FLAGS once, when the first backend starts.
+    if not _cpu_flags_active and not user_set:
+      logging.warning("JAX backends started before configure_runtime: "
+                      "XLA:CPU flags %s not applied", CPU_XLA_FLAGS)
+    return _cpu_flags_active
+  extra = " ".join(f"--{k}={v}" for k, v in CPU_XLA_FLAGS.items()
+                   if k not in user_set)
+  if extra:
+    os.environ["XLA_FLAGS"] = f"{current} {extra}".strip()
+    _flags_added.update(k for k in CPU_XLA_FLAGS if k not in user_set)
+  # The user's own value of a flag may keep YNNPACK convolutions.
+  _cpu_flags_active = not user_set or all(
+      "CONVOLUTION" not in (current.split(f"--{k}=")[1].split() or [""])[0]
+      for k in user_set)
+  return _cpu_flags_active
+
+
+def step_compiler_options(task) -> dict[str, str] | None:
+  """Per-executable XLA options a task asks for on CPU (None: the defaults).
+
+  A task may define `xla_cpu_options()`; it applies to its train and eval
+  steps only on the CPU backend, and never over a flag the user put in
+  XLA_FLAGS.
+  """
+  wanted = getattr(task, "xla_cpu_options", None)
+  if wanted is None or jax.default_backend() != "cpu":
+    return None
+  current = os.environ.get("XLA_FLAGS", "")
+  options = {k: v for k, v in wanted().items()
+             if k in _flags_added or f"--{k}=" not in current}
+  return options or None
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_heap_kept = False  # keep_host_heap took effect in this process
+_MALLOC_ENV = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
+               "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
+               "LD_PRELOAD")
+
+
+def _accelerator_plugin_installed() -> bool:
+  """Whether JAX could start a GPU/TPU backend in this environment."""
+  if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+    return False
+  if importlib.metadata.entry_points(group="jax_plugins"):
+    return True
+  names = ("jax_plugins", "libtpu", "jax_cuda12_plugin", "jax_rocm_plugin")
+  return any(importlib.util.find_spec(n) is not None for n in names)
+
+
+def keep_host_heap_applies() -> bool:
+  """Whether `keep_host_heap` should act here (see its docstring)."""
+  if os.environ.get("FACEJAX_KEEP_HEAP", "1") == "0":
+    return False
+  if any(os.environ.get(k) for k in _MALLOC_ENV):
+    return False
+  if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    return False
+  return not _accelerator_plugin_installed()
+
+
+def keep_host_heap() -> bool:
+  """Makes glibc keep freed memory for reuse (CPU-only hosts); True if set.
+
+  XLA:CPU allocates each step's temporary buffer (gigabytes for a Swin-T
+  batch of 32) and its matmuls' packing buffers afresh, on pool threads.
+  glibc serves those from mmap (or per-thread arenas it unmaps again), so
+  every step page-faults all of it back in: 1.7 M faults per SwinFace step
+  (docs/performance.md section 8). One arena, no mmap and no trimming keep
+  the pages mapped: 14.4 -> 10.4 s per step, CPU time 26.6 -> 19.0 s.
+
+  The price is that the process keeps its peak heap until it exits, which a
+  training process does anyway. Skipped when the user configures malloc
+  (GLIBC_TUNABLES, MALLOC_*, LD_PRELOAD), with FACEJAX_KEEP_HEAP=0, off
+  glibc, and on hosts with an accelerator plugin, whose many host threads
+  would contend for one arena. Call it before JAX starts its threads.
+  """
+  if not keep_host_heap_applies():
+    return False
+  try:
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+  except (OSError, AttributeError):
+    return False
+  global _heap_kept
+  # -1 as M_TRIM_THRESHOLD is SIZE_MAX: never return the heap top.
+  _heap_kept = all([mallopt(_M_ARENA_MAX, 1) == 1,
+                    mallopt(_M_MMAP_MAX, 0) == 1,
+                    mallopt(_M_TRIM_THRESHOLD, -1) == 1])
+  return _heap_kept
+
+
+def host_heap_kept() -> bool:
+  """Whether `keep_host_heap` is in effect in this process."""
+  return _heap_kept
+
+
+def configure_runtime(compilation_cache_dir: str = "") -> None:
+  """Process-wide JAX settings facejax relies on.
+
+  Call it before anything starts a JAX backend (jax.devices(), arrays):
+  it first adds the XLA:CPU flags of CPU_XLA_FLAGS to XLA_FLAGS.
+
+  On CPU, non-partitionable threefry compiles parameter initialisation
+  about 4x faster (measured: tiny ResNet init 36 s -> 9 s on 2 cores); its
+  values do not depend on the sharding either, so 1 and 8 devices
+  initialise identically. Accelerators keep the partitionable default,
+  which never materialises a full random tensor per device.
+
+  On a CPU-only Linux host it also keeps freed heap memory mapped
+  (`keep_host_heap`): XLA:CPU's per-step buffers otherwise page-fault back
+  in on every step.
+  """
+  apply_cpu_xla_flags()
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if not xla_bridge.backends_are_initialized() and keep_host_heap():
+    logging.info("glibc heap kept for reuse (one arena, no mmap, no trim); "
+                 "FACEJAX_KEEP_HEAP=0 turns this off")
+  if jax.default_backend() == "cpu":
+    jax.config.update("jax_threefry_partitionable", False)
+  if compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", compilation_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
