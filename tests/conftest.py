@@ -103,9 +103,11 @@ def dex_workdir(age_data, tmp_path_factory):
 
 # The slowest files first, so that neither xdist worker is left with a long
 # file at the end while the other idles (whole files per worker).
-_SLOWEST_FILES = ("test_caricature", "test_swinface", "test_age_transformer",
-                  "test_kinship", "test_stargan", "test_launch",
-                  "test_multiprocess")
+_SLOWEST_FILES = ("e2e.test_age_transformer", "e2e.test_caricature",
+                  "e2e.test_swinface", "e2e.test_stargan", "e2e.test_kinship",
+                  "e2e.test_multiprocess", "e2e.test_formats",
+                  "e2e.test_reliability", "unit.test_caricature",
+                  "e2e.test_launch")
 
 
 def pytest_collection_modifyitems(items):

@@ -4,16 +4,10 @@ labels are really drawn into the pixels."""
 import csv
 import json
 import os
-import subprocess
-import sys
-
 import numpy as np
 from PIL import Image
 import pytest
-
 from facejax.data import synthetic
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _face(seed, identity=None, **overrides):
@@ -34,11 +28,6 @@ def _files(root):
 def _small(image: np.ndarray, size: int = 32) -> np.ndarray:
   return np.asarray(
       Image.fromarray(image).resize((size, size), Image.BOX), np.float32)
-
-
-# ----------------------------------------------------------------------------
-# Sampling and rendering.
-# ----------------------------------------------------------------------------
 
 
 def test_render_shape_dtype_and_determinism():
@@ -131,10 +120,6 @@ def test_inherit_identity():
   assert kid_d < 0.6 * stranger_d, (kid_d, stranger_d)
 
 
-# ----------------------------------------------------------------------------
-# Labels in the pixels.
-# ----------------------------------------------------------------------------
-
 _STILL = dict(shift=[0.0, 0.0], rotation=0.0, scale=1.0, recede=0.0,
               bangs=False, eyeglasses=False, blur=0.0)
 
@@ -210,11 +195,6 @@ def test_nearest_centroid_separates_old_from_young():
   accuracy = (np.sum(~is_old(test_young)) + np.sum(is_old(test_old))) / 200
   assert accuracy >= 0.88, f'nearest-centroid accuracy {accuracy:.3f}'
   print(f'nearest-centroid old/young accuracy: {accuracy:.3f}')
-
-
-# ----------------------------------------------------------------------------
-# Layouts.
-# ----------------------------------------------------------------------------
 
 
 def test_write_age_csv(tmp_path):
@@ -398,14 +378,3 @@ def test_ensure(tmp_path, monkeypatch):
   monkeypatch.setattr(synthetic, 'write', counting_write)
   synthetic.ensure('age_csv', out, num=3, size=32)
   assert len(calls) == 2 and os.path.exists(marker)
-
-
-def test_cli(tmp_path):
-  out = tmp_path / 'cli'
-  command = [sys.executable, '-m', 'launch.make_synthetic', '--layout=rafd',
-             f'--out={out}', '--num=7', '--size=32']
-  result = subprocess.run(command, cwd=_REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
-  assert result.returncode == 0, result.stderr
-  assert (out / synthetic.MARKER).is_file()
-  assert len(os.listdir(out / 'train' / 'happy')) == 1

@@ -3,18 +3,11 @@ learning (facejax.data.kinship, facejax.kinship_losses,
 facejax.models.kinship, facejax.tasks.kinship)."""
 
 import collections
-import json
 import os
-import re
-import subprocess
-import sys
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from facejax import kinship_losses as L
 from facejax import mesh as mesh_lib
 from facejax.evaluators import verification
@@ -23,29 +16,8 @@ from facejax.data.sources import DataError
 from facejax.models import kinship as km
 from facejax.tasks import kinship as kt
 from facejax.train import loop
-from helpers import ROOT, assert_trees_close, learning_seed, record_learning
-from helpers import fast_compiles as xla_fast_compiles
-
-ONE = (("data", 1), ("fsdp", 1), ("model", 1))
-
-
-@pytest.fixture(scope="session")
-def fiw(tmp_path_factory):
-  """Synthetic FIW: 60 families at 64 px (42 train / 9 val / 9 test)."""
-  from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
-  out = str(tmp_path_factory.mktemp("fiw"))
-  synthetic.write_fiw(out, num_families=60, size=64, seed=0)
-  return out
-
-
-def _config(fiw_root, **overrides):
-  from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  return config_lib.load_config(
-      os.path.join(ROOT, "configs", "kinship.py:smoke"),
-      {"data.root": fiw_root, "mesh": ONE, **overrides})
-
-
-# --- data ----------------------------------------------------------------
+from helpers import assert_trees_close
+from kinship_helpers import ONE, _config
 
 
 def test_readers_and_errors(fiw, tmp_path):
@@ -96,9 +68,6 @@ def test_sampler_distinct_families_and_all_relations(fiw):
       batch, 1, 2))(0)
   np.testing.assert_array_equal(half["family"], first["family"][8:])
   np.testing.assert_allclose(half["image_a"], first["image_a"][8:])
-
-
-# --- losses --------------------------------------------------------------
 
 
 def test_contrastive_hand_case():
@@ -172,9 +141,6 @@ def test_batch_hard_picks_hardest():
   np.testing.assert_allclose(loss, np.mean(per), rtol=1e-4)
 
 
-# --- gradient reversal ---------------------------------------------------
-
-
 def test_gradient_reversal(fiw):
   w = jnp.array([1.0, -2.0, 3.0])
   g = jax.grad(lambda x: (km.grad_reverse(x, 0.5) * w).sum())(jnp.ones(3))
@@ -210,9 +176,6 @@ def test_gradient_reversal(fiw):
   assert np.dot(rev, plain) < -0.99 * np.dot(rev, rev)
 
 
-# --- metrics -------------------------------------------------------------
-
-
 def test_youden_threshold_hand_case():
   scores = [0.1, 0.3, 0.5, 0.7, 0.9]
   labels = [0, 0, 1, 0, 1]
@@ -225,9 +188,6 @@ def test_youden_threshold_hand_case():
   pos = np.array([0, 0, 1, 0, 1.0])
   neg = np.array([1, 1, 0, 1, 0.0])
   np.testing.assert_allclose(verification.hist_auc(pos, neg), 5 / 6)
-
-
-# --- sharding ------------------------------------------------------------
 
 
 def _steps(config, mesh, batches):
@@ -259,9 +219,6 @@ def test_sharded_equals_single_device(fiw, fast_compiles):
   assert_trees_close(s1.params, s8.params, rtol=1e-3, atol=1e-5)
 
 
-# --- rbkin with an untrained tiny age transformer ------------------------
-
-
 def test_rbkin_runs_with_random_tiny_transformer(fiw):
   # An untrained, randomly initialised tiny age transformer (tests only):
   # checks shapes and the pipeline, not the age normalisation.
@@ -282,97 +239,6 @@ def test_rbkin_runs_with_random_tiny_transformer(fiw):
     assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
   after = jax.device_get(state.params["fusion"])
   assert not np.allclose(before["out"]["kernel"], after["out"]["kernel"])
-
-
-# --- learning ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def learned(fiw, tmp_path_factory):
-  """The smoke run (200 steps) and its RFIW report, written to the workdir
-  as launch.evaluate does (the CLI test reads its threshold there)."""
-  t0 = time.time()
-  workdir = str(tmp_path_factory.mktemp("kinship") / "run")
-  config = _config(fiw, **{"total_steps": 200, "eval_every_steps": 200,
-                           "ckpt.every_steps": 200, "seed": learning_seed()})
-  result = loop.train_and_evaluate(config, workdir)
-  from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir)
-  text = setup.task.report(setup, state, "test", workdir)
-  pixel = kt.pixel_baseline_auc(setup.task.source("test"))
-  return workdir, result, text, pixel, time.time() - t0
-
-
-def test_learning_on_held_out_families(learned):
-  workdir, result, text, pixel, seconds = learned
-  with open(os.path.join(workdir, "kinship_test.json")) as f:
-    res = json.load(f)
-  print(f"\nheld-out test families: accuracy {res['accuracy']:.3f} "
-        f"(chance 0.5), AUC {res['auc']:.3f} (raw-pixel cosine AUC "
-        f"{pixel:.3f}); val AUC {result['auc']:.3f}; "
-        f"{seconds:.0f} s\n{text}")
-  record_learning("kinship", accuracy=res["accuracy"], auc=res["auc"],
-                  pixel_auc=pixel)
-  # Measured over seeds 0-2 (tests/measure_learning.py) on an AMD EPYC
-  # with AVX-512 | with XLA:CPU limited to AVX2: accuracy 0.71-0.72 |
-  # 0.71-0.72, AUC 0.78-0.80 | 0.76-0.78 (raw pixels 0.62; at the earlier lr
-  # 2e-3: 0.73-0.78 natively).
-  assert res["accuracy"] > 0.58
-  assert res["auc"] > max(0.7, pixel + 0.05)
-  assert os.path.exists(os.path.join(workdir, "kinship_roc_test.png"))
-  assert "| fd |" in text and os.path.exists(
-      os.path.join(workdir, kt.THRESHOLD_FILE))
-
-
-@pytest.mark.slow
-def test_cli_scores_a_pair(learned, fiw, tmp_path):
-  workdir = learned[0]
-  with open(os.path.join(workdir, kt.THRESHOLD_FILE)) as f:
-    threshold = json.load(f)["threshold"]
-  src = kd.load_split(fiw, "test.txt")
-  rec = src[int(np.flatnonzero(src.labels > 0)[0])]
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's shell
-  proc = subprocess.run(
-      [sys.executable, "-m", "launch.kinship", f"--workdir={workdir}",
-       "--detector=none", rec["image_a_path"], rec["image_b_path"]],
-      cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  print(proc.stdout)
-  m = re.search(r"score (-?[0-9.]+), threshold (-?[0-9.]+) .*: "
-                r"(KIN|NOT KIN)\n", proc.stdout)
-  assert m, proc.stdout
-  score = float(m.group(1))
-  # The stored threshold (launch.evaluate's file), and the decision at it.
-  assert abs(float(m.group(2)) - threshold) < 1e-4
-  assert m.group(3) == ("KIN" if score >= float(m.group(2)) else "NOT KIN")
-  assert -1.0 <= score <= 1.0
-  # Real photos are detected first: a cat has no face and is not scored.
-  import matplotlib.cbook  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
-  cat = os.path.join(str(tmp_path), "cat.png")
-  Image.fromarray(skdata.chelsea()).save(cat)
-  proc = subprocess.run(
-      [sys.executable, "-m", "launch.kinship", f"--workdir={workdir}",
-       str(matplotlib.cbook.get_sample_data("grace_hopper.jpg",
-                                            asfileobj=False)), cat],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 1, proc.stdout
-  assert "cat.png: no face found" in proc.stderr, proc.stderr[-2000:]
-  assert "KIN" not in proc.stdout
-
-
-# --- Swin backbones ------------------------------------------------------
-
-
-@pytest.fixture
-def fast_compiles():
-  """XLA's fast-compile mode: these tests check wiring, not speed, and
-  compiling the Swin steps dominates their time."""
-  with xla_fast_compiles():
-    yield
 
 
 def test_swin_backbone_trains(fiw, fast_compiles):
@@ -403,61 +269,4 @@ def test_swin_backbone_trains(fiw, fast_compiles):
       after.batch_stats["backbone"]["recognition"]["feature_1"]["mean"])
   with pytest.raises(ValueError, match="data.image_size=64 .*model.swin"):
     kt.Task(_config(fiw, **{"model.backbone": "swin",
-                            "data.image_size": 64}))
-
-
-@pytest.fixture(scope="module")
-def swinface_run(fiw, tmp_path_factory):
-  """A tiny SwinFace workdir: configs/swinface.py:smoke (recognition
-  stage), 5 steps; identities from the kinship fixture's FIW images."""
-  from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  t0 = time.time()
-  config = config_lib.load_config(
-      os.path.join(ROOT, "configs", "swinface.py:smoke,stage=1"),
-      {"data.synthetic_dir": str(tmp_path_factory.mktemp("swinface_data")),
-       "data.identity.root": os.path.join(fiw, "images"),
-       "data.synthetic_size": 32, "data.age.synthetic_num": 40,
-       "data.celeba.synthetic_num": 40, "data.celeba.test_count": 10,
-       "data.expression.synthetic_num": 42, "data.identity.num_pairs": 40,
-       "data.eval_max_per_source": 40, "data.batch_size": 16,
-       "total_steps": 5, "eval_every_steps": 5, "ckpt.every_steps": 5,
-       "log_every_steps": 5, "mesh": ONE})
-  workdir = str(tmp_path_factory.mktemp("swinface") / "run")
-  # Only the weights matter here, not their speed: fast XLA compiles.
-  with xla_fast_compiles():
-    loop.train_and_evaluate(config, workdir)
-  print(f"tiny SwinFace workdir: {time.time() - t0:.0f} s")
-  return workdir
-
-
-def test_frozen_swinface_embedding(fiw, swinface_run, fast_compiles):
-  from facejax import runs  # pylint: disable=g-import-not-at-top
-  t0 = time.time()
-  config = _config(fiw, **{"model.backbone": "frozen",
-                           "model.frozen_workdir": swinface_run,
-                           "data.batch_size": 8})
-  setup = loop.Setup(config)
-  task = setup.task
-  images = jnp.asarray(next(iter(task.train_dataset(0)))["image_a"])
-  got = jax.jit(lambda fr, x: task.embed({}, {}, fr, x, False)[0])(
-      setup.frozen, images)
-  # SwinFace's own forward pass (its whole module and variables).
-  sf_setup, sf_state, _ = runs.restore(swinface_run, which="latest")
-  sf_state = jax.device_get(sf_state)
-  model = sf_setup.task.model.clone(analysis=False)
-  want = jax.jit(lambda v, x: model.apply(v, x)["embedding"])(
-      {"params": sf_state.params["model"],
-       "batch_stats": sf_state.batch_stats}, images)
-  t1 = time.time()
-  assert got.shape == (8, 32)
-  assert float(jnp.std(want)) > 1e-3
-  print(f"frozen SwinFace embedding: max |diff| "
-        f"{float(jnp.abs(got - want).max()):.2e} ({t1 - t0:.0f} s)")
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  # Frozen: the state holds only the projection head (the loss trains it;
-  # the same head code as for the age-regressor backbones).
-  assert set(setup.abstract_state.params) == {"proj"}
-  with pytest.raises(ValueError, match="data.image_size=64.*takes 32 px"):
-    kt.Task(_config(fiw, **{"model.backbone": "frozen",
-                            "model.frozen_workdir": swinface_run,
                             "data.image_size": 64}))

@@ -341,8 +341,6 @@ def test_fiw_release_gets_rfiw_pair_lists(tmp_path):
   mother -> son ms; spouses are no pair), families disjoint across lists,
   val/test balanced with non-kin pairs of the right gender; the kinship
   loader reads them."""
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.dirname(__file__))
   import release_fixtures  # pylint: disable=g-import-not-at-top
   from facejax.data import kinship as kin_data  # pylint: disable=g-import-not-at-top
   src, out = str(tmp_path / 'fiw'), str(tmp_path / 'out')

@@ -10,48 +10,25 @@ import os
 import re
 import subprocess
 import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from facejax import config_lib
 from facejax import mesh as mesh_lib
-from facejax.models import age_transformer as model_lib
-from facejax.convert import age_transformer as convert_lib
-from facejax.models import spectral_norm
 from facejax.tasks import age_transformer
 from facejax.train import loop
 from helpers import ROOT, fast_compiles, flat, learning_seed, record_learning
+from age_transformer_helpers import ONE_DEVICE, SIZE, STEPS, _config, _torch_state_dicts
 
-ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
+
 EIGHT_DEVICES = (("data", 8), ("fsdp", 1), ("model", 1))
-# The learning run (trained once per module, reused by the report and CLI
-# tests): the smoke config's one 32 px stage of 600 steps (its w_recon);
-# the smooth regressor is the age loss and DEX (not used in training)
-# judges the edits.
-SIZE = 32
-STEPS = 800
-BATCH = 16
+
+
 # Sharding / gradient tests: the tiniest networks, 16 px, 2 steps.
 TINY = 16
+
+
 TINY_BATCH = 8
-
-
-def _config(age_data, loss_workdir, eval_workdir=None, **overrides):
-  values = {
-      "data.root": age_data, "age_loss.estimator": "regressor",
-      "age_loss.workdir": loss_workdir,
-      "data.image_size": SIZE, "data.batch_size": BATCH,
-      "data.eval_batch_size": 16, "eval_every_steps": STEPS,
-      "ckpt.every_steps": STEPS, "model.num_res_blocks": 1,
-      "eval.estimator.estimator": "dex", "mesh": ONE_DEVICE}
-  if eval_workdir:
-    values["eval.estimator.workdir"] = eval_workdir
-  values.update(overrides)
-  return config_lib.load_config(
-      os.path.join(ROOT, "configs", "age_transformer.py:smoke"), values)
 
 
 def _tiny_config(age_data, loss_workdir, mesh):
@@ -69,114 +46,6 @@ def _batch(seed=0, size=TINY, n=TINY_BATCH):
                                  ).astype(np.float32),
           "age": rng.integers(20, 70, (n,)).astype(np.float32),
           "mask": np.ones((n,), np.float32)}
-
-
-# ---------------------------------------------------------------------------
-# Model: shapes and the reference's parameter counts (no compilation).
-# ---------------------------------------------------------------------------
-
-
-def test_reference_shapes_and_parameter_counts():
-  gen, disc = model_lib.Generator(), model_lib.Discriminator()
-  x = jnp.zeros((1, 512, 512, 3))
-  gv = jax.eval_shape(gen.init, jax.random.key(0), x, jnp.zeros((1,)))
-  dv = jax.eval_shape(disc.init, jax.random.key(0), x)
-  count = lambda t: sum(int(np.prod(l.shape)) for l in jax.tree.leaves(t))
-  # Counts from the reference (model_lib.md sections 3 and 4).
-  assert count(gv["params"]["enc"]) == 1_283_328
-  assert count(gv["params"]["dec"]) == 192_387
-  assert count(gv["params"]["mod"]) == 12_928
-  assert count(dv["params"]) == 2_797_921
-  code = jax.eval_shape(lambda v: gen.apply(v, x, method=gen.encode), gv)
-  assert [c.shape for c in code] == [(1, 128, 128, 128), (1, 128, 128, 128),
-                                     (1, 256, 256, 64)]
-  out = jax.eval_shape(lambda v: gen.apply(v, x, jnp.zeros((1,))), gv)
-  assert out.shape == (1, 512, 512, 3)
-  for size, patch in ((512, 35), (1024, 67), (64, 7)):
-    y = jax.eval_shape(lambda v, s=size: disc.apply(
-        v, jnp.zeros((1, s, s, 3)), mutable=["spectral", "batch_stats"]
-    )[0], dv)
-    assert y.shape == (1, patch, patch, 1)
-    assert model_lib.patch_size(size) == patch
-
-
-def test_target_age_rule():
-  ages = np.repeat(np.arange(20, 70), 40).astype(np.float32)
-  t = np.asarray(age_transformer.sample_target_ages(jax.random.key(0),
-                                                    jnp.asarray(ages)))
-  t_np = age_transformer.sample_target_ages_np(np.random.default_rng(0),
-                                               ages)
-  for targets in (t, t_np):
-    young, old = ages < 45, ages > 45
-    assert np.all(targets[young] >= ages[young] + 25)
-    assert np.all(targets[old] <= ages[old] - 26)
-    assert np.all(targets[ages == 45] == 20)
-    assert targets.min() == 20 and targets.max() == 69
-    assert np.all(targets == np.round(targets))
-  # Both ends of a range are drawn: age 20 -> U{45..69}.
-  assert set(t[ages == 20]) >= {45.0, 69.0} or len(set(t[ages == 20])) > 10
-
-
-def test_spectral_norm_follows_pytorch_semantics():
-  rng = np.random.default_rng(0)
-  conv = spectral_norm.Conv(5, 3)
-  x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
-  v0 = conv.init(jax.random.key(0), x)
-  kernel = np.asarray(v0["params"]["kernel"])          # [3, 3, 4, 5]
-  w = kernel.reshape(-1, 5).T                         # PyTorch's [O, kkI]
-  u, v = np.asarray(v0["spectral"]["u"]), np.asarray(v0["spectral"]["v"])
-  # Inference: the stored u, v without iteration.
-  y = conv.apply(v0, x)
-  sigma = u @ w @ v
-  ref = spectral_norm.Conv(5, 3, spectral=False).apply(
-      {"params": {"kernel": kernel / sigma,
-                               "bias": v0["params"]["bias"]}}, x)
-  np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-  # Training: one power iteration, stored.
-  _, new = conv.apply(v0, x, update_stats=True, mutable=["spectral"])
-  v1 = w.T @ u
-  v1 /= np.linalg.norm(v1)
-  u1 = w @ v1
-  u1 /= np.linalg.norm(u1)
-  np.testing.assert_allclose(new["spectral"]["u"], u1, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(new["spectral"]["v"], v1, rtol=1e-5, atol=1e-6)
-  # Many iterations converge to the largest singular value.
-  state = v0
-  for _ in range(50):
-    _, upd = conv.apply(state, x, update_stats=True, mutable=["spectral"])
-    state = {"params": v0["params"], **upd}
-  s = np.asarray(state["spectral"]["u"]) @ w @ np.asarray(
-      state["spectral"]["v"])
-  np.testing.assert_allclose(s, np.linalg.svd(w, compute_uv=False)[0],
-                             rtol=1e-4)
-
-
-def test_histogram_transfer_matches_input_histogram():
-  rng = np.random.default_rng(0)
-  out = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
-  ref = jnp.asarray(rng.uniform(size=(2, 8, 8, 3)), jnp.float32)
-  y = np.asarray(age_transformer.histogram_transfer(out, ref))
-  o, r = np.asarray(out), np.asarray(ref)
-  for b in range(2):
-    for c in range(3):
-      np.testing.assert_array_equal(np.sort(y[b, ..., c].ravel()),
-                                    np.sort(r[b, ..., c].ravel()))
-      # Ranks are the output's own.
-      np.testing.assert_array_equal(np.argsort(y[b, ..., c].ravel()),
-                                    np.argsort(o[b, ..., c].ravel()))
-
-
-def test_bad_config_values_are_named(age_data, tmp_path):
-  with pytest.raises(ValueError, match="config key stages"):
-    loop.Setup(_config(age_data, "", total_steps=100))
-  with pytest.raises(ValueError,
-                     match=r"(?s)age_loss.workdir.*configs/dex.py"):
-    loop.Setup(_config(age_data, ""))
-
-
-# ---------------------------------------------------------------------------
-# Train step: gradients through the frozen estimator, sharding.
-# ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -275,11 +144,6 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
     else:
       np.testing.assert_allclose(f1[k], f8[k], rtol=2e-3, atol=2e-5,
                                  err_msg=k)
-
-
-# ---------------------------------------------------------------------------
-# Learning, report, sample grid, CLI.
-# ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -415,144 +279,6 @@ def test_age_edit_cli_writes_grid_and_rejects_text(trained, age_data,
   assert not (tmp_path / "x.png").exists()
 
 
-# ---------------------------------------------------------------------------
-# Importer.
-# ---------------------------------------------------------------------------
-
-
-def _torch_state_dicts(rng, with_v=True):
-  """The official checkpoint's names and shapes (model_lib.md section 10)."""
-  def sn(prefix, o, i, k):
-    d = {f"{prefix}.weight_orig": rng.normal(size=(o, i, k, k)),
-         f"{prefix}.bias": rng.normal(size=(o,)),
-         f"{prefix}.weight_u": rng.normal(size=(o,))}
-    if with_v:
-      d[f"{prefix}.weight_v"] = rng.normal(size=(i * k * k,))
-    return d
-
-  def norm(prefix, c, running=False):
-    d = {f"{prefix}.weight": rng.normal(size=(c,)),
-         f"{prefix}.bias": rng.normal(size=(c,))}
-    if running:
-      d.update({f"{prefix}.running_mean": rng.normal(size=(c,)),
-                f"{prefix}.running_var": rng.uniform(size=(c,)),
-                f"{prefix}.num_batches_tracked": np.array(7)})
-    return d
-
-  enc = {**sn("conv_1.conv", 32, 3, 9), **norm("conv_1.norm", 32),
-         **sn("conv_2.conv", 64, 32, 3), **norm("conv_2.norm", 64),
-         **sn("conv_3.conv", 128, 64, 3), **norm("conv_3.norm", 128)}
-  for i in range(4):
-    for j in range(2):
-      p = f"res_block.{i}.block.{j}"
-      enc.update({**sn(f"{p}.conv", 128, 128, 3), **norm(f"{p}.norm", 128)})
-  dec = {**sn("conv_1.1.conv", 64, 256, 3), **norm("conv_1.1.norm", 64),
-         **sn("conv_2.1.conv", 32, 128, 3), **norm("conv_2.1.norm", 32),
-         "conv_3.1.weight": rng.normal(size=(3, 32, 9, 9)),
-         "conv_3.1.bias": rng.normal(size=(3,))}
-  mlp = {"fc_mix.weight": rng.normal(size=(128, 101))}
-  dis = {}
-  for i, (o, c) in enumerate(((32, 3), (64, 32), (128, 64), (256, 128),
-                              (512, 256), (1, 512))):
-    dis.update(sn(f"conv.{i}.conv", o, c, 4))
-    if 1 <= i <= 4:
-      dis.update(norm(f"conv.{i}.norm", o, running=True))
-  cast = lambda d: {k: np.asarray(v, np.float32) if v.dtype != np.int64
-                    else v for k, v in d.items()}
-  return {"enc": cast(enc), "dec": cast(dec), "mlp_style": cast(mlp),
-          "dis": cast(dis)}
-
-
-def _template():
-  gen, disc = model_lib.Generator(), model_lib.Discriminator()
-  x = jnp.zeros((1, 64, 64, 3))
-  gv = jax.eval_shape(gen.init, jax.random.key(0), x, jnp.zeros((1,)))
-  dv = jax.eval_shape(disc.init, jax.random.key(0), x)
-  return {"gen": dict(gv), "disc": dict(dv)}
-
-
-def test_importer_maps_official_names_and_shapes(tmp_path):
-  rng = np.random.default_rng(0)
-  parts = _torch_state_dicts(rng)
-  # The training checkpoint's flat names (<part>_state_dict.<key>).
-  flat_sd = {f"{p}_state_dict.{k}": v for p, sd in parts.items()
-             for k, v in sd.items()}
-  flat_sd["gen_opt_state_dict.state.0.exp_avg"] = np.zeros(3, np.float32)
-  out = convert_lib.convert(convert_lib.split_checkpoint(flat_sd),
-                             _template())
-  tpl = flat(jax.tree.map(lambda s: np.zeros(s.shape), _template()))
-  got = flat(out)
-  assert got.keys() == tpl.keys()
-  for k in tpl:
-    assert got[k].shape == tpl[k].shape, k
-  gen, dis = out["gen"], out["disc"]
-  np.testing.assert_array_equal(
-      gen["params"]["enc"]["conv_1"]["conv"]["kernel"],
-      parts["enc"]["conv_1.conv.weight_orig"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(
-      gen["params"]["enc"]["res_block_3"]["block_1"]["norm"]["scale"],
-      parts["enc"]["res_block.3.block.1.norm.weight"])
-  np.testing.assert_array_equal(gen["params"]["mod"]["kernel"],
-                                parts["mlp_style"]["fc_mix.weight"].T)
-  np.testing.assert_array_equal(
-      gen["params"]["dec"]["conv_3"]["kernel"],
-      parts["dec"]["conv_3.1.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(
-      dis["batch_stats"]["conv_2"]["norm"]["var"],
-      parts["dis"]["conv.2.norm.running_var"])
-  # v is permuted from (I, kh, kw) to (kh, kw, I): sigma is unchanged.
-  w = parts["dec"]["conv_1.1.conv.weight_orig"]
-  u = parts["dec"]["conv_1.1.conv.weight_u"]
-  v = parts["dec"]["conv_1.1.conv.weight_v"]
-  sigma_torch = u @ w.reshape(64, -1) @ v
-  conv = gen["params"]["dec"]["conv_1"]["conv"]
-  spec = gen["spectral"]["dec"]["conv_1"]["conv"]
-  w_fx = conv["kernel"].reshape(-1, 64).T
-  np.testing.assert_allclose(spec["u"] @ w_fx @ spec["v"], sigma_torch,
-                             rtol=1e-4)
-  # A missing key and a wrong width are named.
-  bad = dict(parts, enc={k: v for k, v in parts["enc"].items()
-                         if k != "conv_2.norm.bias"})
-  with pytest.raises(ValueError, match="conv_2.norm.bias"):
-    convert_lib.convert(bad, _template())
-  with pytest.raises(ValueError, match="not an HRFAE checkpoint"):
-    convert_lib.split_checkpoint({"model.x": np.zeros(1)})
-  # Without weight_v: v from the half power step (same sigma as torch's
-  # eval after that step).
-  out2 = convert_lib.convert(_torch_state_dicts(
-      np.random.default_rng(0), with_v=False), _template())
-  v2 = out2["gen"]["spectral"]["dec"]["conv_1"]["conv"]["v"]
-  np.testing.assert_allclose(np.linalg.norm(v2), 1.0, rtol=1e-5)
-
-
-def test_imported_spectral_conv_matches_pytorch():
-  torch = pytest.importorskip("torch")
-  rng = np.random.default_rng(1)
-  tconv = torch.nn.utils.spectral_norm(torch.nn.Conv2d(4, 6, 3))
-  with torch.no_grad():
-    tconv(torch.zeros(1, 4, 5, 5))  # one training-mode power iteration
-  tconv.eval()
-  x = rng.normal(size=(2, 7, 7, 4)).astype(np.float32)
-  with torch.no_grad():
-    want = tconv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-  sd = {f"c.{k}": v.detach().numpy()
-        for k, v in tconv.state_dict().items()}
-  mapper = convert_lib._Mapper(sd, "test", "<torch>")  # pylint: disable=protected-access
-  conv = spectral_norm.Conv(6, 3)
-  tpl = jax.eval_shape(conv.init, jax.random.key(0), jnp.asarray(x))
-  mapper.conv("c", (), {("params", "kernel"): tpl["params"]["kernel"],
-                       ("params", "bias"): tpl["params"]["bias"],
-                       ("spectral", "u"): tpl["spectral"]["u"],
-                       ("spectral", "v"): tpl["spectral"]["v"]})
-  variables = {"params": {"kernel": mapper.out[("params", "kernel")],
-                          "bias": mapper.out[("params", "bias")]},
-               "spectral": {"u": mapper.out[("spectral", "u")],
-                            "v": mapper.out[("spectral", "v")]}}
-  got = np.asarray(conv.apply(variables, jnp.asarray(x)))
-  np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=1e-4,
-                             atol=1e-5)
-
-
 def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   """launch.age_transformer --weights=checkpoint: HRFAE's release as it is, an
   extension-less file in PyTorch's legacy format holding the training
@@ -562,7 +288,7 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  import test_torch_import  # pylint: disable=g-import-not-at-top
+  from unit import test_torch_import  # pylint: disable=g-import-not-at-top
   parts = _torch_state_dicts(np.random.default_rng(0))
   entries = {}
   for part, sd in parts.items():
