@@ -33,6 +33,9 @@ CACHE_DIR = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", "/tmp/facejax_test_jax_cache")
 runtime.configure_runtime(CACHE_DIR)
 
+# Data fixtures that a model's unit and e2e tests share.
+pytest_plugins = ["formats_helpers", "kinship_helpers", "stargan_helpers"]
+
 # grain workers and absl-flag modules read FLAGS; pytest owns argv.
 flags.FLAGS.mark_as_parsed()
 
