@@ -35,14 +35,10 @@ import ml_collections
 
 from configs import common
 from configs import sphereface as sphereface_config
-from facejax import config_lib
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, variant="base", smoke=False)
-  smoke = arg.smoke or arg.variant == "smoke"
-  if arg.variant not in ("base", "smoke"):
-    raise ValueError(f"unknown variant {arg.variant!r} (base | smoke)")
+  _, smoke = common.parse_arg(arg)
 
   c = common.base_config()
   c.task = "caricature"

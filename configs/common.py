@@ -1,9 +1,32 @@
 """Config sections shared by every model: mesh, sharding, checkpoints, logs."""
 
+from typing import Any
+
 import ml_collections
+
+from facejax import config_lib
+
+
+def parse_arg(arg: str | None, **extra: Any
+              ) -> tuple[ml_collections.ConfigDict, bool]:
+  """Every config's prologue: `:smoke`, `:variant=base|smoke`, `:smoke=True`.
+
+  Args:
+    arg: the text after ':' in `--config=configs/x.py:arg`, or None.
+    **extra: further keys a model accepts, with their defaults.
+
+  Returns:
+    (the parsed argument, whether this is the smoke variant).
+  """
+  arg = config_lib.parse_arg(arg, variant="base", smoke=False, **extra)
+  smoke = arg.smoke or arg.variant == "smoke"
+  if arg.variant not in ("base", "smoke"):
+    raise ValueError(f"unknown variant {arg.variant!r} (base | smoke)")
+  return arg, smoke
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The sections every model shares: seed, steps, mesh, checkpoints, logs."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = 1000

@@ -35,7 +35,6 @@ matching -D.ckpt is loaded when present).
 import ml_collections
 
 from configs import common
-from facejax import config_lib
 from facejax.data import stargan as stargan_data
 from facejax.data import synthetic
 
@@ -83,10 +82,7 @@ def data_config(smoke: bool) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, variant="base", smoke=False)
-  smoke = arg.smoke or arg.variant == "smoke"
-  if arg.variant not in ("base", "smoke"):
-    raise ValueError(f"unknown variant {arg.variant!r} (base | smoke)")
+  _, smoke = common.parse_arg(arg)
 
   c = common.base_config()
   c.task = "stargan"

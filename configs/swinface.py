@@ -22,14 +22,10 @@ data.expression.root (RaFD-format <split>/<class>/ folders, 7 classes).
 import ml_collections
 
 from configs import common
-from facejax import config_lib
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, variant="base", smoke=False, stage=2)
-  smoke = arg.smoke or arg.variant == "smoke"
-  if arg.variant not in ("base", "smoke"):
-    raise ValueError(f"unknown variant {arg.variant!r} (base | smoke)")
+  arg, smoke = common.parse_arg(arg, stage=2)
   if arg.stage not in (1, 2):
     raise ValueError(f"config argument stage={arg.stage}: 1 or 2")
 
