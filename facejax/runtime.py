@@ -11,6 +11,7 @@ import importlib.util
 import os
 import platform
 import sys
+from typing import Sequence
 
 from absl import logging
 import jax
@@ -36,6 +37,37 @@ def cpu_native_conv_is_fast() -> bool:
   convolution on CPU; otherwise it falls back to im2col matmuls.
   """
   return _cpu_flags_active
+
+
+# Largest output side at which im2col still beats XLA:CPU's Eigen
+# convolution: 2 px is 5-60x faster, 3 px 1.1-1.5x, 4 px 0.8x (docs/performance.md section 10).
+_CPU_IM2COL_MAX_OUT_SIDE = 3
+
+
+def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
+                  strides: Sequence[int],
+                  padding: Sequence[tuple[int, int]]) -> str:
+  """The faster convolution form on the CPU backend for one layer's shape.
+
+  Args:
+    in_hw: input (H, W).
+    kernel_size: (kh, kw).
+    strides: (sh, sw).
+    padding: ((top, bottom), (left, right)).
+
+  Returns:
+    "im2col" or "xla".
+  """
+  if not cpu_native_conv_is_fast():
+    return "im2col"  # YNNPACK convolutions: im2col wins everywhere.
+  out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
+            in zip(in_hw, kernel_size, strides, padding)]
+  if min(out_hw) <= _CPU_IM2COL_MAX_OUT_SIDE:
+    return "im2col"
+  # A strided 1x1 projection is one strided slice and a matmul: 1.1-1.3x.
+  if tuple(kernel_size) == (1, 1) and tuple(strides) != (1, 1):
+    return "im2col"
+  return "xla"
 
 
 def apply_cpu_xla_flags() -> bool:

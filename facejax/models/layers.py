@@ -4,7 +4,7 @@
 and `bias` parameters, so checkpoints and importers are unaffected) that
 can compute the convolution as patches @ kernel ("im2col").
 `impl='auto'` picks the native convolution on GPU/TPU. On CPU it picks
-per layer shape (`cpu_conv_impl`): XLA's Eigen convolutions (in effect with
+per layer shape (`runtime.cpu_conv_impl`, where all CPU tuning lives): XLA's Eigen convolutions (in effect with
 the flags of `runtime.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
 (docs/performance.md section 4), but are 5-60x slower where the output is
 1-2 px on a side (section 10), e.g. the last ResNet stage at 64 px.
@@ -45,37 +45,6 @@ def _im2col_conv(x, kernel, strides, padding):
   return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
 
 
-# Largest output side at which im2col still beats XLA:CPU's Eigen
-# convolution: 2 px is 5-60x faster, 3 px 1.1-1.5x, 4 px 0.8x (section 10).
-_CPU_IM2COL_MAX_OUT_SIDE = 3
-
-
-def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
-                  strides: Sequence[int],
-                  padding: Sequence[tuple[int, int]]) -> str:
-  """The faster convolution form on the CPU backend for one layer's shape.
-
-  Args:
-    in_hw: input (H, W).
-    kernel_size: (kh, kw).
-    strides: (sh, sw).
-    padding: ((top, bottom), (left, right)).
-
-  Returns:
-    "im2col" or "xla".
-  """
-  if not runtime.cpu_native_conv_is_fast():
-    return "im2col"  # YNNPACK convolutions: im2col wins everywhere.
-  out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
-            in zip(in_hw, kernel_size, strides, padding)]
-  if min(out_hw) <= _CPU_IM2COL_MAX_OUT_SIDE:
-    return "im2col"
-  # A strided 1x1 projection is one strided slice and a matmul: 1.1-1.3x.
-  if tuple(kernel_size) == (1, 1) and tuple(strides) != (1, 1):
-    return "im2col"
-  return "xla"
-
-
 class Conv(nn.Module):
   """2-D convolution, NHWC, explicit padding [(top, bottom), (left, right)]."""
   features: int
@@ -100,7 +69,7 @@ class Conv(nn.Module):
                        f"choose one of {CONV_IMPLS}")
     padding = tuple(tuple(p) for p in self.padding)
     if impl == "auto":
-      impl = (cpu_conv_impl(x.shape[1:3], (kh, kw), self.strides, padding)
+      impl = (runtime.cpu_conv_impl(x.shape[1:3], (kh, kw), self.strides, padding)
               if jax.default_backend() == "cpu" else "xla")
     if impl == "im2col":
       y = _im2col_conv(x, kernel, tuple(self.strides), padding)
