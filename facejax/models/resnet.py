@@ -2,7 +2,7 @@
 
 Submodule names mirror torchvision's state-dict keys (`conv1`, `bn1`,
 `layer1_0.conv1`, `layer1_0.downsample_conv`, ...) so that
-`facejax.convert.torch_pickle` maps ImageNet weights one-to-one.
+`facejax.convert.imagenet` maps ImageNet weights one-to-one.
 Images are NHWC.
 """
 

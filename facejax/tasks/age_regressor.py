@@ -70,7 +70,7 @@ class Task:
     path = self.config.model.get("init_from", "")
     if not path:
       return variables
-    from facejax.convert import torch_pickle as torch_import  # pylint: disable=g-import-not-at-top
+    from facejax.convert import imagenet as torch_import  # pylint: disable=g-import-not-at-top
     arch = "vgg" if self.config.model.backbone.startswith("vgg") else "resnet"
     logging.info("importing %s weights from %s", arch, path)
     kwargs = {}

@@ -104,17 +104,19 @@ class Task(age_regressor.Task):
     path = self.config.model.get("init_from", "")
     if not path:
       return variables
-    # pylint: disable-next=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from facejax.convert import dex as dex_import
+    from facejax.convert import imagenet
     from facejax.convert import torch_pickle
+    # pylint: enable=g-import-not-at-top
     state_dict = torch_pickle.read_state_dict(path)
-    if any(k.split(".")[0].replace("-", "_") == torch_pickle.DEX_HEAD_KEY
+    if any(k.split(".")[0].replace("-", "_") == dex_import.DEX_HEAD_KEY
            for k in state_dict):
       logging.info("importing DEX weights (with fc8_101) from %s", path)
-      imported = torch_pickle.dex_from_torch(state_dict, variables,
-                                             source=path)
+      imported = dex_import.dex_from_torch(state_dict, variables, source=path)
     else:
       logging.info("importing VGG weights (no DEX head) from %s", path)
-      imported = torch_pickle.vgg_from_torch(
+      imported = imagenet.vgg_from_torch(
           state_dict, variables, prefix="backbone", head="head",
           head_key="fc8", source=path)
     # Flattening drops the empty batch_stats collection (VGG has no BN).

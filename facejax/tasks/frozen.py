@@ -259,13 +259,14 @@ def _load_dex_weights(path: str) -> FrozenEstimator:
   The VGG's shape and input size are read from the file (fc6's width
   fixes the input size), so smaller DEX-format files work too.
   """
+  from facejax.convert import dex as dex_import  # pylint: disable=g-import-not-at-top
   from facejax.convert import torch_pickle as torch_import  # pylint: disable=g-import-not-at-top
   from facejax.models import vgg  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise ValueError(f"age_loss.weights: no file at {path!r}")
   try:
     state_dict = torch_import.read_state_dict(path)
-    geo = torch_import.dex_geometry(state_dict)
+    geo = dex_import.dex_geometry(state_dict)
     model = vgg.DEX(backbone=vgg.VGG(
         block_sizes=geo["block_sizes"], channels=geo["channels"],
         fc_width=geo["fc_width"], include_fc=True, dropout_rate=0.0),
@@ -277,8 +278,8 @@ def _load_dex_weights(path: str) -> FrozenEstimator:
     abstract = jax.eval_shape(
         lambda r: model.init(r, jnp.zeros((1, size, size, 3)), train=False),
         jax.random.key(0))
-    variables = torch_import.dex_from_torch(state_dict, abstract,
-                                            source=path)
+    variables = dex_import.dex_from_torch(state_dict, abstract,
+                                          source=path)
   except (OSError, ValueError) as e:
     raise ValueError(f"age_loss.weights: {e}") from e
   variables = {"params": variables["params"]}

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from facejax.tasks import frozen as frozen_lib
+from facejax.convert import dex as dex_import
 from facejax.convert import torch_pickle
 from facejax.models import vgg
 from facejax.tasks import dex
@@ -102,7 +103,7 @@ def test_dex_import_matches_reference_forward_fc6_order():
   abstract = jax.eval_shape(
       lambda r: model.init(r, jnp.asarray(x), train=False),
       jax.random.key(0))
-  variables = torch_pickle.dex_from_torch(sd, abstract)
+  variables = dex_import.dex_from_torch(sd, abstract)
   got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(
       variables, x))
   nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -148,19 +149,19 @@ def test_dex_import_of_full_size_names_and_shapes():
 
 def test_dex_geometry_and_errors():
   sd = torch_pickle.StateDict(_dex_state_dict(GEO), source="dex.pth")
-  assert torch_pickle.dex_geometry(sd) == GEO
+  assert dex_import.dex_geometry(sd) == GEO
   no_head = {k: v for k, v in sd.items() if not k.startswith("fc8")}
   with pytest.raises(ValueError, match="fc8_101"):
-    torch_pickle.dex_geometry(no_head)
+    dex_import.dex_geometry(no_head)
   abstract = jax.eval_shape(
       lambda r: _small_dex().init(r, jnp.zeros((1, 64, 64, 3)), train=False),
       jax.random.key(0))
   with pytest.raises(ValueError, match="not a DEX state dict"):
-    torch_pickle.dex_from_torch(
+    dex_import.dex_from_torch(
         torch_pickle.StateDict(no_head, source="x.pth"), abstract)
   bad = dict(sd, **{"fc8-101.weight": np.zeros((100, 24), np.float32)})
   with pytest.raises(ValueError, match="head needs"):
-    torch_pickle.dex_from_torch(bad, abstract)
+    dex_import.dex_from_torch(bad, abstract)
 
 
 def test_init_from_dex_file_via_the_task(tmp_path):

@@ -26,6 +26,7 @@ import pytest
 
 from facejax.models import age_regressor
 from facejax.models import resnet
+from facejax.convert import imagenet
 from facejax.convert import torch_pickle
 from facejax.models import vgg
 
@@ -171,7 +172,7 @@ def test_resnet_mapping_replaces_every_leaf(variant):
   model = _regressor(variant)
   abstract = _abstract_variables(model, 64)
   sd = torch_resnet_state_dict(variant, num_classes=1)
-  out = torch_pickle.resnet_from_torch(sd, abstract, head="head")
+  out = imagenet.resnet_from_torch(sd, abstract, head="head")
 
   flat_in, flat_out = _flat(abstract), _flat(out)
   assert flat_out.keys() == flat_in.keys()
@@ -195,7 +196,7 @@ def test_resnet_mapping_replaces_every_leaf(variant):
 def test_resnet_tiny_matches_numpy_reference():
   model = _regressor("tiny", age_shift=0.0, age_scale=1.0)
   sd = torch_resnet_state_dict("tiny", num_classes=1, seed=3)
-  variables = torch_pickle.resnet_from_torch(
+  variables = imagenet.resnet_from_torch(
       sd, _abstract_variables(model, 48), head="head")
   x = np.random.default_rng(1).normal(size=(2, 3, 48, 48)).astype(np.float32)
   age, feats = model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
@@ -211,7 +212,7 @@ def test_trained_pytorch_regressor_head_predicts_the_age_itself():
   (it used to give 30 y + 50)."""
   model = _regressor("tiny", age_shift=50.0, age_scale=30.0)
   sd = torch_resnet_state_dict("tiny", num_classes=1, seed=3)
-  variables = torch_pickle.resnet_from_torch(
+  variables = imagenet.resnet_from_torch(
       sd, _abstract_variables(model, 48), head="head",
       head_affine=(30.0, 50.0))
   x = np.random.default_rng(1).normal(size=(2, 3, 48, 48)).astype(np.float32)
@@ -226,7 +227,7 @@ def test_bare_resnet_without_prefix():
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
                          train=False))
   sd = torch_resnet_state_dict("tiny", num_classes=1000)
-  out = torch_pickle.resnet_from_torch(sd, abstract, prefix=None, head=None)
+  out = imagenet.resnet_from_torch(sd, abstract, prefix=None, head=None)
   assert all(isinstance(v, np.ndarray) for v in _flat(out).values())
   np.testing.assert_array_equal(out["params"]["conv1"]["kernel"],
                                 sd["conv1.weight"].transpose(2, 3, 1, 0))
@@ -236,7 +237,7 @@ def test_resnet_imagenet_fc_is_skipped_for_age_head(caplog):
   abstract = _abstract_variables(_regressor("tiny"), 32)
   sd = torch_resnet_state_dict("tiny", num_classes=1000)
   with caplog.at_level(logging.WARNING):  # said at warning level
-    out = torch_pickle.resnet_from_torch(sd, abstract, head="head")
+    out = imagenet.resnet_from_torch(sd, abstract, head="head")
   # Untouched: still the abstract leaf of the initial variables.
   assert out["params"]["head"]["kernel"] is abstract["params"]["head"]["kernel"]
   assert "fc.weight" in caplog.text and "does not fit" in caplog.text
@@ -250,7 +251,7 @@ def test_resnet_missing_key_raises_naming_it():
   sd = torch_resnet_state_dict("resnet34", num_classes=1)
   del sd["layer3.4.bn2.running_var"]
   with pytest.raises(ValueError, match=r"missing.*layer3\.4\.bn2\.running_var"):
-    torch_pickle.resnet_from_torch(sd, abstract)
+    imagenet.resnet_from_torch(sd, abstract)
 
 
 def test_resnet_wrong_shape_raises_naming_it():
@@ -259,7 +260,7 @@ def test_resnet_wrong_shape_raises_naming_it():
   sd["layer2.0.downsample.0.weight"] = np.zeros((128, 64, 3, 3), np.float32)
   with pytest.raises(ValueError,
                      match=r"shape mismatch.*layer2\.0\.downsample\.0\.weight"):
-    torch_pickle.resnet_from_torch(sd, abstract)
+    imagenet.resnet_from_torch(sd, abstract)
 
 
 def test_resnet_unexpected_key_and_non_strict(caplog):
@@ -268,13 +269,13 @@ def test_resnet_unexpected_key_and_non_strict(caplog):
   sd["layer1.1.conv1.weight"] = np.zeros((8, 8, 3, 3), np.float32)
   sd["bn1.running_mean"] = np.zeros(64, np.float32)
   with pytest.raises(ValueError) as err:
-    torch_pickle.resnet_from_torch(sd, abstract)
+    imagenet.resnet_from_torch(sd, abstract)
   msg = str(err.value)
   assert "1 unexpected in the state dict: layer1.1.conv1.weight" in msg
   assert ("1 shape mismatch: bn1.running_mean (64,) -> "
           "batch_stats/backbone/bn1/mean (8,)") in msg
   with caplog.at_level(logging.WARNING):
-    out = torch_pickle.resnet_from_torch(sd, abstract, strict=False)
+    out = imagenet.resnet_from_torch(sd, abstract, strict=False)
   assert "strict=False" in caplog.text
   # The mismatched leaf keeps its initial value; the others are imported.
   flat_out, flat_in = _flat(out), _flat(abstract)
@@ -286,7 +287,7 @@ def test_resnet_unknown_prefix_raises():
   abstract = _abstract_variables(_regressor("tiny"), 32)
   sd = torch_resnet_state_dict("tiny", num_classes=1)
   with pytest.raises(ValueError, match="no variables under prefix 'encoder'"):
-    torch_pickle.resnet_from_torch(sd, abstract, prefix="encoder")
+    imagenet.resnet_from_torch(sd, abstract, prefix="encoder")
 
 
 # ---------------------------------------------------------------------------
@@ -316,14 +317,14 @@ def test_safetensors_round_trip_and_load_pretrained(tmp_path, monkeypatch):
 
   abstract = _abstract_variables(_regressor("tiny"), 32)
   # 'tiny' is config.model.backbone for the tiny ResNet.
-  out = torch_pickle.load_pretrained(path, abstract, "tiny")
+  out = imagenet.load_pretrained(path, abstract, "tiny")
   np.testing.assert_array_equal(out["params"]["head"]["bias"], sd["fc.bias"])
   del sd["layer4.0.conv2.weight"]
   broken = tmp_path / "broken.safetensors"
   safetensors.numpy.save_file(dict(sd), str(broken))
   with pytest.raises(ValueError,
                      match=r"broken\.safetensors.*layer4\.0\.conv2"):
-    torch_pickle.load_pretrained(broken, abstract, "resnet")
+    imagenet.load_pretrained(broken, abstract, "resnet")
 
 
 def test_safetensors_bfloat16_without_torch(tmp_path, monkeypatch):
@@ -592,7 +593,7 @@ def test_vgg_dex_mapping_keeps_channel_major_fc6():
       lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
   sd = dex_state_dict("tiny", size)
   assert sd["fc6.weight"].shape == (64, 128)
-  variables = torch_pickle.vgg_from_torch(sd, abstract, head="head")
+  variables = imagenet.vgg_from_torch(sd, abstract, head="head")
   assert all(isinstance(v, np.ndarray) for v in _flat(variables).values())
   x = np.random.default_rng(2).normal(size=(2, 3, size, size)).astype(
       np.float32)
@@ -612,14 +613,14 @@ def test_vgg_torchvision_naming_is_translated():
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
   sd = dex_state_dict("tiny", size)
-  dex = torch_pickle.vgg_from_torch(sd, abstract, head=None)
+  dex = imagenet.vgg_from_torch(sd, abstract, head=None)
   # torchvision: features.{conv index} (conv, relu, pool per tiny block) and
   # classifier.{0, 3, 6}.
   rename = {f"conv{b + 1}_1": f"features.{3 * b}" for b in range(5)}
   rename.update({"fc6": "classifier.0", "fc7": "classifier.3"})
   tv = {f"{rename[k.split('.')[0]]}.{k.split('.')[1]}": v
         for k, v in sd.items() if not k.startswith("fc8")}
-  out = torch_pickle.vgg_from_torch(tv, abstract, head=None)
+  out = imagenet.vgg_from_torch(tv, abstract, head=None)
   for path, leaf in _flat(dex).items():
     if path[1] == "backbone":
       np.testing.assert_array_equal(_flat(out)[path], leaf, err_msg=str(path))
@@ -630,7 +631,7 @@ def test_vgg_conv_only_backbone_ignores_fc_layers(caplog):
   abstract = _abstract_variables(model, 32)
   sd = dex_state_dict("tiny", 224)  # full DEX-sized fc6 does not matter
   with caplog.at_level(logging.INFO):
-    out = torch_pickle.vgg_from_torch(sd, abstract, head="head")
+    out = imagenet.vgg_from_torch(sd, abstract, head="head")
   flat = _flat(out)
   assert not isinstance(flat[("params", "head", "kernel")], np.ndarray)
   assert "fc8_101.weight" in caplog.text
@@ -639,7 +640,7 @@ def test_vgg_conv_only_backbone_ignores_fc_layers(caplog):
       sd["conv3_1.weight"].transpose(2, 3, 1, 0))
   del sd["conv5_1.bias"]
   with pytest.raises(ValueError, match=r"conv5_1\.bias"):
-    torch_pickle.vgg_from_torch(sd, abstract)
+    imagenet.vgg_from_torch(sd, abstract)
 
 
 # ---------------------------------------------------------------------------
@@ -698,7 +699,7 @@ def test_timm_resnet34_parity(tmp_path, monkeypatch):
   model = _regressor("resnet34", age_shift=0.0, age_scale=1.0)
   # Every leaf (backbone and the 1-unit head) comes from the checkpoint, so
   # abstract variables are enough.
-  variables = torch_pickle.resnet_from_torch(
+  variables = imagenet.resnet_from_torch(
       sd_no_torch, _abstract_variables(model, 112), head="head")
   assert all(isinstance(v, np.ndarray) for v in _flat(variables).values())
   age, feats = jax.jit(model.apply)(
