@@ -3,7 +3,7 @@ r"""Writes a synthetic face data set in the layout of a real one.
   python -m launch.make_synthetic --layout=age_csv|celeba|rafd|fiw --out=DIR \
       [--num=N] [--size=S] [--seed=K] [--force]
 
-Layouts (see facejax/data/synthetic.py):
+Layouts (see facejax/data/synthetic/):
   age_csv: DIR/images/*.png + DIR/{train,valid,test}.csv (path,age,gender).
   celeba:  DIR/img_align_celeba/*.jpg + list_attr_celeba.txt,
            list_eval_partition.txt, identity_CelebA.txt.

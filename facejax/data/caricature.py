@@ -43,6 +43,8 @@ from PIL import ImageEnhance
 from PIL import ImageFilter
 
 from facejax.data import synthetic
+from facejax.data.synthetic import drawing as synthetic_drawing
+from facejax.data.synthetic import identities as synthetic_identities
 from facejax.data import transforms
 from facejax.data.faces import align as face_align
 from facejax.data.faces.align import similarity  # skimage's least squares
@@ -489,8 +491,7 @@ def exaggerate(identity: dict, gain: float = 2.2) -> dict:
   """
   out = dict(identity)
   for name in _EXAGGERATE:
-    # pylint: disable-next=protected-access
-    lo, hi = synthetic._trait_range(name, identity["gender"])
+    lo, hi = synthetic_identities.trait_range(name, identity["gender"])
     mid = 0.5 * (lo + hi)
     value = mid + gain * (identity[name] - mid)
     value *= _ENLARGE.get(name, 1.0)
@@ -527,15 +528,14 @@ def stylise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _five_points(face: dict, size: int) -> np.ndarray:
   """The drawn face's 5 points in pixels (eyes, nose tip, mouth corners)."""
-  geo = synthetic._geometry(face)  # pylint: disable=protected-access
+  geo = synthetic_drawing.geometry(face)
   pts = np.array([[-geo.eye_dx, geo.eye_y], [geo.eye_dx, geo.eye_y],
                   [0.0, geo.nose_bottom], [-0.5 * geo.mw, geo.mouth_y],
                   [0.5 * geo.mw, geo.mouth_y]])
   # The renderer's _Pen transform (rotation, scale, shift), at `size` px.
   rad = math.radians(face["rotation"])
   c, s = math.cos(rad), math.sin(rad)
-  # pylint: disable-next=protected-access
-  scale = synthetic._HEAD_SCALE * face["scale"]
+  scale = synthetic_drawing.HEAD_SCALE * face["scale"]
   m = np.array([[c, s], [-s, c]]) * scale * size
   t = np.array([0.5 + face["shift"][0], 0.47 + face["shift"][1]]) * size
   return pts @ m + t

@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image
 import pytest
 from facejax.data import synthetic
+from facejax.data.synthetic import identities
+from facejax.data.synthetic import writing
 
 
 def _face(seed, identity=None, **overrides):
@@ -110,9 +112,9 @@ def test_inherit_identity():
   keys = ('eye_spacing', 'eye_size', 'nose_length', 'jaw', 'face_width')
 
   def distance_to_parents(child):
-    return sum(abs(synthetic._relative(child, k) -
-                   0.5 * (synthetic._relative(dad, k) +
-                          synthetic._relative(mum, k))) for k in keys)
+    return sum(abs(identities.relative(child, k) -
+                   0.5 * (identities.relative(dad, k) +
+                          identities.relative(mum, k))) for k in keys)
 
   strangers = [synthetic.sample_identity(rng) for _ in range(20)]
   kid_d = np.mean([distance_to_parents(k) for k in kids])
@@ -232,7 +234,7 @@ def test_writers_are_deterministic(tmp_path):
 
 def test_worker_processes_write_the_same_files(tmp_path, monkeypatch):
   synthetic.write_fiw(str(tmp_path / 'serial'), num_families=6, size=32)
-  monkeypatch.setattr(synthetic, '_pool_workers', lambda num_images: 2)
+  monkeypatch.setattr(writing, '_pool_workers', lambda num_images: 2)
   synthetic.write_fiw(str(tmp_path / 'pool'), num_families=6, size=32)
   serial, pool = _files(tmp_path / 'serial'), _files(tmp_path / 'pool')
   assert serial == pool and len(serial) > 20
