@@ -20,10 +20,10 @@ import jax
 import numpy as np
 
 from facejax import mesh as mesh_lib
+from facejax.evaluators import kinship as kinship_eval
 from facejax.evaluators import verification
 from facejax.data import kinship as kin_data
 from facejax.data.sources import DataError
-from facejax.tasks import kinship as kin_task
 from launch import common
 from facejax import runs
 
@@ -35,11 +35,11 @@ flags.mark_flag_as_required("workdir")
 
 
 def _threshold(setup, state, workdir: str) -> tuple[float, str]:
-  path = os.path.join(workdir, kin_task.THRESHOLD_FILE)
+  path = os.path.join(workdir, kinship_eval.THRESHOLD_FILE)
   if os.path.exists(path):
     with open(path) as f:
       return float(json.load(f)["threshold"]), path
-  val = setup.task.scores(setup, state, setup.task.source("valid"))
+  val = kinship_eval.scores(setup, state, setup.task.source("valid"))
   return (verification.youden_threshold(val["score"], val["label"]),
           "Youden's J on the validation list")
 

@@ -1,12 +1,36 @@
-"""Verification metrics shared by the pair tasks (kinship, recognition).
+"""Verification metrics: the one definition every pair task uses.
 
-From per-pair scores (exact ROC, Youden's J threshold, TAR at a FAR) and
-from score histograms summed on device during evaluation (AUC, best
-accuracy), so that a whole split never has to be held per pair.
+SwinFace (recognition), kinship and caricature (cross-domain
+verification) all score their pairs here, so that their numbers compare.
+From per-pair scores (exact ROC, ROC AUC, Youden's J threshold, TAR at a
+FAR) and from score histograms summed on device during evaluation (AUC,
+best accuracy, TAR at a FAR), so that a whole split never has to be held
+per pair; and insightface's k-fold accuracy on distances.
+
+Conventions, for scores and histograms alike:
+  * A pair is accepted ("same" / "kin") when its score >= the threshold.
+  * Operating points: the exact ROC's thresholds are the distinct scores
+    (ties are accepted or rejected together, never split), preceded by +inf
+    (nothing accepted: FPR = TPR = 0); a histogram's thresholds are its bin
+    edges (a bin is accepted or rejected whole: pairs in one bin are ties).
+  * TAR@FAR (`tar_at_far`, `hist_tar_at_far`): the highest TPR among the
+    operating points whose FPR <= far (1e-12 of slack for float round-off
+    of FP / N). No interpolation between operating points, so the FAR is
+    never exceeded: with N negatives at most floor(far * N) of them are
+    accepted (none at far < 1 / N, where the TAR is that of the threshold
+    just above the highest negative). A set without positives has TAR 0.
+  * Best threshold: Youden's J (TPR - FPR) maximised, the first (highest)
+    threshold of ties (`youden_threshold`).
 """
 
 import numpy as np
 
+
+def from_pos_neg(pos, neg) -> tuple[np.ndarray, np.ndarray]:
+  """(scores, labels) of positive-pair and negative-pair score lists."""
+  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+  return (np.concatenate([pos, neg]),
+          np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]))
 
 
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,6 +52,7 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def roc_auc(scores, labels) -> float:
+  """Area under the exact ROC: P(pos > neg) + P(tie) / 2."""
   fpr, tpr, _ = roc_curve(scores, labels)
   return float(np.trapezoid(tpr, fpr))
 
@@ -38,10 +63,15 @@ def youden_threshold(scores, labels) -> float:
   return float(thr[int(np.argmax(tpr - fpr))])
 
 
-def tar_at_far(scores, labels, far: float) -> float:
-  """Highest TPR with FPR <= far."""
-  fpr, tpr, _ = roc_curve(scores, labels)
+def _tar(fpr: np.ndarray, tpr: np.ndarray, far: float) -> float:
+  """The highest TPR of the operating points with FPR <= far."""
   return float(np.max(np.where(fpr <= far + 1e-12, tpr, 0.0)))
+
+
+def tar_at_far(scores, labels, far: float) -> float:
+  """TAR at FAR `far` of per-pair scores (the module docstring's rule)."""
+  fpr, tpr, _ = roc_curve(scores, labels)
+  return _tar(fpr, tpr, far)
 
 
 def hist_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -54,11 +84,33 @@ def hist_auc(pos: np.ndarray, neg: np.ndarray) -> float:
   return float((pos * (below + 0.5 * neg)).sum() / n)
 
 
+def _hist_accepted(pos: np.ndarray, neg: np.ndarray):
+  """(tp, fp): pairs accepted at each bin edge t = 0..bins (bins >= t)."""
+  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+  return (np.r_[np.cumsum(pos[::-1])[::-1], 0.0],
+          np.r_[np.cumsum(neg[::-1])[::-1], 0.0])
+
+
+def hist_roc(pos: np.ndarray, neg: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """(fpr, tpr) at each bin edge of score histograms `pos`, `neg` (bin i
+  counts the scores of its range; thresholds are the bin edges)."""
+  tp, fp = _hist_accepted(pos, neg)
+  return fp / max(fp[0], 1.0), tp / max(tp[0], 1.0)
+
+
+def hist_tar_at_far(pos: np.ndarray, neg: np.ndarray, far: float) -> float:
+  """TAR at FAR `far` from score histograms (the module docstring's rule,
+  with the bin edges as thresholds)."""
+  return _tar(*hist_roc(pos, neg), far)
+
+
 def hist_best_accuracy(pos: np.ndarray, neg: np.ndarray) -> float:
-  tp = np.r_[np.cumsum(pos[::-1])[::-1], 0.0]
-  fp = np.r_[np.cumsum(neg[::-1])[::-1], 0.0]
-  total = max(pos.sum() + neg.sum(), 1.0)
-  return float(((tp + neg.sum() - fp) / total).max())
+  """The accuracy of the best bin-edge threshold (chosen on these pairs
+  themselves: optimistic); 0 without pairs."""
+  tp, fp = _hist_accepted(pos, neg)
+  total = max(tp[0] + fp[0], 1.0)
+  return float(((tp + fp[0] - fp) / total).max())
 
 
 def kfold_accuracy(dist, issame, folds: int = 10,

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from facejax.models import layers
 from facejax.models import spectral_norm
 
 SPECTRAL = spectral_norm.SPECTRAL
@@ -336,8 +337,8 @@ def spectral_sigma(kernel: jax.Array, steps: int, u0: jax.Array
   w = kernel.reshape(-1, kernel.shape[-1]).T
   u = u0
   for _ in range(steps):
-    v = spectral_norm.l2_normalize(w.T @ u)
-    u = spectral_norm.l2_normalize(w @ v)
+    v = layers.l2_normalize(w.T @ u)
+    u = layers.l2_normalize(w @ v)
   return jnp.dot(u, w @ v)
 
 

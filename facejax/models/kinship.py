@@ -134,7 +134,3 @@ class FairMargin(nn.Module):
     m = nn.Dense(1, kernel_init=nn.initializers.zeros, name="fc")(d)[:, 0]
     return self.max_margin * jnp.tanh(m)
 
-
-def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
-

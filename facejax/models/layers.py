@@ -166,3 +166,24 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   """
   return _max_pool(x, tuple(window), tuple(strides),
                    tuple(tuple(p) for p in padding))
+
+
+# ---------------------------------------------------------------------------
+# Small math shared by models, losses and evaluation (one definition each;
+# the masked mean of per-example losses is facejax.train.steps.masked_mean).
+# ---------------------------------------------------------------------------
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12,
+                 axis: int = -1) -> jax.Array:
+  """x / max(||x||, eps) along `axis`, as torch.nn.functional.normalize.
+
+  eps 1e-12 is torch's default (the spectral-norm power iteration is
+  compared with torch's); it only matters for vectors of norm < eps.
+  """
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Cosine similarity of the rows of a and b ([..., D] -> [...])."""
+  return jnp.sum(l2_normalize(a) * l2_normalize(b), axis=-1)

@@ -27,11 +27,6 @@ from facejax.models import layers
 SPECTRAL = "spectral"  # variable collection of the u, v vectors
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps), as torch.nn.functional.normalize."""
-  return x / jnp.maximum(jnp.linalg.norm(x), eps)
-
-
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
            impl: str) -> jax.Array:
   """Unpadded NHWC convolution (the callers pad explicitly).
@@ -80,16 +75,16 @@ class Conv(nn.Module):
     if self.spectral:
       w = kernel.reshape(-1, self.features).T  # [O, kh*kw*I] (PyTorch's W)
       u_var = self.variable(
-          SPECTRAL, "u", lambda: l2_normalize(jax.random.normal(
+          SPECTRAL, "u", lambda: layers.l2_normalize(jax.random.normal(
               self.make_rng("params"), (w.shape[0],)), self.eps))
       v_var = self.variable(
-          SPECTRAL, "v", lambda: l2_normalize(jax.random.normal(
+          SPECTRAL, "v", lambda: layers.l2_normalize(jax.random.normal(
               self.make_rng("params"), (w.shape[1],)), self.eps))
       u, v = u_var.value, v_var.value
       if update_stats and not self.is_initializing():
         w_sg = jax.lax.stop_gradient(w)
-        v = l2_normalize(w_sg.T @ u, self.eps)
-        u = l2_normalize(w_sg @ v, self.eps)
+        v = layers.l2_normalize(w_sg.T @ u, self.eps)
+        u = layers.l2_normalize(w_sg @ v, self.eps)
         u_var.value, v_var.value = u, v
       sigma = jnp.dot(u, w @ v)
       kernel = kernel / sigma

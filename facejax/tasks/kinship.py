@@ -27,7 +27,8 @@ statistics (its recognition embedding). With a frozen backbone the
 projection head trains with any loss and verification uses the cosine of
 the projections.
 
-Evaluation (`report`, launch.evaluate): the RFIW protocol -- the threshold
+Evaluation (`report`, launch.evaluate; facejax.evaluators.kinship): the
+RFIW protocol -- the threshold
 maximising Youden's J (TPR - FPR) on the validation list, then accuracy per
 relation and over all pairs (micro), ROC AUC, TAR at FAR 1e-2 / 1e-3,
 accuracy per demographic group, a Markdown table and a ROC PNG.
@@ -46,30 +47,23 @@ import numpy as np
 
 from facejax import kinship_losses as losses
 from facejax import optim
-from facejax import mesh as mesh_lib
+from facejax.evaluators import kinship as kinship_eval
 from facejax.evaluators import verification
 from facejax.data import kinship as kin_data
-from facejax.data import pipeline
 from facejax.data import transforms
 from facejax.models import age_regressor
 from facejax.models import kinship as kin_models
+from facejax.models import layers
 from facejax.models import swinface
 from facejax.tasks import base
 from facejax.train import state as state_lib
 
 HEADS = ("cosine", "rbkin")
 LOSSES = {"cosine": ("contrastive", "hcl", "triplet"), "rbkin": ("ce",)}
-THRESHOLD_FILE = "kinship_threshold.json"
 # Runs whose embedding network model.backbone='frozen' can reuse.
 FROZEN_TASKS = ("age_regression", "kinship", "swinface")
 # The SwinFace subtrees that make up its recognition embedding.
 SWIN_PARTS = ("swin", "recognition")
-
-
-@jax.jit
-def _cosine(a, b):
-  a, b = kin_models.l2_normalize(a), kin_models.l2_normalize(b)
-  return (a * b).sum(-1)
 
 
 # ---------------------------------------------------------------------------
@@ -238,7 +232,6 @@ class Task:
     self._at_task = None
     if m.head == "rbkin" and config.rbkin.render:
       self._at_task = self._age_transformer_task()
-    self._fns = {}
 
   def _check_image_size(self):
     """A Swin embedding network takes exactly its img_size."""
@@ -434,7 +427,7 @@ class Task:
     f, new = self.embed(params, stats, frozen,
                         rendered.reshape((a * n,) + rendered.shape[2:]),
                         train, rng)
-    f = kin_models.l2_normalize(f).reshape((a, n, -1))
+    f = layers.l2_normalize(f).reshape((a, n, -1))
     return jnp.swapaxes(f, 0, 1), new
 
   def _forward(self, params, stats, frozen, batch, train, rng):
@@ -466,8 +459,8 @@ class Task:
       z, _ = self._apply("proj", params, stats,
                          jnp.concatenate([out["f_a"], out["f_b"]]),
                          train=False)
-      return _cosine(z[:b], z[b:])
-    return _cosine(out["f_a"], out["f_b"])
+      return layers.cosine(z[:b], z[b:])
+    return layers.cosine(out["f_a"], out["f_b"])
 
   def score_fn(self, state, frozen, batch):
     """Per pair: score, relation prediction; labels passed through."""
@@ -495,8 +488,8 @@ class Task:
     margins = None
     if "margin" in self.heads:
       margins, _ = self._apply("margin", params, stats,
-                               kin_models.l2_normalize(f_a),
-                               kin_models.l2_normalize(f_b), train=True)
+                               layers.l2_normalize(f_a),
+                               layers.l2_normalize(f_b), train=True)
       for g in range(cfg.debias.num_groups):
         sel = (batch["group_a"] == g) * mask
         metrics[f"margin_g{g}"] = ((margins * sel).sum()
@@ -522,7 +515,7 @@ class Task:
       if lc.batch_hard:
         kin, _ = losses.batch_hard_triplet(f_a, f_b, lc.margin, mask)
       else:  # the next pair's face: another family (the sampler)
-        n = kin_models.l2_normalize
+        n = layers.l2_normalize
         kin = losses.triplet(n(f_a), n(f_b), n(jnp.roll(f_b, 1, 0)),
                              lc.margin, mask)
     else:  # rbkin + ce: positives and rolled in-batch negatives
@@ -599,44 +592,10 @@ class Task:
             "acc_best": verification.hist_best_accuracy(pos, neg),
             "count": float(sums["count"])}
 
-  # --- evaluation report -------------------------------------------------
-  def scores(self, setup, state, source) -> dict[str, np.ndarray]:
-    """Per-pair scores and labels of a whole split (host arrays)."""
-    if "score" not in self._fns:
-      self._fns["score"] = setup.compile(self.score_fn)
-    fn, parts = self._fns["score"], []
-    for batch in pipeline.eval_batches(source, self.preprocess(False),
-                                       setup.eval_batch,
-                                       self.config.data.num_workers):
-      out = jax.device_get(fn(state, setup.frozen,
-                              mesh_lib.shard_batch(batch, setup.mesh)))
-      keep = out.pop("mask") > 0
-      parts.append({k: np.asarray(v)[keep] for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
+  # --- evaluation (facejax.evaluators.kinship) -------------------------
   def report(self, setup, state, split: str, out_dir: str) -> str:
     """RFIW protocol on `split` (threshold from the validation list)."""
-    val = self.scores(setup, state, self.source("valid"))
-    threshold = verification.youden_threshold(val["score"], val["label"])
-    r = self.scores(setup, state, self.source(split))
-    res = verification_report(r, threshold)
-    res.update(split=split, step=int(jax.device_get(state.step)),
-               val_auc=verification.roc_auc(val["score"], val["label"]))
-    name = os.path.basename(split).replace(".txt", "")
-    text = report_markdown(res, self.config, name)
-    if jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
-      with open(os.path.join(out_dir, f"kinship_{name}.md"), "w") as f:
-        f.write(text)
-      with open(os.path.join(out_dir, f"kinship_{name}.json"), "w") as f:
-        json.dump({k: v for k, v in res.items() if k != "roc"}, f, indent=2)
-      with open(os.path.join(out_dir, THRESHOLD_FILE), "w") as f:
-        json.dump({"threshold": threshold, "head": self.config.model.head,
-                   "step": res["step"]}, f, indent=2)
-      png = os.path.join(out_dir, f"kinship_roc_{name}.png")
-      plot_roc(res["roc"], png, f"{name}: AUC {res['auc']:.3f}")
-      text += f"\nROC curve: {png}\n"
-    return text
+    return kinship_eval.report(setup, state, split, out_dir)
 
   # --- data --------------------------------------------------------------
   def data_root(self) -> str:
@@ -676,97 +635,5 @@ class Task:
   def baseline(self, train_src, eval_src) -> dict[str, float]:
     """ROC AUC of the raw-pixel cosine (16 px grey) on the eval pairs."""
     del train_src
-    return {"pixel_auc": pixel_baseline_auc(eval_src)}
+    return {"pixel_auc": kinship_eval.pixel_baseline_auc(eval_src)}
 
-
-def pixel_baseline_auc(source, size: int = 16, limit: int = 1000) -> float:
-  """AUC of the cosine of mean-centred 16 px greyscale images."""
-  pre = transforms.Preprocess(image_size=size, normalize="unit",
-                              label_keys=())
-  scores, labels = [], []
-  for i in range(min(len(source), limit)):
-    rec = source[i]
-    x = [pre((0, {"image_path": rec[f"image_{s}_path"]}))["image"]
-         .mean(-1).ravel() for s in ("a", "b")]
-    x = [v - v.mean() for v in x]
-    scores.append(float(np.dot(x[0], x[1]) / (np.linalg.norm(x[0]) *
-                                              np.linalg.norm(x[1]) + 1e-8)))
-    labels.append(float(rec["label"]))
-  return verification.roc_auc(scores, labels)
-
-
-def verification_report(r: dict[str, np.ndarray], threshold: float) -> dict:
-  """Accuracies at `threshold`, AUC, TAR@FAR, per relation and group."""
-  score, label = r["score"], r["label"] > 0
-  correct = (score >= threshold) == label
-  res = {"threshold": threshold, "pairs": int(len(score)),
-         "accuracy": float(correct.mean()),
-         "auc": verification.roc_auc(score, label),
-         "tar_far_1e-2": verification.tar_at_far(score, label, 1e-2),
-         "tar_far_1e-3": verification.tar_at_far(score, label, 1e-3),
-         "roc": verification.roc_curve(score, label)[:2]}
-  names = {v: k for k, v in kin_data.RELATION_LABELS.items()}
-  res["relations"] = {
-      names[int(k)]: {"pairs": int((r["relation"] == k).sum()),
-                      "accuracy": float(correct[r["relation"] == k].mean())}
-      for k in np.unique(r["relation"])}
-  groups = {}
-  for g in np.unique(r["group_a"]):
-    sel = r["group_a"] == g
-    groups[int(g)] = {"pairs": int(sel.sum()),
-                      "accuracy": float(correct[sel].mean())}
-  res["groups"] = groups
-  if "relation_pred" in r:
-    pos = label
-    res["relation_acc"] = float((r["relation_pred"][pos] ==
-                                 r["relation"][pos]).mean())
-  return res
-
-
-def report_markdown(res: dict, config, name: str) -> str:
-  m = config.model
-  lines = [f"## Kinship verification on {name} (step {res['step']})", "",
-           f"model.head={m.head}, model.backbone={m.backbone}, "
-           f"loss.name={config.loss.name}, debias.enabled="
-           f"{config.debias.enabled}; threshold {res['threshold']:.4f} "
-           f"(Youden's J on the validation list, val AUC "
-           f"{res['val_auc']:.3f}).", "",
-           "| metric | value |", "|---|---|",
-           f"| accuracy (all {res['pairs']} pairs, micro) | "
-           f"{res['accuracy']:.3f} |",
-           f"| ROC AUC | {res['auc']:.3f} |",
-           f"| TAR @ FAR 1e-2 | {res['tar_far_1e-2']:.3f} |",
-           f"| TAR @ FAR 1e-3 | {res['tar_far_1e-3']:.3f} |"]
-  if "relation_acc" in res:
-    lines.append(f"| relation-type accuracy (kin pairs) | "
-                 f"{res['relation_acc']:.3f} |")
-  lines += ["", "| relation | pairs | accuracy |", "|---|---|---|"]
-  for rel in kin_data.RELATIONS:
-    if rel in res["relations"]:
-      v = res["relations"][rel]
-      lines.append(f"| {rel} | {v['pairs']} | {v['accuracy']:.3f} |")
-  if any(g >= 0 for g in res["groups"]):
-    lines += ["", "| group (of face a) | pairs | accuracy |", "|---|---|---|"]
-    for g, v in sorted(res["groups"].items()):
-      lines.append(f"| {g if g >= 0 else 'unknown'} | {v['pairs']} | "
-                   f"{v['accuracy']:.3f} |")
-    accs = [v["accuracy"] for g, v in res["groups"].items() if g >= 0]
-    lines.append(f"\nGroup accuracy spread (max - min): "
-                 f"{max(accs) - min(accs):.3f}")
-  return "\n".join(lines) + "\n"
-
-
-def plot_roc(roc, path: str, title: str) -> None:
-  """ROC curve PNG (matplotlib, Agg)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fpr, tpr = roc
-  fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-  ax.plot(fpr, tpr, lw=1.5)
-  ax.plot([0, 1], [0, 1], "k--", lw=1)
-  ax.set(xlabel="false positive rate", ylabel="true positive rate",
-         title=title, xlim=(0, 1), ylim=(0, 1))
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)

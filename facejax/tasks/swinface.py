@@ -23,8 +23,7 @@ import numpy as np
 import optax
 
 from facejax import optim
-from facejax import mesh as mesh_lib
-from facejax.evaluators import verification
+from facejax.evaluators import swinface as swinface_eval
 from facejax.data import stargan
 from facejax.data import swinface as swinface_data
 from facejax.data.formats import raf_db
@@ -37,30 +36,10 @@ NUM_ATTRS = len(swinface.BINARY_TASKS)
 # Columns of the binary heads in the `attrs` label vector.
 _ATTR_COL = {n: i for i, n in enumerate(swinface.BINARY_TASKS)}
 HIST_BINS = 400  # cosine-similarity histogram for verification metrics
-FAR_TARGET = 1e-3
 
 
 def _masked_mean(values, mask):
   return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-
-def verification_metrics(pos: np.ndarray, neg: np.ndarray,
-                         far: float = FAR_TARGET) -> dict[str, float]:
-  """Best-threshold accuracy and TAR@FAR from similarity histograms.
-
-  Bin i counts similarities in [-1 + i*w, -1 + (i+1)*w); a threshold at a
-  bin edge accepts every bin above it.
-  """
-  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-  n_pos, n_neg = max(pos.sum(), 1.0), max(neg.sum(), 1.0)
-  # Accepted above edge t (t = 0..bins): suffix sums.
-  tp = np.concatenate([np.cumsum(pos[::-1])[::-1], [0.0]])
-  fp = np.concatenate([np.cumsum(neg[::-1])[::-1], [0.0]])
-  acc = (tp + (n_neg - fp)) / (n_pos + n_neg)
-  ok = fp / n_neg <= far
-  tar = float(np.max(np.where(ok, tp / n_pos, 0.0)))
-  return {"verification_acc": float(acc.max()),
-          "tar_at_far": tar, "pairs": float(pos.sum() + neg.sum())}
 
 
 class Task:
@@ -316,7 +295,8 @@ class Task:
 
   @staticmethod
   def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
-    out = verification_metrics(sums["ver_pos"], sums["ver_neg"])
+    out = swinface_eval.verification_metrics(sums["ver_pos"],
+                                             sums["ver_neg"])
     if sums["age_count"]:
       out["age_mae"] = float(sums["age_abs_err"] / sums["age_count"])
     if sums["expr_count"]:
@@ -488,104 +468,15 @@ class Task:
           np.abs(y_ev[w_ev > 0] - y_tr[w_tr > 0].mean()).mean())
     return out
 
-  # --- evaluation report -------------------------------------------------
+  # --- evaluation (facejax.evaluators.swinface) ------------------------
   def verification_bins(self, setup, state, paths) -> str:
-    """insightface's 10-fold accuracy on verification .bin files (lfw.bin,
-    cfp_fp.bin, agedb_30.bin): the table SwinFace's paper reports."""
-    from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
-    from facejax.data.formats import verification_bin  # pylint: disable=g-import-not-at-top
-    pre = self._base_preprocess(False)
-    lines = ["| set | pairs | accuracy | std | threshold |",
-             "|---|---|---|---|---|"]
-    for path in paths:
-      images, issame = verification_bin.read_bin(path)
-      embs = []
-      # The protocol's test-time flip: embedding(x) + embedding(flip(x)).
-      for view in (images, images[:, :, ::-1]):
-        source = [{"image": im} for im in view]
-        out = []
-        for batch in pipeline.eval_batches(source, pre, setup.eval_batch):
-          emb = np.asarray(setup.predict(
-              state, mesh_lib.shard_batch(batch, setup.mesh)["image"]
-          )["embedding"])
-          out.append(emb[np.asarray(batch["mask"]) > 0])
-        embs.append(np.concatenate(out))
-      emb = embs[0] + embs[1]
-      emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
-      dist = np.sum((emb[0::2] - emb[1::2]) ** 2, axis=1)
-      r = verification.kfold_accuracy(dist, issame)
-      lines.append(f"| {os.path.basename(path)} | {r['pairs']} | "
-                   f"{r['accuracy']:.4f} | {r['std']:.4f} | "
-                   f"{r['threshold']:.2f} |")
-    return "\n".join(lines) + "\n"
+    """insightface's 10-fold accuracy on verification .bin files."""
+    return swinface_eval.verification_bins(setup, state, paths,
+                                           self._base_preprocess(False))
 
   def report(self, setup, state, split: str, out_dir: str) -> str:
-    """Per-task metrics and channel attention over FM1..FM4 (table + PNG).
-
-    Written to out_dir/swinface_<split>.{md,json,png}.
-    """
-    sums = setup.evaluate(state, self.source(split))
-    m = self.summarize(sums)
-    fmt = lambda k: f"{m[k]:.4f}" if k in m else "n/a"
-    lines = [f"## SwinFace on {split}", "",
-             "| task | metric | value |", "|---|---|---|",
-             f"| recognition | verification accuracy ({int(m['pairs'])} "
-             f"pairs) | {fmt('verification_acc')} |",
-             f"| recognition | TAR@FAR={FAR_TARGET:g} | {fmt('tar_at_far')} |",
-             f"| expression | accuracy | {fmt('expression_acc')} |",
-             f"| age | MAE (years) | {fmt('age_mae')} |",
-             f"| gender | accuracy | {fmt('gender_acc')} |",
-             f"| attributes | mean accuracy | {fmt('attr_mean_acc')} |"]
-    have = sums["attr_count"] > 0
-    if have.any():
-      lines += ["", "| attribute | accuracy | count |", "|---|---|---|"]
-      for i, name in enumerate(swinface.BINARY_TASKS):
-        if have[i]:
-          lines.append(f"| {name} | "
-                       f"{sums['attr_correct'][i] / sums['attr_count'][i]:.4f}"
-                       f" | {int(sums['attr_count'][i])} |")
-    att = np.asarray(sums["attention"]) / max(float(sums["count"]), 1.0)
-    levels = [f"FM{i + 1}" for i in range(att.shape[-1])]
-    lines += ["", "Channel attention (mean sigmoid gate) per branch over "
-              "the feature levels:", "",
-              "| branch | " + " | ".join(levels) + " |",
-              "|---|" + "---|" * len(levels)]
-    for (name, _), row in zip(swinface.BRANCHES, att):
-      lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row)
-                   + " |")
-    text = "\n".join(lines) + "\n"
-    if jax.process_index() == 0:
-      import json  # pylint: disable=g-import-not-at-top
-      os.makedirs(out_dir, exist_ok=True)
-      stem = os.path.join(out_dir, f"swinface_{split}")
-      with open(stem + ".md", "w") as f:
-        f.write(text)
-      with open(stem + ".json", "w") as f:
-        json.dump({"metrics": m, "attention": att.tolist(),
-                   "branches": [b for b, _ in swinface.BRANCHES]}, f,
-                  indent=2)
-      _attention_png(att, stem + ".png")
-    return text
-
-
-def _attention_png(att: np.ndarray, path: str) -> None:
-  """Grouped bars: per branch, the mean gate of each feature level."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(10, 3.5), dpi=100)
-  n_branch, n_level = att.shape
-  width = 0.8 / n_level
-  for lv in range(n_level):
-    ax.bar(np.arange(n_branch) + lv * width, att[:, lv], width,
-           label=f"FM{lv + 1}")
-  ax.set_xticks(np.arange(n_branch) + 0.4 - width / 2)
-  ax.set_xticklabels([b for b, _ in swinface.BRANCHES], rotation=30)
-  ax.set_ylabel("mean channel attention")
-  ax.legend(ncol=n_level)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+    """Per-task metrics and channel attention (swinface_<split>.*)."""
+    return swinface_eval.report(setup, state, split, out_dir)
 
 
 def _merge(current: Any, loaded: Any, path: str) -> Any:

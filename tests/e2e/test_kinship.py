@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from facejax.data import kinship as kd
+from facejax.evaluators import kinship as kinship_eval
 from facejax.tasks import kinship as kt
 from facejax.train import loop
 from helpers import ROOT, learning_seed, record_learning
@@ -32,7 +33,7 @@ def learned(fiw, tmp_path_factory):
   from facejax import runs  # pylint: disable=g-import-not-at-top
   setup, state, _ = runs.restore(workdir)
   text = setup.task.report(setup, state, "test", workdir)
-  pixel = kt.pixel_baseline_auc(setup.task.source("test"))
+  pixel = kinship_eval.pixel_baseline_auc(setup.task.source("test"))
   return workdir, result, text, pixel, time.time() - t0
 
 
@@ -54,13 +55,13 @@ def test_learning_on_held_out_families(learned):
   assert res["auc"] > max(0.7, pixel + 0.05)
   assert os.path.exists(os.path.join(workdir, "kinship_roc_test.png"))
   assert "| fd |" in text and os.path.exists(
-      os.path.join(workdir, kt.THRESHOLD_FILE))
+      os.path.join(workdir, kinship_eval.THRESHOLD_FILE))
 
 
 @pytest.mark.slow
 def test_cli_scores_a_pair(learned, fiw, tmp_path):
   workdir = learned[0]
-  with open(os.path.join(workdir, kt.THRESHOLD_FILE)) as f:
+  with open(os.path.join(workdir, kinship_eval.THRESHOLD_FILE)) as f:
     threshold = json.load(f)["threshold"]
   src = kd.load_split(fiw, "test.txt")
   rec = src[int(np.flatnonzero(src.labels > 0)[0])]
