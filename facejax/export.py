@@ -68,7 +68,7 @@ def inference_of(setup, state) -> Inference:
         dict(pre, normalize="unit",
              label_names=[f"{b.name}:{n}" for b in task.layout.blocks
                           for n in b.names]))
-  if hasattr(task, "predict"):
+  if task.implements("predict"):
     weights = {"params": state.params, "batch_stats": state.batch_stats}
 
     def fn(w, x):

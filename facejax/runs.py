@@ -1,10 +1,20 @@
-"""Loading a trained workdir (config + checkpoint) for the inference tools."""
+"""A trained run, read-only: config.json + checkpoint -> task and state.
+
+The one way to reload a run, for the CLIs (`load`, `restore`,
+`from_weights`: a `Setup` on this machine's devices) and for networks used
+frozen inside another model (`read_config` + `restore_host`: host arrays
+the caller places on its own mesh). Nothing here writes to the workdir: a
+run still training there keeps its saves in progress.
+
+This module knows no task by name: callers pass `make_task(config) -> Task`
+(`facejax.tasks.build`) or a task built on the run's config.
+"""
 
 import json
 import os
+from typing import Any, Callable, Optional
 
-from typing import Optional
-
+from absl import logging
 import jax
 import ml_collections
 
@@ -12,14 +22,67 @@ from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
 from facejax.train import loop
 
+MakeTask = Callable[[ml_collections.ConfigDict], Any]
 
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+
+class RunError(FileNotFoundError, ValueError):
+  """Not a usable training run: no config.json, bad JSON, no checkpoint."""
+
+
+def read_config(workdir: str, key: str = "") -> ml_collections.ConfigDict:
+  """`workdir`'s config.json (written by the training loop).
+
+  Args:
+    workdir: a training workdir.
+    key: the config key that named `workdir`, named in errors (a frozen
+      network's run); '' for a workdir given on the command line.
+  """
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
+  if not os.path.isfile(path):
+    if key:
+      raise RunError(f"{key}: {path} not found; {workdir!r} is not a "
+                     f"facejax training workdir")
+    raise RunError(
         f"{path} not found: {workdir!r} is not a facejax training workdir")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise RunError(f"{key or 'workdir'}: {path}:{e.lineno}: bad JSON "
+                     f"({e.msg})") from None
+
+
+def restore_host(workdir: str, task: Any, key: str = "") -> tuple[Any, int]:
+  """(state, step) of `workdir`'s best checkpoint, else its latest, as host
+  (numpy) arrays: for a network used frozen inside another model, which
+  places it on its own mesh.
+
+  Args:
+    workdir: the training workdir.
+    task: its task, built on its config (`read_config`).
+    key: the config key that named `workdir`, named in errors.
+  """
+  abstract = jax.eval_shape(task.init_state,
+                            jax.random.key(task.config.seed))
+  # One device is enough: the caller places the variables.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = ckpt_lib.abstract_like(
+      abstract, jax.tree.map(lambda _: device, abstract))
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
+                                       read_only=True)
+  try:
+    step = checkpointer.best_step()
+    best = step is not None
+    if not best:
+      step = checkpointer.latest_step()
+    if step is None:
+      raise RunError(f"config key {key}: no checkpoint in {workdir!r}")
+    state = checkpointer.restore(step, abstract, best=best)
+  finally:
+    checkpointer.close()
+  logging.info("%s: restored %s checkpoint %d of %s", key or "run",
+               "best" if best else "latest", step, workdir)
+  return jax.device_get(state), step
 
 
 def _inference_mesh(config: ml_collections.ConfigDict) -> None:
@@ -47,7 +110,12 @@ def _without_training_data(config: ml_collections.ConfigDict) -> None:
     config.age_loss.random_init = "tiny"
 
 
-def from_weights(config: ml_collections.ConfigDict, weights: str):
+def _setup(config: ml_collections.ConfigDict, make_task: MakeTask):
+  return loop.Setup(make_task(config), config)
+
+
+def from_weights(config: ml_collections.ConfigDict, weights: str, *,
+                 make_task: MakeTask):
   """(setup, state, 0): `config`'s model with the weights file imported
   through its model.init_from (an official checkpoint; no training run)."""
   if not os.path.exists(weights):
@@ -57,24 +125,25 @@ def from_weights(config: ml_collections.ConfigDict, weights: str):
     config.model.init_from = os.path.abspath(weights)
     _without_training_data(config)
   _inference_mesh(config)
-  setup = loop.Setup(config)
+  setup = _setup(config, make_task)
   if not setup.task.has_import():
     raise ValueError(f"the {config.task!r} task imports no weights file")
   return setup, setup.init_state(), 0
 
 
 def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
-            which: str = "best"):
+            which: str = "best", *, make_task: MakeTask):
   """Returns (setup, state, step) from workdir's best or latest checkpoint.
 
   Args:
     workdir: a directory written by launch.train.
     config: defaults to the workdir's config.json.
     which: 'best' (best validation metric) or 'latest'.
+    make_task: config -> the run's task (`facejax.tasks.build`).
   """
-  config = config or load_workdir_config(workdir)
+  config = config or read_config(workdir)
   _inference_mesh(config)
-  setup = loop.Setup(config)
+  setup = _setup(config, make_task)
   ckpt_lib.check_workdir_model(workdir, setup.task.meta())
   # Read-only: a run still training in this workdir keeps its saves in
   # progress (orbax would otherwise clean up their temporary folders).
@@ -94,7 +163,7 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   finally:
     checkpointer.close()
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir!r}")
+    raise RunError(f"no checkpoint in {workdir!r}")
   return setup, state, step
 
 
@@ -106,7 +175,8 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 
 def load(task: str, workdir: str = "", weights: str = "",
          config: Optional[ml_collections.ConfigDict] = None,
-         which: str = "best", frozen_networks: bool = True):
+         which: str = "best", frozen_networks: bool = True, *,
+         make_task: MakeTask):
   """(setup, state, step) of a `task` model from a workdir or weights file.
 
   `weights` is read into `config` (default configs/<task>.py). With
@@ -118,7 +188,7 @@ def load(task: str, workdir: str = "", weights: str = "",
   if weights:
     config = (config or default_config(task)).copy_and_resolve_references()
   else:
-    config = config or load_workdir_config(workdir)
+    config = config or read_config(workdir)
   if config.get("task") != task:
     raise ValueError(f"{workdir or weights!r} is a {config.get('task')!r} "
                      f"model, not {task!r}")
@@ -126,5 +196,5 @@ def load(task: str, workdir: str = "", weights: str = "",
     with config.unlocked():
       config.age_loss.random_init = "tiny"
   if weights:
-    return from_weights(config, weights)
-  return restore(workdir, config, which=which)
+    return from_weights(config, weights, make_task=make_task)
+  return restore(workdir, config, which=which, make_task=make_task)

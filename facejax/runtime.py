@@ -99,18 +99,17 @@ def apply_cpu_xla_flags() -> bool:
   return _cpu_flags_active
 
 
-def step_compiler_options(task) -> dict[str, str] | None:
-  """Per-executable XLA options a task asks for on CPU (None: the defaults).
+def step_compiler_options(wanted: dict[str, str]) -> dict[str, str] | None:
+  """The compiler options of a task's steps (None: the defaults).
 
-  A task may define `xla_cpu_options()`; it applies to its train and eval
-  steps only on the CPU backend, and never over a flag the user put in
-  XLA_FLAGS.
+  `wanted` is the task's `xla_cpu_options()`; they apply to its train and
+  eval steps only on the CPU backend, and never over a flag the user put
+  in XLA_FLAGS.
   """
-  wanted = getattr(task, "xla_cpu_options", None)
-  if wanted is None or jax.default_backend() != "cpu":
+  if not wanted or jax.default_backend() != "cpu":
     return None
   current = os.environ.get("XLA_FLAGS", "")
-  options = {k: v for k, v in wanted().items()
+  options = {k: v for k, v in wanted.items()
              if k in _flags_added or f"--{k}=" not in current}
   return options or None
 

@@ -34,6 +34,7 @@ from facejax.data import sources
 from facejax.data.faces import photos
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "HRFAE's released "
@@ -127,7 +128,7 @@ def main(argv):
   try:
     setup, state, step = runs.load(
         "age_transformer", _WORKDIR.value, _WEIGHTS.value, _CONFIG.value,
-        which=_WHICH.value, frozen_networks=False)
+        which=_WHICH.value, frozen_networks=False, make_task=tasks.build)
     config = setup.config
     crops = _FACES.crops(paths, config.data.get("align", "ffhq"),
                          int(config.data.image_size))

@@ -27,6 +27,7 @@ from facejax.evaluators import swinface as swinface_eval
 from facejax.data.faces import photos
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "SwinFace training workdir.")
 _WEIGHTS = flags.DEFINE_string(
@@ -50,7 +51,7 @@ def main(argv):
   try:
     setup, state, _ = runs.load("swinface", _WORKDIR.value or "",
                                    _WEIGHTS.value or "", _CONFIG.value,
-                                   which=_WHICH.value)
+                                   which=_WHICH.value, make_task=tasks.build)
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   config = setup.config

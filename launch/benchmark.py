@@ -32,6 +32,7 @@ from facejax import config_lib
 from facejax import mesh as mesh_lib
 from facejax import runtime
 from facejax.train import loop
+from facejax import tasks
 from launch import common
 from launch import torch_twins
 
@@ -105,8 +106,8 @@ def _timed(fn) -> float:
 
 
 def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
-  """Times `loop.Setup(config).train_step` on a synthetic batch."""
-  setup = loop.Setup(config)
+  """Times `tasks.setup(config).train_step` on a synthetic batch."""
+  setup = tasks.setup(config)
   state = setup.init_state(import_weights=False)
   rng = np.random.default_rng(0)
   batch = setup.task.dummy_batch(setup.local_batch)
@@ -279,7 +280,7 @@ def _twin_rows(config, row: dict) -> list[dict]:
 
 def check(config) -> dict:
   """Builds `config`'s task and frozen nets and traces its train step."""
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   batch = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                      sharding=setup.batch_sharding),

@@ -25,6 +25,7 @@ from facejax.data.faces import photos
 from facejax.tasks import caricature as task_lib
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Caricature training "
                                "workdir.")
@@ -66,7 +67,7 @@ def main(argv):
   crops = None
   try:
     setup, state, step = runs.load("caricature", _WORKDIR.value,
-                                      which=_WHICH.value)
+                                      which=_WHICH.value, make_task=tasks.build)
     if _LANDMARKS.value:
       grid = task_lib.translate_file(setup, state, paths[0], _DIRECTION.value,
                                      _STYLES.value, _SEED.value,

@@ -37,6 +37,7 @@ from facejax.data import pipeline
 from facejax.data.sources import DataError
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Official weights to score, "
@@ -66,10 +67,12 @@ def _load():
       raise ValueError("--weights needs --config=configs/<model>.py (with "
                        "--config.data.* naming the data to score on)")
     setup, state, step = runs.load(
-        _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value)
+        _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value,
+        make_task=tasks.build)
     out = _OUT_DIR.value or os.getcwd()
   else:
-    setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value)
+    setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value,
+                                      make_task=tasks.build)
     out = _OUT_DIR.value or _WORKDIR.value
   os.makedirs(out, exist_ok=True)
   return setup, state, step, out
@@ -130,8 +133,8 @@ def main(argv):
       if jax.process_index() == 0:
         print(f"checkpoint step {step}, 10-fold verification\n\n{table}")
       return
-    if hasattr(setup.task, "report"):
-      table = setup.task.report(setup, state, _SPLIT.value, workdir)
+    table = setup.task.report(setup, state, _SPLIT.value, workdir)
+    if table is not None:  # the task's own report
       if jax.process_index() == 0:
         print(f"{_SPLIT.value}, checkpoint step {step}\n\n{table}")
       return

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 from facejax import export
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Official weights, instead "
@@ -48,11 +49,12 @@ def main(argv):
       config = _CONFIG.value or runs.default_config(_MODEL.value)
       task = config.task
     else:
-      config, task = None, runs.load_workdir_config(_WORKDIR.value).task
+      config, task = None, runs.read_config(_WORKDIR.value).task
     setup, state, step = runs.load(task, _WORKDIR.value or "",
                                       _WEIGHTS.value or "", config,
                                       which=_WHICH.value,
-                                      frozen_networks=False)
+                                      frozen_networks=False,
+                                      make_task=tasks.build)
     inference = export.inference_of(setup, state)
     print("exporting (tracing and lowering the inference function)...",
           flush=True)

@@ -26,6 +26,7 @@ from facejax.data import kinship as kin_data
 from facejax.data.sources import DataError
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A kinship training workdir.")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
@@ -89,7 +90,8 @@ def main(argv):
                 "PHOTO_A PHOTO_B")
   common.start_jax()
   try:
-    setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value)
+    setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value,
+                                      make_task=tasks.build)
     if setup.config.task != "kinship":
       raise ValueError(f"{_WORKDIR.value!r} holds a {setup.config.task!r} "
                        f"run, not a kinship run")

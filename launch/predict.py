@@ -27,6 +27,7 @@ from facejax import mesh as mesh_lib
 from facejax.data.faces import photos
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Official DEX weights "
@@ -57,13 +58,13 @@ _COMMAND_OF = {"swinface": "launch.analyze",
 
 def _workdir_predictor(workdir: str, which: str):
   """uint8 [B, H, W, 3] -> ages, through the run's own preprocessing."""
-  task = runs.load_workdir_config(workdir).get("task")
+  task = runs.read_config(workdir).get("task")
   if task not in ("age_regression", "dex"):
     other = _COMMAND_OF.get(task)
     raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
                      "an age regressor or DEX run"
                      + (f" (use {other} for this one)" if other else ""))
-  setup, state, _ = runs.restore(workdir, which=which)
+  setup, state, _ = runs.restore(workdir, which=which, make_task=tasks.build)
   pre = setup.task.preprocess(train=False)
 
   def predict(images):

@@ -31,7 +31,6 @@ from ml_collections import config_flags
 
 from facejax import config_lib
 from facejax import mesh as mesh_lib
-from facejax.tasks import base as task_base
 from facejax import tasks
 from launch import common
 
@@ -81,7 +80,7 @@ def _shards(spec, mesh_shape) -> int:
 
 def plan_state(config, mesh_shape: dict[str, int]) -> dict:
   """Bytes per device and per-step communication of the sharded state."""
-  task = task_base.wrap(tasks.get(config.task)(config), config)
+  task = tasks.get(config.task)(config)
   abstract = jax.eval_shape(task.init_state, jax.random.key(0))
   fake_mesh = types.SimpleNamespace(shape=mesh_shape)
   sh = config.sharding
@@ -140,11 +139,10 @@ def plan_state(config, mesh_shape: dict[str, int]) -> dict:
 
 def activation_bytes(config, local_batch: int) -> tuple[float, float]:
   """XLA's temp-buffer estimate of one train step at the local batch."""
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
   with config.unlocked():
     config.mesh = (("data", 1), ("fsdp", 1), ("model", 1))
     config.data.batch_size = config.data.eval_batch_size = local_batch
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.abstract_state
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
            for k, v in setup.task.dummy_batch(local_batch).items()}

@@ -36,6 +36,7 @@ from facejax.convert import stargan as stargan_convert
 from facejax.convert import torch_pickle
 from launch import common
 from facejax import runs
+from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "StarGAN training workdir.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "An official StarGAN "
@@ -122,7 +123,7 @@ def main(argv):
       config = config_for_weights(_WEIGHTS.value)
     setup, state, step = runs.load("stargan", _WORKDIR.value,
                                       _WEIGHTS.value, config,
-                                      which=_WHICH.value)
+                                      which=_WHICH.value, make_task=tasks.build)
     crops = _FACES.crops(paths, setup.config.data.get("align", "box"),
                          int(setup.config.data.image_size))
     grid = translate_faces(setup, state, crops, _DATASET.value, _CROP.value)

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from facejax.checkpoint import WorkdirBusyError
 from facejax.checkpoint import WorkdirMismatchError
+from facejax import tasks
 from facejax.data.sources import DataError
 from facejax.train import loop
 from launch import common
@@ -37,7 +38,8 @@ def main(argv):
     common.fail(f"unexpected arguments: {argv[1:]}")
   common.start_jax()
   try:
-    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+    config = _CONFIG.value
+    loop.train_and_evaluate(tasks.build(config), config, _WORKDIR.value,
                             allow_config_change=_ALLOW_CHANGE.value)
   except (DataError, WorkdirMismatchError, WorkdirBusyError,
           FileNotFoundError, loop.CheckpointSaveError) as e:

@@ -55,13 +55,13 @@ ONE_DEVICE = (("data", 1), ("fsdp", 1), ("model", 1))
 
 def _train_smoke(config_name: str, data_root: str, workdir: str):
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(
       os.path.join(ROOT, "configs", f"{config_name}.py:smoke"),
       {"data.root": data_root, "seed": learning_seed()})
   with config.unlocked():
     config.mesh = ONE_DEVICE
-  return loop.train_and_evaluate(config, workdir)
+  return tasks.train_and_evaluate(config, workdir)
 
 
 def _built_once(tmp_path_factory, name: str, build) -> tuple[str, dict]:

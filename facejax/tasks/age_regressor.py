@@ -5,7 +5,6 @@ variables (from scratch or imported PyTorch weights), the loss, eval
 metrics and the data sources. `facejax.train.loop` does the rest.
 """
 
-import os
 from typing import Any
 
 from absl import logging
@@ -14,9 +13,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from facejax.data import sources as sources_lib
+from facejax.data import age as age_data
 from facejax.data import transforms
 from facejax.models import age_regressor
+from facejax.tasks import base
 
 LOSSES = ("l1", "mse")
 
@@ -30,7 +30,7 @@ def _age_loss(pred, target, kind: str):
                    f"{LOSSES}")
 
 
-class Task:
+class Task(base.SupervisedTask):
   """Age regression on an age CSV (or prepared TFDS) data set."""
 
   best_metric = ("mae", "min")
@@ -65,7 +65,7 @@ class Task:
     return {"params": variables["params"],
             "batch_stats": variables.get("batch_stats", {})}
 
-  def import_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
+  def import_variables(self, variables: dict[str, Any]) -> dict[str, Any]:
     """Applies config.model.init_from (PyTorch/safetensors weights)."""
     path = self.config.model.get("init_from", "")
     if not path:
@@ -104,7 +104,7 @@ class Task:
     return loss, ({"mae": mae, **fingerprint},
                   new_vars.get("batch_stats", batch_stats))
 
-  def predict(self, params, batch_stats, images):
+  def forward(self, params, batch_stats, images):
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
@@ -113,7 +113,7 @@ class Task:
 
   def eval_fn(self, params, batch_stats, batch) -> dict[str, jax.Array]:
     """Per-batch sums; the loop adds them up over the split."""
-    pred, _ = self.predict(params, batch_stats, batch["image"])
+    pred, _ = self.forward(params, batch_stats, batch["image"])
     err = jnp.abs(pred - batch["age"]) * batch["mask"]
     return {"abs_err": err.sum(), "sq_err": (err**2).sum(),
             "count": batch["mask"].sum()}
@@ -127,80 +127,14 @@ class Task:
 
   # --- data --------------------------------------------------------------
   def data_root(self) -> str:
-    """The user's data root, or the synthetic set (generated if absent)."""
-    cfg = self.config.data
-    if cfg.root:
-      return cfg.root
-    if cfg.get("format", "age_csv") != "age_csv":
-      raise sources_lib.DataError(
-          f"config key data.root is empty: data.format={cfg.format!r} reads "
-          "the release folder given there")
-    from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
-    return synthetic.ensure("age_csv", cfg.synthetic_dir,
-                            num=cfg.synthetic_num, size=cfg.synthetic_size,
-                            seed=cfg.synthetic_seed)
+    return age_data.data_root(self.config.data)
 
   def source(self, split: str):
-    """Source of a split: 'train' | 'valid' | 'test' (file names config)."""
-    cfg = self.config.data
-    if cfg.get("tfds_dir", ""):
-      from facejax.data import tfds_prepared  # pylint: disable=g-import-not-at-top
-      return tfds_prepared.load(cfg.tfds_dir, split)
-    if cfg.get("format", "age_csv") != "age_csv":
-      from facejax.data import formats  # pylint: disable=g-import-not-at-top
-      return self._drop_bad(formats.open_age_split(cfg, split))
-    name = {"train": cfg.train_file, "valid": cfg.eval_file,
-            "test": cfg.test_file}.get(split, split)
-    if os.path.isabs(name) or os.path.exists(name):
-      path = name  # a CSV given directly (absolute, or relative to the cwd)
-    else:
-      path = os.path.join(self.data_root(), name)
-    src = sources_lib.AgeCsvSource(
-        path, image_dir=cfg.image_dir or None, path_column=cfg.path_column,
-        age_column=cfg.age_column, min_age=cfg.min_age, max_age=cfg.max_age)
-    return self._drop_bad(src)
-
-  def _drop_bad(self, src):
-    """Missing/corrupt files: error (default) or skip and count."""
-    cfg = self.config.data
-    if cfg.skip_bad_records:
-      bad = sources_lib.find_bad_images(src, range(len(src)))
-      if bad:
-        for i, reason in bad[:10]:
-          logging.warning("skipping %s: %s", src.describe(i), reason)
-        logging.warning("%s: skipped %d of %d records (bad image files)",
-                        src.csv_path, len(bad), len(src))
-      if bad:
-        keep = sorted(set(range(len(src))) - {i for i, _ in bad})
-        if not keep:
-          raise sources_lib.DataError(
-              f"{src.csv_path}: all {len(src)} records are missing or "
-              f"unreadable images, e.g. {src.describe(bad[0][0])}: "
-              f"{bad[0][1]} (data.skip_bad_records=True leaves nothing "
-              "to read)")
-        return sources_lib.SubsetSource(src, keep, skipped=len(bad))
-      return src
-    if src.missing:
-      shown = "\n  ".join(src.describe(i) for i in src.missing[:5])
-      raise sources_lib.DataError(
-          f"{src.csv_path}: {len(src.missing)} image file(s) not found, "
-          f"e.g.\n  {shown}\n(set data.skip_bad_records=True to skip them)")
-    return src
+    return age_data.source(self.config.data, split)
 
   def balance(self, src):
     """The age-balanced sampler (config data.balance), logged."""
-    bal = self.config.data.balance
-    if not bal.enabled:
-      return src
-    if not hasattr(src, "ages"):
-      raise ValueError("data.balance needs a source with known ages")
-    sources_lib.log_histogram("age histogram before balancing", src.ages)
-    keep = sources_lib.balance_by_age(src.ages, bal.max_per_age,
-                                      tuple(bal.age_range),
-                                      self.config.seed)
-    out = sources_lib.SubsetSource(src, keep)
-    sources_lib.log_histogram("age histogram after balancing", out.ages)
-    return out
+    return age_data.balance(src, self.config.data.balance, self.config.seed)
 
   def preprocess(self, train: bool) -> transforms.Preprocess:
     cfg = self.config.data
@@ -216,8 +150,9 @@ class Task:
         seed=self.config.seed, skip_bad=cfg.skip_bad_records,
         label_keys=("age",))
 
-  def baseline(self, train_src, eval_src) -> float:
-    """MAE of always predicting the training mean age (None if unknown)."""
+  def baseline(self, train_src, eval_src) -> dict[str, float]:
+    """MAE of always predicting the training mean age (NaN if unknown)."""
     if hasattr(train_src, "ages") and hasattr(eval_src, "ages"):
-      return float(np.mean(np.abs(eval_src.ages - train_src.ages.mean())))
-    return float("nan")
+      return {"baseline_mae": float(np.mean(np.abs(
+          eval_src.ages - train_src.ages.mean())))}
+    return {"baseline_mae": float("nan")}

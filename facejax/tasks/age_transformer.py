@@ -40,11 +40,11 @@ from facejax.tasks import frozen as frozen_lib
 from facejax.evaluators import image_grid
 from facejax import optim
 from facejax.data import pipeline
-from facejax.data import sources as sources_lib
+from facejax.data import age as age_data
 from facejax.data import transforms
 from facejax.models import age_transformer as model_lib
 from facejax.models import spectral_norm
-from facejax.tasks import age_regressor as regressor_task
+from facejax.tasks import base
 
 SPECTRAL = spectral_norm.SPECTRAL
 NEED_ESTIMATOR = (
@@ -175,11 +175,11 @@ class PairedPreprocess:
 # ---------------------------------------------------------------------------
 
 
-class Task(regressor_task.Task):
+class Task(base.Task):
   """HRFAE on an age CSV (or prepared TFDS) set.
 
-  Reuses age_regression's data handling (data_root, source, bad-record
-  handling, the age-balanced sampler `balance`); everything else is here.
+  Reads the age data as age_regression does (`facejax.data.age`: data_root,
+  source, bad-record handling, the age-balanced sampler `balance`).
   """
 
   best_metric = ("age_err", "min")
@@ -187,8 +187,7 @@ class Task(regressor_task.Task):
   finite_keys = ("g_loss", "d_loss")
 
   def __init__(self, config: ml_collections.ConfigDict):
-    # Not regressor_task.Task.__init__: there is no regressor model here.
-    self.config = config
+    super().__init__(config)
     m = config.model
     dtype = jnp.dtype(m.get("dtype", "float32"))
     self.gen = model_lib.Generator(width=m.gen_width,
@@ -682,19 +681,22 @@ class Task(regressor_task.Task):
     """Eval / inference: the last stage's size. Training: see train_dataset."""
     return self._preprocess(self.config.data.image_size, train)
 
-  def _balanced_train_source(self):
-    """balance(source('train')) without logging the histograms again."""
-    src = self.source("train")
-    bal = self.config.data.balance
-    if not bal.enabled:
-      return src
-    keep = sources_lib.balance_by_age(src.ages, bal.max_per_age,
-                                      tuple(bal.age_range), self.config.seed)
-    return sources_lib.SubsetSource(src, keep)
+  def data_root(self) -> str:
+    return age_data.data_root(self.config.data)
 
-  def train_dataset(self, start_step: int = 0):
+  def source(self, split: str):
+    return age_data.source(self.config.data, split)
+
+  def balance(self, src):
+    """The age-balanced sampler (config data.balance), logged."""
+    return age_data.balance(src, self.config.data.balance, self.config.seed)
+
+  def train_dataset(self, start_step: int = 0, train_src=None):
     """Paired batches whose image size follows config.stages."""
-    src = self._balanced_train_source()
+    # balance(source('train')) again, without logging the histograms twice.
+    del train_src
+    src = age_data.balance(self.source("train"), self.config.data.balance,
+                           self.config.seed, log=False)
     cfg = self.config
     staged = pipeline.Staged([
         (end, PairedPreprocess(self._preprocess(size, True), src, cfg.seed))

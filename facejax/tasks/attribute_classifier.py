@@ -20,6 +20,7 @@ import numpy as np
 from facejax.data import stargan as sets_lib
 from facejax.models import age_regressor
 from facejax.models import layers
+from facejax.tasks import base
 
 
 class SmallCNN(nn.Module):
@@ -65,7 +66,7 @@ class AttributeNet(nn.Module):
     return nn.Dense(self.num_outputs, name="head")(feats), feats
 
 
-class Task:
+class Task(base.SupervisedTask):
   """Masked multi-data-set attribute classification."""
 
   best_metric = ("acc", "max")
@@ -108,10 +109,7 @@ class Task:
     return {"params": variables["params"],
             "batch_stats": variables.get("batch_stats", {})}
 
-  def import_pretrained(self, variables):
-    return variables
-
-  def predict(self, params, batch_stats, images):
+  def forward(self, params, batch_stats, images):
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
@@ -136,7 +134,7 @@ class Task:
 
   def eval_fn(self, params, batch_stats, batch) -> dict[str, jax.Array]:
     """Per-column sums: correct and counted (active block, real rows)."""
-    logits, _ = self.predict(params, batch_stats, batch["image"])
+    logits, _ = self.forward(params, batch_stats, batch["image"])
     w = batch["mask"]
     cols = sets_lib.active_columns(batch["label"], self.layout) * w[:, None]
     ok = sets_lib.block_correct(logits, batch["label"], self.layout) * cols

@@ -186,7 +186,7 @@ def verification(emb_a: np.ndarray, id_a: np.ndarray, emb_b: np.ndarray,
 # ---------------------------------------------------------------------------
 
 
-class Task:
+class Task(task_base.Task):
   """MUNIT/SATNet photo <-> caricature translator."""
 
   progress_keys = ("d_loss", "g_loss", "g_id", "g_recon_x")
@@ -291,9 +291,8 @@ class Task:
       if not idc.workdir:
         raise ValueError("config key identity.workdir is empty: "
                          + NEED_IDENTITY)
-      from facejax.tasks import frozen as frozen_lib  # pylint: disable=g-import-not-at-top
-      cfg = frozen_lib.read_workdir_config(idc.workdir,
-                                               "identity.workdir")
+      from facejax import runs  # pylint: disable=g-import-not-at-top
+      cfg = runs.read_config(idc.workdir, "identity.workdir")
       if cfg.get("task") != "sphereface":
         hint = (" (for a SwinFace run set identity.source='swinface')"
                 if cfg.get("task") == "swinface" else "")
@@ -301,10 +300,9 @@ class Task:
                          f"a {cfg.get('task')!r} workdir, not "
                          f"sphereface{hint}")
       task = sphere_task.Task(cfg)
-      variables, step = frozen_lib.restore_variables(
-          idc.workdir, cfg, task_base.wrap(task, cfg), "identity.workdir")
+      state, step = runs.restore_host(idc.workdir, task, "identity.workdir")
       logging.info("identity network: %s step %d", idc.workdir, step)
-      return self._sphereface(task, variables["params"])
+      return self._sphereface(task, state.params)
     # 'weights' or 'random': a network of identity.variant / input_size.
     cfg = ml_collections.ConfigDict({
         "model": {"variant": idc.variant, "input_size": idc.input_size,
@@ -603,7 +601,7 @@ class Task:
   def preprocess(self, train: bool) -> data_lib.PairPreprocess:
     return data_lib.PairPreprocess(self.face_preprocess(train))
 
-  def train_dataset(self, start_step: int = 0):
+  def train_dataset(self, start_step: int = 0, train_src=None):
     d = self.config.data
     return pipeline.train_dataset(self.source("train"),
                                   self.preprocess(True), d.batch_size,

@@ -94,7 +94,7 @@ class Task(age_regressor.Task):
                                 train=False)
     return {"params": variables["params"], "batch_stats": {}}
 
-  def import_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
+  def import_variables(self, variables: dict[str, Any]) -> dict[str, Any]:
     """config.model.init_from: official DEX weights or an ImageNet VGG.
 
     A file with `fc8_101` (DEX) fills every layer including the age head;
@@ -131,7 +131,7 @@ class Task(age_regressor.Task):
     return self.model.apply({"params": params}, images, train=train,
                             rngs=rngs)
 
-  def predict(self, params, batch_stats, images):
+  def forward(self, params, batch_stats, images):
     """(expected age [B] in years, fc7 features [B, C])."""
     logits, feats = self.logits(params, batch_stats, images)
     return frozen.expected_age(logits), feats

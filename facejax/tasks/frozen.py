@@ -24,7 +24,6 @@ The `age_loss` config section (see `default_age_loss_config`):
   sigma      regressor only: Gaussian width in years over the age bins
 """
 
-import json
 import os
 from typing import Any, Callable
 
@@ -291,87 +290,32 @@ def _load_dex_weights(path: str) -> FrozenEstimator:
       image_size=size, normalization="caffe_bgr", source=path)
 
 
-def read_workdir_config(workdir: str, key: str = "age_loss.workdir"
-                        ) -> ml_collections.ConfigDict:
-  """A training workdir's config.json (written by the training loop)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ValueError(f"{key}: {path} not found; {workdir!r} is not a "
-                     f"facejax training workdir")
-  with open(path) as f:
-    try:
-      return ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{key}: {path}:{e.lineno}: bad JSON ({e.msg})"
-                       ) from None
-
-
-def restore_variables(workdir: str, config: ml_collections.ConfigDict,
-                      task, key: str = "age_loss.workdir"
-                      ) -> tuple[dict[str, Any], int]:
-  """{'params', 'batch_stats'} (numpy) of the best, else latest, checkpoint.
-
-  Args:
-    workdir: the training workdir.
-    config: its config.
-    task: the *state-task* form of its task (has `init_state`).
-    key: config key named in errors.
-
-  Returns:
-    (variables, checkpoint step).
-  """
-  # pylint: disable-next=g-import-not-at-top
-  from facejax import checkpoint as ckpt_lib
-  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed))
-  # One device is enough: the caller places the frozen variables on its
-  # own mesh.
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = ckpt_lib.abstract_like(
-      abstract, jax.tree.map(lambda _: device, abstract))
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
-                                       read_only=True)
-  try:
-    step = checkpointer.best_step()
-    best = step is not None
-    if step is None:
-      step = checkpointer.latest_step()
-    if step is None:
-      raise ValueError(f"{key}: no checkpoint in {workdir!r}")
-    state = checkpointer.restore(step, abstract, best=best)
-  finally:
-    checkpointer.close()
-  variables = {"params": state.params,
-               "batch_stats": getattr(state, "batch_stats", {}) or {}}
-  logging.info("restored %s checkpoint %d of %s", "best" if best else
-               "latest", step, workdir)
-  return jax.device_get(variables), step
-
-
 def _load_workdir(workdir: str, kind: str, sigma: float) -> FrozenEstimator:
   # pylint: disable=g-import-not-at-top
+  from facejax import runs
   from facejax import tasks
-  from facejax.tasks import base
   # pylint: enable=g-import-not-at-top
-  config = read_workdir_config(workdir)
+  key = "age_loss.workdir"
+  config = runs.read_config(workdir, key)
   task_name = config.get("task", "")
   if task_name != _WORKDIR_TASKS[kind]:
     raise ValueError(
         f"age_loss.workdir: {workdir!r} holds a {task_name!r} run; "
         f"age_loss.estimator={kind!r} needs a {_WORKDIR_TASKS[kind]!r} run "
         f"(or set age_loss.estimator to match)")
-  inner = tasks.get(task_name)(config)
-  variables, step = restore_variables(workdir, config,
-                                      base.wrap(inner, config))
-  if not variables["batch_stats"]:
-    variables = {"params": variables["params"]}
+  task = tasks.get(task_name)(config)
+  state, step = runs.restore_host(workdir, task, key)
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
 
   def split(v):
     return v["params"], v.get("batch_stats", {})
 
   if kind == "dex":
-    forward = _dex_forward(lambda v, x: inner.logits(*split(v), x))
+    forward = _dex_forward(lambda v, x: task.logits(*split(v), x))
   else:
-    forward = _regressor_forward(lambda v, x: inner.predict(*split(v), x),
+    forward = _regressor_forward(lambda v, x: task.forward(*split(v), x),
                                  sigma)
   data = config.data
   return FrozenEstimator(
@@ -392,6 +336,5 @@ def describe(est: FrozenEstimator) -> str:
 __all__ = [
     "NUM_AGES", "ESTIMATORS", "default_age_loss_config", "soft_age_labels",
     "soft_age_log_probs", "expected_age", "normalize", "crop_and_resize",
-    "FrozenEstimator", "load_estimator", "read_workdir_config",
-    "restore_variables", "describe",
+    "FrozenEstimator", "load_estimator", "describe",
 ]

@@ -39,7 +39,6 @@ import os
 import types
 from typing import Any
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -71,37 +70,20 @@ SWIN_PARTS = ("swin", "recognition")
 # ---------------------------------------------------------------------------
 
 
-def _restore_state(workdir: str, task, seed: int, key: str):
-  """The state-task state of `workdir`'s best (else latest) checkpoint."""
-  # pylint: disable-next=g-import-not-at-top
-  from facejax import checkpoint as ckpt_lib
-  abstract = jax.eval_shape(task.init_state, jax.random.key(seed))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = ckpt_lib.abstract_like(
-      abstract, jax.tree.map(lambda _: device, abstract))
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
-                                       read_only=True)
-  try:
-    step = checkpointer.best_step()
-    best = step is not None
-    step = step if best else checkpointer.latest_step()
-    if step is None:
-      raise ValueError(f"config key {key}: no checkpoint in {workdir!r}")
-    state = checkpointer.restore(step, abstract, best=best)
-  finally:
-    checkpointer.close()
-  logging.info("%s: restored checkpoint %d of %s", key, step, workdir)
-  return jax.device_get(state)
+def _restore_state(workdir: str, task, key: str):
+  """The state of `workdir`'s best (else latest) checkpoint (host arrays)."""
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  return runs.restore_host(workdir, task, key)[0]
 
 
 def _workdir_config(workdir: str, key: str,
                     tasks_ok: tuple[str, ...]) -> ml_collections.ConfigDict:
   """`workdir`'s training config, checked to be one of `tasks_ok`."""
-  from facejax.tasks import frozen as age_estimators  # pylint: disable=g-import-not-at-top
+  from facejax import runs  # pylint: disable=g-import-not-at-top
   if not workdir:
     raise ValueError(f"config key {key} is empty: give a trained "
                      f"{' or '.join(tasks_ok)} workdir")
-  cfg = age_estimators.read_workdir_config(workdir, key)
+  cfg = runs.read_config(workdir, key)
   if cfg.get("task") not in tasks_ok:
     raise ValueError(f"config key {key}: {workdir!r} holds a "
                      f"{cfg.get('task')!r} run; expected "
@@ -122,7 +104,7 @@ def _workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
       if classes:
         with cfg.unlocked():
           cfg.model.num_identities = int(classes)
-  return cfg, base.wrap(tasks.get(cfg.task)(cfg), cfg)
+  return cfg, tasks.get(cfg.task)(cfg)
 
 
 def create_backbone(model_cfg: ml_collections.ConfigDict, dtype: Any,
@@ -172,7 +154,7 @@ def load_frozen_embedding(workdir: str, key: str,
   identity network both load through here.
   """
   cfg, task = _workdir_task(workdir, key, tasks_ok)
-  state = _restore_state(workdir, task, cfg.seed, key)
+  state = _restore_state(workdir, task, key)
   return (frozen_backbone(cfg, dtype, conv_impl, key),
           frozen_variables(cfg, state), cfg)
 
@@ -182,7 +164,7 @@ def load_frozen_embedding(workdir: str, key: str,
 # ---------------------------------------------------------------------------
 
 
-class Task:
+class Task(base.Task):
   """Kinship verification (see the module docstring)."""
 
   best_metric = ("auc", "max")
@@ -353,8 +335,7 @@ class Task:
             jax.random.key(0)))
       else:
         state = _restore_state(self.config.rbkin.age_transformer,
-                               self._at_task, self._at_cfg.seed,
-                               "rbkin.age_transformer")
+                               self._at_task, "rbkin.age_transformer")
       frozen["age_transformer"] = {"gen_params": state.gen_params,
                                    "gen_stats": state.gen_stats}
     return frozen if frozen else base.Frozen()
@@ -626,7 +607,7 @@ class Task:
         crop_fraction=cfg.crop_fraction, augment=aug, seed=self.config.seed,
         label_keys=()))
 
-  def train_dataset(self, start_step: int = 0):
+  def train_dataset(self, start_step: int = 0, train_src=None):
     cfg = self.config
     return kin_data.kinship_train_dataset(
         self.source("train").positives(), self.preprocess(True),

@@ -55,7 +55,7 @@ def resize_to(images: jax.Array, input_size) -> jax.Array:
   return jax.image.resize(images, (images.shape[0], h, w, 3), "linear")
 
 
-class Task:
+class Task(base.Task):
   """SphereFace-20 + A-Softmax on identity folders."""
 
   best_metric = ("accuracy", "max")

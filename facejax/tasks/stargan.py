@@ -26,7 +26,6 @@ translated images, vs on the untranslated inputs. `report()` gives the
 per-attribute table; `on_eval` writes workdir/samples/step_N.png.
 """
 
-import json
 import os
 from typing import Any
 
@@ -111,7 +110,7 @@ def gradient_penalty(src_fn, x_hat: jax.Array) -> jax.Array:
   return jnp.square(jnp.sqrt(sq + 1e-12) - 1.0)
 
 
-class Task:
+class Task(task_base.Task):
   """StarGAN with multi-data-set masked labels."""
 
   progress_keys = ("d_loss", "g_loss", "g_rec")
@@ -224,7 +223,7 @@ class Task:
     if images.shape[1] != s:
       images = jax.image.resize(images, images.shape[:1] + (s, s, 3),
                                 "linear")
-    logits, _ = self.classifier.predict(frozen.params, frozen.batch_stats,
+    logits, _ = self.classifier.forward(frozen.params, frozen.batch_stats,
                                         images)
     return logits
 
@@ -368,7 +367,7 @@ class Task:
     return sets_lib.FacePreprocess(d.image_size, flip=train and d.flip,
                                    seed=self.config.seed)
 
-  def train_dataset(self, start_step: int = 0):
+  def train_dataset(self, start_step: int = 0, train_src=None):
     """Data sets in turn, one critic group (n_critic steps) each."""
     d = self.config.data
     srcs = self.sources("train")
@@ -572,36 +571,23 @@ class _Head:
 
 def load_classifier(workdir: str):
   """(params, batch_stats, task, config) of an attribute_classifier run."""
-  from facejax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from facejax import tasks  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from facejax import runs
+  from facejax.tasks import attribute_classifier
+  # pylint: enable=g-import-not-at-top
+  key = "eval.classifier_workdir"
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"{path} not found (config key eval.classifier_workdir): train the "
+        f"{path} not found (config key {key}): train the "
         f"classifier first with configs/attribute_classifier.py")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = runs.read_config(workdir, key)
   if config.task != "attribute_classifier":
-    raise ValueError(f"config key eval.classifier_workdir={workdir!r} is a "
+    raise ValueError(f"config key {key}={workdir!r} is a "
                      f"{config.task!r} workdir, not attribute_classifier")
-  task = task_base.wrap(tasks.get(config.task)(config), config)
-  abstract = jax.eval_shape(task.init_state, jax.random.key(0))
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False,
-                                       read_only=True)
-  step, best = checkpointer.best_step(), True
-  if step is None:
-    step, best = checkpointer.latest_step(), False
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir!r} (config key "
-                            f"eval.classifier_workdir)")
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  state = checkpointer.restore(
-      step, ckpt_lib.abstract_like(abstract,
-                                   jax.tree.map(lambda _: dev, abstract)),
-      best=best)
-  checkpointer.close()
-  state = jax.device_get(state)
-  return state.params, state.batch_stats, task.inner, config
+  task = attribute_classifier.Task(config)
+  state, _ = runs.restore_host(workdir, task, key)
+  return state.params, state.batch_stats, task, config
 
 
 def make_grid(rows: list[list[np.ndarray]], titles: list[str],

@@ -42,7 +42,7 @@ def _masked_mean(values, mask):
   return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-class Task:
+class Task(base.Task):
   """SwinFace (see module docstring)."""
 
   best_metric = ("verification_acc", "max")
@@ -149,14 +149,13 @@ class Task:
     path = self.config.model.init_from
     params, stats = state.params, state.batch_stats
     if os.path.isdir(path):
-      from facejax.tasks import frozen as age_estimators  # pylint: disable=g-import-not-at-top
+      from facejax import runs  # pylint: disable=g-import-not-at-top
       from facejax import tasks  # pylint: disable=g-import-not-at-top
-      cfg = age_estimators.read_workdir_config(path, "model.init_from")
-      other = base.wrap(tasks.get(cfg.task)(cfg), cfg)
-      loaded, step = age_estimators.restore_variables(
-          path, cfg, other, "model.init_from")
-      params, stats = _merge(params, loaded["params"], path), _merge(
-          stats, loaded["batch_stats"], path)
+      cfg = runs.read_config(path, "model.init_from")
+      loaded, step = runs.restore_host(path, tasks.get(cfg.task)(cfg),
+                                       "model.init_from")
+      params, stats = _merge(params, loaded.params, path), _merge(
+          stats, loaded.batch_stats or {}, path)
       logging.info("stage 1 weights from %s (step %d)", path, step)
     else:
       from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
@@ -416,7 +415,7 @@ class Task:
     return swinface_data.MultitaskPreprocess(self._base_preprocess(train),
                                          NUM_ATTRS, pairs=not train)
 
-  def train_dataset(self, start_step: int = 0):
+  def train_dataset(self, start_step: int = 0, train_src=None):
     d = self.config.data
     srcs = self._sources("train")
     mix = (1.0, 0.0, 0.0, 0.0) if self.stage == 1 else tuple(d.mix)

@@ -1,6 +1,8 @@
-"""The training loop shared by the supervised models.
+"""The training loop shared by every task.
 
-`train_and_evaluate(config, workdir)`:
+`train_and_evaluate(task, config, workdir)`: the loop is handed a task (a
+`facejax.tasks.base.Task`; `facejax.tasks.build(config)` makes one) and
+knows none by name:
   mesh -> sharded state init (or resume / import) -> jitted, donated train
   step -> periodic log / eval / checkpoint -> final eval.
 Resume order: the newest usable checkpoint in the workdir (a truncated or
@@ -32,8 +34,6 @@ from facejax import config_lib
 from facejax import metrics as metrics_lib
 from facejax import mesh as mesh_lib
 from facejax import runtime
-from facejax import tasks
-from facejax.tasks import base as task_base
 from facejax.train import state as state_lib
 from facejax.data import pipeline
 
@@ -48,6 +48,38 @@ class Preempted(Exception):
 
 class CheckpointSaveError(RuntimeError):
   """A background checkpoint save failed (disk full, permissions, ...)."""
+
+
+# The Task contract as the loop, Setup and the CLIs call it (written down
+# whole, with defaults for the hooks, in facejax/tasks/base.py).
+TASK_METHODS = (
+    # required
+    "meta", "dummy_batch", "describe", "init_state", "train_step",
+    "eval_step", "summarize", "data_root", "source", "preprocess",
+    # hooks (defaulted by base.Task)
+    "step_args", "balance", "train_dataset", "baseline", "has_import",
+    "import_pretrained", "load_frozen", "learning_rate", "predict",
+    "on_eval", "report", "xla_cpu_options")
+TASK_ATTRIBUTES = ("best_metric", "progress_keys", "finite_keys",
+                   "step_kinds")
+
+
+def check_task(task: Any) -> None:
+  """A TypeError naming what `task` lacks of the Task contract."""
+  missing = [n for n in TASK_METHODS if not callable(getattr(task, n, None))]
+  missing += [n for n in TASK_ATTRIBUTES if getattr(task, n, None) is None]
+  name = f"{type(task).__module__}.{type(task).__qualname__}"
+  if missing:
+    raise TypeError(
+        f"task {name} does not implement the Task contract (subclass "
+        f"facejax.tasks.base.Task): missing {', '.join(missing)}")
+  best = task.best_metric
+  if (not isinstance(best, (tuple, list)) or len(best) != 2
+      or best[1] not in ("min", "max")):
+    raise TypeError(f"task {name}: best_metric must be (eval key, 'min' or "
+                    f"'max'), got {best!r}")
+  if not task.step_kinds:
+    raise TypeError(f"task {name}: step_kinds is empty")
 
 
 def _kind_key(kind: dict[str, Any]) -> tuple:
@@ -65,19 +97,20 @@ def _checked(train_step):
 
 
 class Setup:
-  """Everything built from the config: task, mesh, state, step functions.
+  """Everything built around a task: mesh, state, step functions.
 
   Shared by training, evaluation, prediction and benchmarking so that all
-  of them compile the same functions with the same shardings. The task is
-  in the state-task form of `facejax.tasks.base` (supervised tasks are
-  wrapped), so GANs and classifiers go through the same code.
+  of them compile the same functions with the same shardings. The task
+  (`facejax.tasks.base.Task`, built on `config`) is checked against the
+  contract first; GANs and classifiers go through the same code.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict,
+  def __init__(self, task: Any, config: ml_collections.ConfigDict,
                mesh: jax.sharding.Mesh | None = None):
+    check_task(task)
     config_lib.validate(config)
     self.config = config
-    self.task = task_base.wrap(tasks.get(config.task)(config), config)
+    self.task = task
     self.mesh = mesh or mesh_lib.create_mesh(config.mesh)
     self.local_batch = mesh_lib.check_batch_size(
         config.data.batch_size, self.mesh, "data.batch_size")
@@ -97,10 +130,10 @@ class Setup:
     self.frozen_sharding = self._shardings(frozen)
     self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
-    options = runtime.step_compiler_options(self.task)
+    options = runtime.step_compiler_options(self.task.xla_cpu_options())
     # A task with several kinds of step (a GAN's D-only and D+G steps)
     # names them by keyword arguments of train_step: one program per kind.
-    kinds = tuple(getattr(self.task, "step_kinds", ({},)))
+    kinds = tuple(self.task.step_kinds)
     self.train_steps = {
         _kind_key(kind): jax.jit(
             _checked(functools.partial(self.task.train_step, **kind)),
@@ -117,16 +150,16 @@ class Setup:
                       self.frozen_sharding),
         out_shardings=self.replicated, compiler_options=options)
     self._compiled = {}
-    if hasattr(self.task, "predict"):
-      # images [B, H, W, 3] -> the task's prediction, replicated.
-      self._predict = jax.jit(
-          self.task.predict,
-          in_shardings=(self.state_sharding, self.batch_sharding),
-          out_shardings=self.replicated)
+    # images [B, H, W, 3] -> the task's prediction, replicated (traced on
+    # first use: a task without `predict` fails only if it is called).
+    self._predict = jax.jit(
+        self.task.predict,
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=self.replicated)
 
   def train_step_at(self, step: int):
     """The jitted train step for global step `step` (0-based)."""
-    if not hasattr(self.task, "step_args"):
+    if len(self.train_steps) == 1:
       return self.train_step
     return self.train_steps[_kind_key(self.task.step_args(step))]
 
@@ -240,14 +273,7 @@ def _absolute_run_paths(config: ml_collections.ConfigDict) -> None:
 
 def train_iterator(setup: Setup, start_step: int = 0, train_src=None):
   """This process's training batches from global step `start_step` on."""
-  task, config = setup.task, setup.config
-  if hasattr(task, "train_dataset"):  # e.g. several data sets in turn
-    return iter(task.train_dataset(start_step))
-  if train_src is None:
-    train_src = task.balance(task.source("train"))
-  return iter(pipeline.train_dataset(
-      train_src, task.preprocess(train=True), config.data.batch_size,
-      config.seed, config.data.num_workers, start_step=start_step))
+  return iter(setup.task.train_dataset(start_step, train_src))
 
 
 # Keys a resumed run may change: they alter neither shapes nor the data
@@ -294,24 +320,24 @@ def check_config_change(workdir: str, config: ml_collections.ConfigDict,
   return [f"{k}: {a!r} -> {b!r}" for k, a, b in changed]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
+def train_and_evaluate(task: Any, config: ml_collections.ConfigDict,
                        workdir: str,
                        allow_config_change: bool = False) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming if possible); returns results."""
+  """Trains `task` (built on `config`) in `workdir`, resuming if possible;
+  returns the results (also written to workdir/result.json)."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   lock = ckpt_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()  # Before anything in the workdir is written.
   try:
-    return _train_and_evaluate(config, workdir, allow_config_change)
+    return _train_and_evaluate(task, config, workdir, allow_config_change)
   finally:
     lock.release()
 
 
-def _train_and_evaluate(config, workdir, allow_config_change):
-  setup = Setup(config)
-  task = setup.task
+def _train_and_evaluate(task, config, workdir, allow_config_change):
+  setup = Setup(task, config)
   # Record where the data and the other runs this one reads really are,
   # so evaluate/predict/restore work from any directory.
   with config.unlocked():
@@ -410,16 +436,16 @@ def _train_and_evaluate(config, workdir, allow_config_change):
       if not stopping:
         raise CheckpointSaveError(message) from e
       progress.message(f"warning: {message}; saving again before exiting")
-    if hasattr(task, "learning_rate"):
-      means["lr"] = task.learning_rate(step)
+    lr = task.learning_rate(step)
+    if lr is not None:
+      means["lr"] = lr
     return means
 
   def run_eval(step):
     sums = setup.evaluate(state, eval_src)
     summary = task.summarize(sums)
     writer.write(step, {f"eval/{k}": v for k, v in summary.items()})
-    if hasattr(task, "on_eval"):  # sample grids and the like
-      task.on_eval(state, setup.frozen, step, workdir)
+    task.on_eval(state, setup.frozen, step, workdir)  # sample grids etc.
     return summary
 
   try:

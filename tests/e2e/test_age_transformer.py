@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from facejax import mesh as mesh_lib
 from facejax.tasks import age_transformer
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT, fast_compiles, flat, learning_seed, record_learning
 from age_transformer_helpers import ONE_DEVICE, SIZE, STEPS, _config, _torch_state_dicts
 
@@ -50,7 +50,7 @@ def _batch(seed=0, size=TINY, n=TINY_BATCH):
 
 @pytest.fixture(scope="module")
 def one_device_setup(age_data, regressor_workdir):
-  return loop.Setup(_tiny_config(age_data, regressor_workdir, ONE_DEVICE))
+  return tasks.setup(_tiny_config(age_data, regressor_workdir, ONE_DEVICE))
 
 
 def test_gradients_reach_generator_through_frozen_estimator(
@@ -98,7 +98,7 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
   # them (the numbers agree up to float rounding, as with full opts).
   with fast_compiles():
     s1, m1 = run(setup1, start)
-    setup8 = loop.Setup(_tiny_config(age_data, regressor_workdir,
+    setup8 = tasks.setup(_tiny_config(age_data, regressor_workdir,
                                      EIGHT_DEVICES))
     s8, m8 = run(setup8, setup8.init_state())
   # The estimator's variables are a step argument, not part of the state.
@@ -152,7 +152,7 @@ def trained(age_data, dex_workdir, regressor_workdir, tmp_path_factory):
   config = _config(age_data, regressor_workdir, dex_workdir,
                    seed=learning_seed())
   workdir = str(tmp_path_factory.mktemp("age_transformer") / "run")
-  result = loop.train_and_evaluate(config, workdir)
+  result = tasks.train_and_evaluate(config, workdir)
   return config, workdir, result
 
 
@@ -160,7 +160,7 @@ def trained(age_data, dex_workdir, regressor_workdir, tmp_path_factory):
 def restored(trained):
   """(setup, trained state) of the `trained` run."""
   config, workdir, _ = trained
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   from facejax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   ckpt = ckpt_lib.Checkpointer(workdir)
   state = ckpt.restore(ckpt.latest_step(), ckpt_lib.abstract_like(
@@ -312,7 +312,7 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   assert grid.shape == (14 + 2 + size + 2, left + 2 + 3 * (size + 2), 3)
 
   setup, state, _ = runs.load("age_transformer", weights=weights,
-                                 frozen_networks=False)
+                                 frozen_networks=False, make_task=tasks.build)
   x = setup.task.preprocess(train=False)(
       (0, {"image": face, "age": np.float32(0)}))["image"][None]
   x = np.repeat(x, jax.device_count(), 0)

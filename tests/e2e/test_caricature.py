@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from facejax import config_lib
 from facejax.tasks import caricature as task_lib
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT
 from helpers import learning_seed, record_learning
 from caricature_helpers import ONE
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
        "ckpt.every_steps": SF_STEPS, "seed": learning_seed()})
   with sf.unlocked():
     sf.mesh = ONE
-  sf_result = loop.train_and_evaluate(sf, sf_dir)
+  sf_result = tasks.train_and_evaluate(sf, sf_dir)
   cfg = config_lib.load_config(
       os.path.join(ROOT, "configs", "caricature.py:smoke"),
       {**common, "identity.workdir": sf_dir, "total_steps": STEPS,
@@ -37,9 +37,9 @@ def trained(tmp_path_factory):
   with cfg.unlocked():
     cfg.mesh = ONE
   workdir = str(tmp_path_factory.mktemp("cari") / "run")
-  result = loop.train_and_evaluate(cfg, workdir)
+  result = tasks.train_and_evaluate(cfg, workdir)
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir, which="latest")
+  setup, state, _ = runs.restore(workdir, which="latest", make_task=tasks.build)
   init = setup.init_state()
   return setup, init, state, sf_result, result, workdir
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from facejax.tasks import frozen as frozen_lib
+from facejax import tasks
 from helpers import record_learning
 from dex_helpers import GEO, ROOT, _config, _dex_state_dict, _numpy_dex, _save_state_dict
 
@@ -96,7 +97,8 @@ def test_evaluate_cli_scores_official_weights_on_a_release(tmp_path):
   assert (out_dir / "eval_test.png").exists()
   # The same weights and split in this process.
   config = _config(**data)
-  setup, state, _ = runs.load("dex", weights=weights, config=config)
+  setup, state, _ = runs.load("dex", weights=weights, config=config,
+                              make_task=tasks.build)
   errors, ages = [], []
   for batch in pipeline.eval_batches(setup.task.source("test"),
                                      setup.task.preprocess(False),

@@ -21,7 +21,7 @@ def test_regressor_trains_on_the_release_folder(releases, name, tmp_path,
                                                 capsys):
   """Two steps and an eval of the smoke regressor on each release."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   root, _ = releases[name]
   config = config_lib.load_config(
       os.path.join(ROOT, "configs", "age_regressor.py:smoke"),
@@ -30,7 +30,7 @@ def test_regressor_trains_on_the_release_folder(releases, name, tmp_path,
        "data.batch_size": 4, "data.eval_batch_size": 4,
        "data.split_fractions": (0.5, 0.25, 0.25),
        "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
-  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  result = tasks.train_and_evaluate(config, str(tmp_path / "run"))
   assert np.isfinite(result["mae"]), result
   out = capsys.readouterr().out
   assert f"{name} at {root}:" in out  # the start-up line
@@ -45,7 +45,7 @@ def test_age_models_train_on_every_release_folder(releases, model, tmp_path,
   its age loss) on each age release, one after the other."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import base  # pylint: disable=g-import-not-at-top
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   for name in FORMATS:
     root, _ = releases[name]
     base._announced.clear()  # Each run says what it read (once a process).
@@ -61,7 +61,7 @@ def test_age_models_train_on_every_release_folder(releases, model, tmp_path,
                         "data.balance.age_range": (0, 120)})
     config = config_lib.load_config(
         os.path.join(ROOT, "configs", f"{model}.py:smoke"), overrides)
-    result = loop.train_and_evaluate(config, str(tmp_path / name))
+    result = tasks.train_and_evaluate(config, str(tmp_path / name))
     assert result and all(np.isfinite(v) for v in result.values()
                           if isinstance(v, float)), (name, result)
     out = capsys.readouterr().out
@@ -81,7 +81,7 @@ def _stargan_two_steps(tmp_path):
 
 @pytest.mark.slow
 def test_stargan_trains_on_the_rafd_release(tmp_path):
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   rafd_root = tmp_path / "RaFD"
   rf.rafd(str(rafd_root))
   config = _stargan_two_steps(tmp_path)
@@ -89,7 +89,7 @@ def test_stargan_trains_on_the_rafd_release(tmp_path):
     config.data.sets[0]["synthetic_num"] = 120
     config.data.sets[1]["root"] = str(rafd_root)
     config.data.sets[1]["classes"] = ()
-  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  result = tasks.train_and_evaluate(config, str(tmp_path / "run"))
   assert all(np.isfinite(v) for v in result.values()
              if isinstance(v, float)), result
 
@@ -99,7 +99,7 @@ def test_swinface_trains_on_four_releases(tmp_path):
   """Stage 2 takes steps with MS1MV2-style RecordIO identities, UTKFace as
   the age set, CelebA's Drive layout (official partition) and RAF-DB."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   os.makedirs(tmp_path / "faces_emore")
   rf.insightface_rec(str(tmp_path / "faces_emore"), identities=12)
   rf.utkface(str(tmp_path / "utk"))
@@ -116,7 +116,7 @@ def test_swinface_trains_on_four_releases(tmp_path):
        "data.celeba.partition": "official",
        "data.expression.root": str(tmp_path / "raf"),
        "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
-  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  result = tasks.train_and_evaluate(config, str(tmp_path / "run"))
   for key in ("verification_acc", "age_mae", "expression_acc"):
     assert np.isfinite(result[key]), result
 
@@ -124,7 +124,7 @@ def test_swinface_trains_on_four_releases(tmp_path):
 @pytest.mark.slow
 def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   members = rf.fiw(str(tmp_path / "fiw"), families=6)
   rf.rfiw_lists(str(tmp_path / "fiw"), members)
   config = config_lib.load_config(
@@ -134,22 +134,23 @@ def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
        "data.train_file": "train-pairs.csv", "data.val_file":
        "val-pairs.csv", "data.test_file": "test-pairs.csv",
        "mesh": (("data", 1), ("fsdp", 1), ("model", 1))})
-  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  result = tasks.train_and_evaluate(config, str(tmp_path / "run"))
   assert np.isfinite(result["auc"]), result
 
 
 @pytest.mark.slow
 def test_stargan_trains_on_a_single_data_set(tmp_path):
   """One CelebA set: no data-set mask (3 + c_dim generator input)."""
-  from facejax.train import loop  # pylint: disable=g-import-not-at-top
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
   config = _stargan_two_steps(tmp_path)
   with config.unlocked():
     config.data.sets = config.data.sets[:1]
     config.data.sets[0]["synthetic_num"] = 120
-  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  result = tasks.train_and_evaluate(config, str(tmp_path / "run"))
   assert all(np.isfinite(v) for v in result.values()
              if isinstance(v, float)), result
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(str(tmp_path / "run"), which="latest")
+  setup, state, _ = runs.restore(str(tmp_path / "run"), which="latest",
+                                 make_task=tasks.build)
   kernel = state.gen["conv0"]["kernel"]
   assert kernel.shape[2] == 3 + len(config.data.sets[0]["attributes"])

@@ -15,7 +15,7 @@ import pytest
 from facejax.data import kinship as kd
 from facejax.evaluators import kinship as kinship_eval
 from facejax.tasks import kinship as kt
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT, learning_seed, record_learning
 from helpers import fast_compiles as xla_fast_compiles
 from kinship_helpers import ONE, _config
@@ -29,9 +29,9 @@ def learned(fiw, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("kinship") / "run")
   config = _config(fiw, **{"total_steps": 200, "eval_every_steps": 200,
                            "ckpt.every_steps": 200, "seed": learning_seed()})
-  result = loop.train_and_evaluate(config, workdir)
+  result = tasks.train_and_evaluate(config, workdir)
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir)
+  setup, state, _ = runs.restore(workdir, make_task=tasks.build)
   text = setup.task.report(setup, state, "test", workdir)
   pixel = kinship_eval.pixel_baseline_auc(setup.task.source("test"))
   return workdir, result, text, pixel, time.time() - t0
@@ -117,7 +117,7 @@ def swinface_run(fiw, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("swinface") / "run")
   # Only the weights matter here, not their speed: fast XLA compiles.
   with xla_fast_compiles():
-    loop.train_and_evaluate(config, workdir)
+    tasks.train_and_evaluate(config, workdir)
   print(f"tiny SwinFace workdir: {time.time() - t0:.0f} s")
   return workdir
 
@@ -128,13 +128,14 @@ def test_frozen_swinface_embedding(fiw, swinface_run, fast_compiles):
   config = _config(fiw, **{"model.backbone": "frozen",
                            "model.frozen_workdir": swinface_run,
                            "data.batch_size": 8})
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   task = setup.task
   images = jnp.asarray(next(iter(task.train_dataset(0)))["image_a"])
   got = jax.jit(lambda fr, x: task.embed({}, {}, fr, x, False)[0])(
       setup.frozen, images)
   # SwinFace's own forward pass (its whole module and variables).
-  sf_setup, sf_state, _ = runs.restore(swinface_run, which="latest")
+  sf_setup, sf_state, _ = runs.restore(swinface_run, which="latest",
+                                          make_task=tasks.build)
   sf_state = jax.device_get(sf_state)
   model = sf_setup.task.model.clone(analysis=False)
   want = jax.jit(lambda v, x: model.apply(v, x)["embedding"])(

@@ -17,7 +17,7 @@ import jax
 import pytest
 
 from facejax import checkpoint as ckpt_lib
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT, assert_trees_close, smoke_config
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def _two_processes(workdir, data, steps):
 
 def _params(workdir, data):
   config = smoke_config(data, **{"data.batch_size": 16})
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   step = ckpt.latest_step()
   state = ckpt.restore(step, ckpt_lib.abstract_like(setup.abstract_state,

@@ -13,13 +13,14 @@ import pytest
 from facejax import checkpoint as ckpt_lib
 from facejax.train import loop
 from facejax.train import state as state_lib
+from facejax import tasks
 from helpers import ROOT
 from reliability_helpers import _config
 
 
 def _every_checkpoint_finite(workdir, config):
   """{step: all leaves finite} of every checkpoint in ckpt/ and best/."""
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   abstract = ckpt_lib.abstract_like(setup.abstract_state,
                                     setup.state_sharding)
   ckpt = ckpt_lib.Checkpointer(workdir, read_only=True, async_save=False)
@@ -44,12 +45,12 @@ def test_overflowing_gan_never_saves_poisoned_weights(tmp_path):
   workdir = str(tmp_path / "run")
   common = dict(log_every_steps=1, eval_every_steps=1000,
                 **{"eval.samples_per_set": 0})
-  loop.train_and_evaluate(_config("stargan", total_steps=2, **common),
+  tasks.train_and_evaluate(_config("stargan", total_steps=2, **common),
                           workdir)
   bad = _config("stargan", total_steps=6, **common, **{
       "ckpt.every_steps": 1, "optim.g_lr": 1e39, "optim.d_lr": 1e39})
   with pytest.raises(loop.NonFiniteLossError) as err:
-    loop.train_and_evaluate(bad, workdir)
+    tasks.train_and_evaluate(bad, workdir)
   message = str(err.value)
   print(message)
   assert "weights not finite by step 3" in message, message
@@ -57,7 +58,7 @@ def test_overflowing_gan_never_saves_poisoned_weights(tmp_path):
   finite = _every_checkpoint_finite(workdir, bad)
   print("checkpoints finite:", finite)
   assert finite == {2: True}, finite
-  result = loop.train_and_evaluate(
+  result = tasks.train_and_evaluate(
       _config("stargan", total_steps=4, **common), workdir)
   assert result["checkpoint"].endswith("/4")
 
@@ -74,7 +75,7 @@ def test_inference_never_deletes_a_live_runs_save(regressor_workdir,
   os.makedirs(os.path.join(saving, "state"))
   before = sorted(os.listdir(os.path.join(workdir, "ckpt")))
   for which in ("latest", "best", "latest"):
-    runs.restore(workdir, which=which)
+    runs.restore(workdir, which=which, make_task=tasks.build)
   assert os.path.isdir(saving)
   assert sorted(os.listdir(os.path.join(workdir, "ckpt"))) == before
 
@@ -116,19 +117,19 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
   workdir = str(tmp_path / "run")
   config = _config("age_regressor", age_data, total_steps=4,
                    eval_every_steps=100, **{"ckpt.every_steps": 2})
-  loop.train_and_evaluate(config, workdir)
+  tasks.train_and_evaluate(config, workdir)
   newest = os.path.join(workdir, "ckpt", "4", "state")
   for folder, _, files in os.walk(newest):
     for name in files:
       if not name.endswith(("_METADATA", "_CHECKPOINT_METADATA")):
         open(os.path.join(folder, name), "w").close()
-  _, _, step = runs.restore(workdir, which="latest")
+  _, _, step = runs.restore(workdir, which="latest", make_task=tasks.build)
   assert step == 2
   out = capsys.readouterr().out
   assert f"checkpoint {os.path.join(workdir, 'ckpt', '4')} is unusable" in out
   longer = _config("age_regressor", age_data, total_steps=6,
                    eval_every_steps=100, **{"ckpt.every_steps": 2})
-  result = loop.train_and_evaluate(longer, workdir)
+  result = tasks.train_and_evaluate(longer, workdir)
   out = capsys.readouterr().out
   assert f"Resumed from {os.path.join(workdir, 'ckpt')}/2" in out
   assert result["checkpoint"].endswith("/6")
@@ -142,21 +143,21 @@ def test_config_changes_on_resume_are_named(age_data, tmp_path, capsys):
   rate resume with the changes printed."""
   workdir = str(tmp_path / "run")
   base = dict(total_steps=2, eval_every_steps=100)
-  loop.train_and_evaluate(_config("age_regressor", age_data, **base),
+  tasks.train_and_evaluate(_config("age_regressor", age_data, **base),
                           workdir)
   bigger = _config("age_regressor", age_data, **base,
                    **{"data.batch_size": 16})
   with pytest.raises(ValueError, match=r"data\.batch_size: 32 -> 16.*"
                      r"--allow_config_change"):
-    loop.train_and_evaluate(bigger, workdir)
+    tasks.train_and_evaluate(bigger, workdir)
   larger = _config("age_regressor", age_data, **base,
                    **{"data.image_size": 48})
   with pytest.raises(ValueError, match=r"data\.image_size: 32 -> 48"):
-    loop.train_and_evaluate(larger, workdir)
+    tasks.train_and_evaluate(larger, workdir)
   capsys.readouterr()
   longer = _config("age_regressor", age_data, total_steps=3,
                    eval_every_steps=100, **{"optim.lr": 1e-4})
-  loop.train_and_evaluate(longer, workdir)
+  tasks.train_and_evaluate(longer, workdir)
   out = capsys.readouterr().out
   assert "config changed since the last run" in out
   assert "total_steps: 2 -> 3" in out and "optim.lr" in out
@@ -263,17 +264,17 @@ def test_rerun_after_a_kill_keeps_one_metrics_row_per_step_and_rewrites_best(
   config = _config("age_regressor", age_data, total_steps=4,
                    log_every_steps=1, eval_every_steps=4,
                    **{"ckpt.every_steps": 2})
-  loop.train_and_evaluate(config, workdir)
+  tasks.train_and_evaluate(config, workdir)
   shutil.rmtree(os.path.join(workdir, "ckpt", "4"))
   shutil.rmtree(os.path.join(workdir, "best"))
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 4, "train/lo')  # a row cut by the kill
-  loop.train_and_evaluate(config, workdir)
+  tasks.train_and_evaluate(config, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   steps = [r["step"] for r in rows if "train/loss" in r]
   assert steps == [1, 2, 3, 4], steps
   shutil.rmtree(os.path.join(workdir, "best"))
-  result = loop.train_and_evaluate(config, workdir)  # finished already
+  result = tasks.train_and_evaluate(config, workdir)  # finished already
   assert result["best_checkpoint"].endswith(os.path.join("best", "4"))
 
 
@@ -295,7 +296,7 @@ def test_failed_background_save_is_reported_at_once_and_sigterm_still_saves(
   with pytest.raises(loop.CheckpointSaveError,
                      match=r"saving a checkpoint in .*ckpt failed: OSError: "
                      r"\[Errno 28\] No space left"):
-    loop.train_and_evaluate(config, str(tmp_path / "a"))
+    tasks.train_and_evaluate(config, str(tmp_path / "a"))
 
   failures["left"] = 1
   real_flag = loop._install_sigterm_handler
@@ -307,7 +308,7 @@ def test_failed_background_save_is_reported_at_once_and_sigterm_still_saves(
   monkeypatch.setattr(loop, "_install_sigterm_handler", sigterm_at_once)
   workdir = str(tmp_path / "b")
   with pytest.raises(loop.Preempted, match="checkpoint saved"):
-    loop.train_and_evaluate(config, workdir)
+    tasks.train_and_evaluate(config, workdir)
   assert os.path.isdir(os.path.join(workdir, "ckpt", "1"))
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -320,7 +321,7 @@ def test_nothing_is_moved_when_no_checkpoint_restores(regressor_workdir,
   workdir = str(tmp_path / "run")
   shutil.copytree(regressor_workdir, workdir)
   before = sorted(os.listdir(os.path.join(workdir, "ckpt")))
-  other = loop.Setup(_config("dex"))
+  other = tasks.setup(_config("dex"))
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   try:
     with pytest.raises(ValueError, match="no usable checkpoint"):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT
+from facejax import tasks
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def _train_log(workdir):
 def _final_params(workdir):
   from helpers import flat  # pylint: disable=g-import-not-at-top
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  _, state, step = runs.restore(workdir, which="latest")
+  _, state, step = runs.restore(workdir, which="latest", make_task=tasks.build)
   assert step == 40
   return flat(state.params)
 

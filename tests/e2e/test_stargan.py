@@ -13,7 +13,7 @@ from facejax import config_lib
 from facejax.data import stargan as sets_lib
 from facejax.models import stargan as model_lib
 from facejax.convert import stargan as stargan_convert
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT, learning_seed, record_learning
 from stargan_helpers import ONE_DEVICE, _config, _release_generator
 
@@ -76,10 +76,10 @@ def trained(synthetic_dir, tmp_path_factory):
   clf = config_lib.load_config(CLF_CONFIG, {
       "mesh": ONE_DEVICE, "data.synthetic_dir": synthetic_dir,
       "seed": learning_seed()})
-  clf_result = loop.train_and_evaluate(clf, clf_dir)
+  clf_result = tasks.train_and_evaluate(clf, clf_dir)
   gan = _config(synthetic_dir, **{"eval.classifier_workdir": clf_dir,
                                   "seed": learning_seed()})
-  result = loop.train_and_evaluate(gan, gan_dir)
+  result = tasks.train_and_evaluate(gan, gan_dir)
   code, out, err = _cli(["launch.evaluate", f"--workdir={gan_dir}"])
   assert code == 0, err[-3000:]
   with open(os.path.join(gan_dir, "stargan_test.json")) as f:

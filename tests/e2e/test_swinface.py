@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from facejax.models import swinface
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT, learning_seed, record_learning
 from swinface_helpers import ONE, _config, _official_state_dict
 
@@ -19,7 +19,7 @@ def smoke_run(tmp_path_factory):
   with config.unlocked():
     config.mesh = ONE
     config.seed = learning_seed(config.seed)
-  return workdir, loop.train_and_evaluate(config, workdir)
+  return workdir, tasks.train_and_evaluate(config, workdir)
 
 
 def test_smoke_training_learns_recognition_and_analysis(smoke_run):
@@ -52,7 +52,7 @@ def test_report_and_analyze(smoke_run, tmp_path):
   workdir, _ = smoke_run
   from facejax.evaluators import swinface as swinface_analysis  # pylint: disable=g-import-not-at-top
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir, which="latest")
+  setup, state, _ = runs.restore(workdir, which="latest", make_task=tasks.build)
   text = setup.task.report(setup, state, "valid", str(tmp_path))
   assert "verification accuracy" in text and "| hair |" in text
   assert os.path.getsize(tmp_path / "swinface_valid.png") > 1000
@@ -82,7 +82,7 @@ def test_verification_bin_ten_fold_on_held_out_identities(smoke_run,
   from facejax import runs  # pylint: disable=g-import-not-at-top
   from unit.test_formats import write_verification_bin  # pylint: disable=g-import-not-at-top
   workdir, _ = smoke_run
-  setup, state, _ = runs.restore(workdir, which="latest")
+  setup, state, _ = runs.restore(workdir, which="latest", make_task=tasks.build)
   _, valid_ids = setup.task._identity_split()
   rng = np.random.default_rng(0)
   images, issame = [], []

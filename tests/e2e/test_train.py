@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from facejax import checkpoint as ckpt_lib
 from facejax.train import loop
+from facejax import tasks
 from helpers import record_learning, smoke_config
 
 
@@ -48,12 +49,12 @@ def test_smoke_training_beats_the_mean_baseline(regressor_run):
 
 def test_workdir_of_another_model_is_refused(age_data, tmp_path):
   workdir = str(tmp_path / "run")
-  loop.train_and_evaluate(_config(age_data, total_steps=2), workdir)
+  tasks.train_and_evaluate(_config(age_data, total_steps=2), workdir)
   other = _config(age_data, total_steps=2, **{"model.backbone": "vgg_tiny"})
   with pytest.raises(ckpt_lib.WorkdirMismatchError,
                      match=r"model\.json.*backbone: workdir has 'tiny', "
                      r"config asks 'vgg_tiny'"):
-    loop.train_and_evaluate(other, workdir)
+    tasks.train_and_evaluate(other, workdir)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(age_data, tmp_path):
@@ -64,9 +65,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(age_data, tmp_path):
       "ckpt.every_steps": 1, "loss": "mse"})
   with pytest.raises(loop.NonFiniteLossError,
                      match="last good checkpoint") as err:
-    loop.train_and_evaluate(config, workdir)
+    tasks.train_and_evaluate(config, workdir)
   bad_step = int(re.search(r"by step (\d+)", str(err.value)).group(1))
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   ckpt = ckpt_lib.Checkpointer(workdir)
   step = ckpt.latest_step()
   state = ckpt.restore(step, ckpt_lib.abstract_like(setup.abstract_state,
@@ -102,7 +103,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(age_data, tmp_path):
   timer = threading.Thread(target=send_when_training, daemon=True)
   timer.start()
   with pytest.raises(loop.Preempted, match="checkpoint saved"):
-    loop.train_and_evaluate(config, workdir)
+    tasks.train_and_evaluate(config, workdir)
   assert fired.get("at")
   ckpt = ckpt_lib.Checkpointer(workdir)
   step = ckpt.latest_step()
@@ -116,10 +117,10 @@ def test_resume_past_an_existing_best_checkpoint(age_data, tmp_path):
   workdir = str(tmp_path / "run")
   config = _config(age_data, total_steps=20, eval_every_steps=10,
                    **{"ckpt.every_steps": 10})
-  loop.train_and_evaluate(config, workdir)
+  tasks.train_and_evaluate(config, workdir)
   import shutil  # pylint: disable=g-import-not-at-top
   shutil.rmtree(os.path.join(workdir, "ckpt", "20"))
   assert os.path.isdir(os.path.join(workdir, "best", "20")) or os.path.isdir(
       os.path.join(workdir, "best", "10"))
-  result = loop.train_and_evaluate(config, workdir)
+  result = tasks.train_and_evaluate(config, workdir)
   assert result["checkpoint"].endswith(os.path.join("ckpt", "20"))

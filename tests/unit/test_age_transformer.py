@@ -14,7 +14,7 @@ from facejax.models import age_transformer as model_lib
 from facejax.convert import age_transformer as convert_lib
 from facejax.models import spectral_norm
 from facejax.tasks import age_transformer
-from facejax.train import loop
+from facejax import tasks
 from helpers import flat
 from age_transformer_helpers import _config, _torch_state_dicts
 
@@ -111,10 +111,10 @@ def test_histogram_transfer_matches_input_histogram():
 
 def test_bad_config_values_are_named(age_data, tmp_path):
   with pytest.raises(ValueError, match="config key stages"):
-    loop.Setup(_config(age_data, "", total_steps=100))
+    tasks.setup(_config(age_data, "", total_steps=100))
   with pytest.raises(ValueError,
                      match=r"(?s)age_loss.workdir.*configs/dex.py"):
-    loop.Setup(_config(age_data, ""))
+    tasks.setup(_config(age_data, ""))
 
 
 def _template():

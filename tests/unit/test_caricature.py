@@ -18,7 +18,7 @@ from facejax.models import spectral_norm
 from facejax.models import sphereface as sphere_lib
 from facejax.convert import sphereface as sphereface_convert
 from facejax.tasks import caricature as task_lib
-from facejax.train import loop
+from facejax import tasks
 from helpers import ROOT, assert_trees_close, fast_compiles, flat
 from caricature_helpers import ONE
 
@@ -281,7 +281,7 @@ def _steps(config, mesh, n=2):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.mesh = mesh
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   it = iter(setup.task.train_dataset(0))
   out = []
@@ -337,12 +337,11 @@ def _swinface_workdir(path: str, checkpoint: bool = True):
   from facejax import checkpoint as ckpt_lib
   from facejax import tasks
   from facejax.models import swinface
-  from facejax.tasks import base
   # pylint: enable=g-import-not-at-top
   cfg = config_lib.load_config(
       os.path.join(ROOT, "configs", "swinface.py:smoke,stage=1"),
       {"model.num_identities": 8, "mesh": ONE})
-  task = base.wrap(tasks.get("swinface")(cfg), cfg)
+  task = tasks.get("swinface")(cfg)
   abstract = jax.eval_shape(task.init_state, jax.random.key(cfg.seed))
   rng = np.random.default_rng(0)
 

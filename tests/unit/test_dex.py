@@ -10,7 +10,7 @@ from facejax.convert import dex as dex_import
 from facejax.convert import torch_pickle
 from facejax.models import vgg
 from facejax.tasks import dex
-from facejax.train import loop
+from facejax import tasks
 from dex_helpers import GEO, _config, _dex_state_dict, _numpy_dex, _save_state_dict
 
 
@@ -73,7 +73,7 @@ def test_loss_is_cross_entropy_and_predict_is_expectation():
   loss, (metrics, _) = jax.jit(task.loss_fn)(params, {}, batch,
                                              jax.random.key(1))
   logits, age = jax.jit(lambda p, x: (task.logits(p, {}, x)[0],
-                                      task.predict(p, {}, x)[0]))(
+                                      task.forward(p, {}, x)[0]))(
                                           params, batch["image"])
   logp = np.asarray(jax.nn.log_softmax(logits))
   want = -np.mean([logp[0, 3], logp[1, 40], logp[2, 41]])
@@ -173,7 +173,7 @@ def test_init_from_dex_file_via_the_task(tmp_path):
   config = _config(**{"model.init_from": path})
   with config.unlocked():
     config.mesh = ONE_DEVICE
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   x = np.random.default_rng(2).normal(0, 40, (4, 32, 32, 3)).astype(
       np.float32)

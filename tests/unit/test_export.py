@@ -8,7 +8,7 @@ import jax
 
 from facejax import config_lib
 from facejax import export
-from facejax.train import loop
+from facejax import tasks
 
 
 def _setup(name: str):
@@ -17,7 +17,7 @@ def _setup(name: str):
     config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
     if name == "age_transformer":
       config.age_loss.random_init = "tiny"  # Editing needs no estimator.
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   return setup, setup.init_state()
 
 

@@ -15,7 +15,7 @@ from facejax.data import kinship as kd
 from facejax.data.sources import DataError
 from facejax.models import kinship as km
 from facejax.tasks import kinship as kt
-from facejax.train import loop
+from facejax import tasks
 from helpers import assert_trees_close
 from kinship_helpers import ONE, _config
 
@@ -194,7 +194,7 @@ def _steps(config, mesh, batches):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.mesh = mesh
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   losses = []
   for b in batches:
@@ -225,7 +225,7 @@ def test_rbkin_runs_with_random_tiny_transformer(fiw):
   config = _config(fiw, **{"model.head": "rbkin", "loss.name": "ce",
                            "rbkin.random_init": True,
                            "data.batch_size": 8})
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   it = iter(setup.task.train_dataset(0))
   rendered = jax.jit(setup.task.render_ages)(
@@ -244,7 +244,7 @@ def test_rbkin_runs_with_random_tiny_transformer(fiw):
 def test_swin_backbone_trains(fiw, fast_compiles):
   config = _config(fiw, **{"model.backbone": "swin",
                            "data.batch_size": 8})
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   assert set(state.params["backbone"]) == {"swin", "recognition"}
   before = jax.device_get(state)

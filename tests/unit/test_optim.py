@@ -5,7 +5,7 @@ import pytest
 
 from facejax import optim
 from facejax import mesh as mesh_lib
-from facejax.train import loop
+from facejax import tasks
 from helpers import flat, smoke_config
 
 
@@ -19,7 +19,7 @@ def test_freeze_policy(tmp_path, policy, trained_prefixes):
                                           "data.batch_size": 8})
   with config.unlocked():
     config.mesh = (("data", 1), ("fsdp", 1), ("model", 1))
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   before = flat(state.params)
   stats_before = flat(state.batch_stats)

@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from facejax import mesh as mesh_lib
-from facejax.train import loop
+from facejax import tasks
 from helpers import assert_trees_close, flat, smoke_config
 
 
@@ -44,7 +44,7 @@ def _run_steps(config, mesh_cfg, steps=3):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.mesh = mesh_cfg
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   rng = np.random.default_rng(0)
   losses = []

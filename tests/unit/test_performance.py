@@ -6,12 +6,12 @@ import numpy as np
 from facejax import mesh as mesh_lib
 from facejax.models import age_transformer
 from facejax.models import swin
-from facejax.train import loop
+from facejax import tasks
 from helpers import smoke_config
 
 
 def test_train_steps_donate_state_without_host_sync_or_recompile(age_data):
-  setup = loop.Setup(smoke_config(age_data))
+  setup = tasks.setup(smoke_config(age_data))
   state = setup.init_state()
   batch = mesh_lib.shard_batch(setup.task.dummy_batch(setup.local_batch),
                                setup.mesh)

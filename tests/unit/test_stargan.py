@@ -14,7 +14,7 @@ from facejax.data.sources import DataError
 from facejax.models import stargan as model_lib
 from facejax.convert import stargan as stargan_convert
 from facejax.tasks import stargan as task_lib
-from facejax.train import loop
+from facejax import tasks
 from helpers import flat
 from stargan_helpers import ONE_DEVICE, _config, _release_generator
 
@@ -301,7 +301,7 @@ def _run(config, mesh_cfg, steps):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.mesh = mesh_cfg
-  setup = loop.Setup(config)
+  setup = tasks.setup(config)
   state = setup.init_state()
   it = iter(setup.task.train_dataset(0))
   metrics = []

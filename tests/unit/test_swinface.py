@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 from facejax import mesh as mesh_lib
 from facejax.models import swin
 from facejax.models import swinface
-from facejax.train import loop
+from facejax import tasks
 from helpers import assert_trees_close
 from swinface_helpers import ONE, _config, _official_state_dict
 
@@ -147,7 +147,7 @@ def test_sharded_data_x_model_equals_single_device():
     c = config.copy_and_resolve_references()
     with c.unlocked():
       c.mesh = mesh
-    setup = loop.Setup(c)
+    setup = tasks.setup(c)
     state = setup.init_state()
     losses = []
     for step in range(2):
