@@ -22,6 +22,7 @@ import jax
 
 from facejax.data import sources
 from facejax.data.faces import photos
+from facejax.evaluators import caricature as caricature_eval
 from facejax.tasks import caricature as task_lib
 from launch import common
 from facejax import runs
@@ -69,14 +70,14 @@ def main(argv):
     setup, state, step = runs.load("caricature", _WORKDIR.value,
                                       which=_WHICH.value, make_task=tasks.build)
     if _LANDMARKS.value:
-      grid = task_lib.translate_file(setup, state, paths[0], _DIRECTION.value,
-                                     _STYLES.value, _SEED.value,
-                                     _LANDMARKS.value)
+      grid = caricature_eval.translate_file(
+          setup, state, paths[0], _DIRECTION.value, _STYLES.value,
+          _SEED.value, _LANDMARKS.value)
     else:
       records, labels, crops = _face_records(setup, paths)
-      grid = task_lib.translate_records(setup, state, records,
-                                        _DIRECTION.value, _STYLES.value,
-                                        _SEED.value, labels)
+      grid = caricature_eval.translate_records(
+          setup, state, records, _DIRECTION.value, _STYLES.value,
+          _SEED.value, labels)
   except (FileNotFoundError, ValueError, sources.DataError) as e:
     common.fail(str(e))
   if jax.process_index() == 0:

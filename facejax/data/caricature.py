@@ -53,6 +53,8 @@ from facejax.data.sources import check_text_file
 from facejax.data.sources import IMAGE_EXTENSIONS
 
 DOMAINS = ("photo", "cari")
+# Translation directions: name -> (source domain, target domain).
+DIRECTIONS = {"photo2cari": ("photo", "cari"), "cari2photo": ("cari", "photo")}
 LAYOUTS = ("webcaricature", "folders")
 # SphereFace's 5-point template in its 96 x 112 (W x H) crop.
 TEMPLATE_96x112 = face_align.SPHEREFACE_96X112

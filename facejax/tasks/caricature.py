@@ -34,34 +34,26 @@ FID-small when eval.fid_features='identity'.
 
 Evaluation: within-domain reconstruction L1, identity cosine per
 direction, and the translator's own discriminators' accuracy at telling
-translated from real images. `report()` writes the table: FID-small
-(facejax.evaluators.fid), the identity cosine, cross-domain verification (TAR at FAR
-0.1% / 1%, ROC AUC; the WebCaricature protocol's metrics) of translated vs
-real target-domain images, and a probe discriminator's held-out
-cross-entropy (`probe_discriminator`: a fresh small conv net trained on
-train subjects' real vs translated images, scored on unseen subjects; its
-"discriminability" 1 - CE / ln 2 falls as translations become harder to
-tell from real images), with the untranslated baselines.
+translated from real images. `report()` (facejax.evaluators.caricature)
+writes the table: FID-small, the identity cosine, cross-domain
+verification (TAR at FAR 0.1% / 1%, ROC AUC) of translated vs real
+target-domain images, and a probe discriminator's held-out cross-entropy
+(facejax.evaluators.probe), with the untranslated baselines.
 """
 
-import functools
 import os
 from typing import Any
 
 from absl import logging
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from facejax.evaluators import fid as fid_lib
+from facejax.evaluators import caricature as caricature_eval
 from facejax.evaluators import image_grid
 from facejax import optim
-from facejax import mesh as mesh_lib
-from facejax.evaluators import verification as verification_lib
 from facejax.data import caricature as data_lib
 from facejax.data import pipeline
 from facejax.data import transforms
@@ -72,8 +64,8 @@ from facejax.tasks import sphereface as sphere_task
 from facejax.train import state as state_lib
 
 SPECTRAL = model_lib.SPECTRAL
-DOMAINS = ("photo", "cari")
-DIRECTIONS = {"photo2cari": ("photo", "cari"), "cari2photo": ("cari", "photo")}
+DOMAINS = data_lib.DOMAINS
+DIRECTIONS = data_lib.DIRECTIONS
 GAN_LOSSES = ("hinge", "lsgan")
 IDENTITY_SOURCES = ("workdir", "swinface", "weights", "random", "none")
 _EVAL_SEED = 2**30
@@ -134,51 +126,10 @@ def lsgan_g(fake: list) -> jax.Array:
   return sum(jnp.mean(jnp.square(f - 1.0)) for f in fake)
 
 
-def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
-  """[B] cosine similarity of [B, D] rows."""
-  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-  b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-  return jnp.sum(a * b, axis=-1)
-
-
 def identity_loss(emb_x: jax.Array, emb_y: jax.Array,
                   threshold: float) -> jax.Array:
   """[B] relu(threshold - cos(emb_x, emb_y)) (the seed's hinge)."""
-  return jax.nn.relu(threshold - cosine(emb_x, emb_y))
-
-
-def tar_at_far(pos: np.ndarray, neg: np.ndarray, far: float) -> float:
-  """TAR at `far` (the seed's wc_eval rule on sorted negative scores)."""
-  neg = np.sort(np.asarray(neg))
-  i = int(np.floor(len(neg) - 1 - len(neg) * far))
-  thr = neg[min(max(i, 0), len(neg) - 1)]
-  return float(np.mean(np.asarray(pos) >= thr))
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-  """P(score_pos > score_neg) + 0.5 P(tie)."""
-  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-  return verification_lib.roc_auc(
-      np.concatenate([pos, neg]),
-      np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]))
-
-
-def verification(emb_a: np.ndarray, id_a: np.ndarray, emb_b: np.ndarray,
-                 id_b: np.ndarray) -> dict[str, float]:
-  """All (a, b) pairs: TAR@FAR 0.1% / 1% and AUC of cosine scores."""
-  a = emb_a / np.maximum(np.linalg.norm(emb_a, axis=1, keepdims=True), 1e-12)
-  b = emb_b / np.maximum(np.linalg.norm(emb_b, axis=1, keepdims=True), 1e-12)
-  scores = a @ b.T
-  same = id_a[:, None] == id_b[None, :]
-  known = (id_a[:, None] >= 0) & (id_b[None, :] >= 0)
-  pos, neg = scores[same & known], scores[~same & known]
-  if not len(pos) or not len(neg):
-    return {"tar@far0.1%": float("nan"), "tar@far1%": float("nan"),
-            "auc": float("nan"), "pairs": 0}
-  return {"tar@far0.1%": tar_at_far(pos, neg, 0.001),
-          "tar@far1%": tar_at_far(pos, neg, 0.01),
-          "auc": roc_auc(pos, neg), "pairs": int(len(pos) + len(neg)),
-          "mean_pos": float(pos.mean()), "mean_neg": float(neg.mean())}
+  return jax.nn.relu(threshold - layers.cosine(emb_x, emb_y))
 
 
 # ---------------------------------------------------------------------------
@@ -502,7 +453,7 @@ class Task(task_base.Task):
         e_x, e_t = emb[:, :b], swap(emb[:, b:])
         terms["id"] = 2 * jnp.mean(identity_loss(e_x, e_t,
                                                  lw.identity_thd))
-        terms["id_cos"] = jnp.mean(cosine(e_x, e_t))
+        terms["id_cos"] = jnp.mean(layers.cosine(e_x, e_t))
       else:
         terms["id"] = jnp.zeros(())
         terms["id_cos"] = jnp.zeros(())
@@ -547,7 +498,7 @@ class Task(task_base.Task):
     real_s = sum(o.mean((2, 3, 4)) for o in real) / len(real)  # [2, B]
     fake_s = sum(o.mean((2, 3, 4)) for o in fake) / len(fake)
     if isinstance(frozen, Identity):
-      cos = cosine(self._embed2(frozen, x2),
+      cos = layers.cosine(self._embed2(frozen, x2),
                    self._embed2(frozen, fake2)[::-1])  # [2, B] by source
     for name, (src, dst) in DIRECTIONS.items():
       i, j = DOMAINS.index(src), DOMAINS.index(dst)
@@ -651,277 +602,7 @@ class Task(task_base.Task):
       self.style_grid(gen, stats, images, direction, e.styles).save(
           os.path.join(out, f"{direction}_step_{step}.png"))
 
-  # --- report ------------------------------------------------------------
-  def split_outputs(self, setup, state, src, direction: str | None,
-                    images: bool = False) -> dict[str, np.ndarray]:
-    """Per image of `src` (translated by `direction`, or not): 'ids', 'fid'
-    features, 'emb' (identity embedding, with an identity network) and,
-    with `images`, the [-1, 1] 'image's themselves."""
-    e = self.config.eval
-    feat_fn = (fid_lib.random_features_fn() if e.fid_features == "random"
-               else None)
-    has_id = isinstance(setup.frozen, Identity)
-    key = ("report", direction, images)
-
-    def fn(st, frozen, batch):
-      x = batch["image"]
-      if direction is not None:
-        x = self.translate(st.gen, st.gen_stats, x, direction,
-                           self._eval_styles(x.shape[0]))
-      out = {"mask": batch["mask"]}
-      if has_id:
-        out["emb"] = self._embed(frozen, x)
-      out["fid"] = (feat_fn(x) if feat_fn is not None else
-                    self._embed(frozen, x))
-      if images:
-        out["image"] = x
-      return out
-
-    if key not in self._jit:
-      self._jit[key] = setup.compile(fn)
-    step_fn = self._jit[key]
-    limit = e.max_images
-    if limit and len(src) > limit:
-      src = data_lib.DomainSource(src.paths[:limit],
-                                  src.identities[:limit], src.names,
-                                  src.points[:limit], src.domain)
-    parts = {}
-    for batch in pipeline.eval_batches(src, self.face_preprocess(False),
-                                       setup.eval_batch,
-                                       self.config.data.num_workers):
-      out = jax.device_get(step_fn(state, setup.frozen, mesh_lib.shard_batch(
-          {"image": batch["image"], "mask": batch["mask"]}, setup.mesh)))
-      keep = out.pop("mask") > 0
-      out["ids"] = batch["identity"]
-      for k, v in out.items():
-        parts.setdefault(k, []).append(np.asarray(v)[keep])
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-  def discriminability(self, setup, state, direction: str,
-                       split: str = "test") -> dict[str, float]:
-    """How well a fresh probe discriminator tells translated from real.
-
-    A fresh `ProbeNet` (config eval.probe: fixed seeds, steps, batch, lr)
-    learns real target-domain images vs `direction`'s translations of the
-    *train* subjects, and is scored on the subjects of `split` (test or
-    valid: identities it never saw). See `probe_discriminator`.
-    """
-    if split == "train":
-      raise ValueError("the probe discriminator is scored on held-out "
-                       "subjects: split 'valid' or 'test'")
-    src, dst = DIRECTIONS[direction]
-    sets = {}
-    for part in ("train", split):
-      domains = dict(zip(DOMAINS, self.domains(part)))
-      fake = self.split_outputs(setup, state, domains[src], direction,
-                                images=True)["image"]
-      real = self.split_outputs(setup, state, domains[dst], None,
-                                images=True)["image"]
-      sets[part] = (real, fake)
-    return probe_discriminator(*sets["train"], *sets[split],
-                               self.config.eval.probe)
-
-  def evaluate_translation(self, setup, state, split: str = "test",
-                           probe: bool = True
-                           ) -> dict[str, dict[str, float]]:
-    """{row: metrics} for both directions and the untranslated baselines."""
-    if self.config.eval.fid_features == "identity" and not isinstance(
-        setup.frozen, Identity):
-      raise ValueError("config key eval.fid_features='identity' needs an "
-                       "identity network (identity.source)")
-    photo, cari = self.domains(split)
-    real = {"photo": self.split_outputs(setup, state, photo, None),
-            "cari": self.split_outputs(setup, state, cari, None)}
-    rows = {}
-    for direction, (src, dst) in DIRECTIONS.items():
-      fake = self.split_outputs(setup, state, {"photo": photo,
-                                               "cari": cari}[src], direction)
-      row = {"fid_small": fid_lib.fid(fake["fid"], real[dst]["fid"]),
-             "fid_small_untranslated": fid_lib.fid(real[src]["fid"],
-                                                   real[dst]["fid"]),
-             "images": int(len(fake["fid"]))}
-      if "emb" in fake:
-        cos = np.sum(_unit(fake["emb"]) * _unit(real[src]["emb"]), axis=1)
-        row["id_cos"] = float(cos.mean())
-        # Translated source images verified against real target images.
-        row.update(verification(fake["emb"], fake["ids"], real[dst]["emb"],
-                                real[dst]["ids"]))
-      if probe and split != "train" and self.config.eval.probe.steps:
-        row.update(self.discriminability(setup, state, direction, split))
-      rows[direction] = row
-    if "emb" in real["photo"]:
-      rows["real cari vs real photo"] = verification(
-          real["cari"]["emb"], real["cari"]["ids"], real["photo"]["emb"],
-          real["photo"]["ids"])
-    return rows
-
+  # --- evaluation (facejax.evaluators.caricature) ----------------------
   def report(self, setup, state, split: str, out_dir: str) -> str:
     """The Markdown evaluation table (also written to out_dir)."""
-    rows = self.evaluate_translation(setup, state, split)
-    table = self.report_table(rows, split, int(jax.device_get(state.step)))
-    task_base.write_report(out_dir, f"caricature_{split}", table, rows)
-    return table
-
-  def report_table(self, rows: dict[str, dict[str, float]], split: str,
-                   step: int) -> str:
-    """Markdown table of `evaluate_translation` rows."""
-    e = self.config.eval
-    name = fid_lib.NAMES[e.fid_features]
-    lines = [f"Caricature translation, {split} subjects, step {step}. "
-             f"{name}; identity cos = cosine of the "
-             f"{self.config.identity.source} {self.identity_name} of source "
-             f"and translation; verification of translated images against "
-             f"real images of the target domain (all pairs). Probe D: a "
-             f"fresh small conv discriminator ({e.probe.steps} steps, "
-             f"{len(e.probe.seeds)} seeds) trained on train subjects' real "
-             f"vs translated images, scored on the {split} subjects: "
-             f"held-out cross-entropy (chance ln 2 = {np.log(2):.3f}) and "
-             f"discriminability 1 - CE / ln 2 (0 = chance, 1 = perfect).",
-             "",
-             "| direction | images | FID-small | FID-small untranslated | "
-             "identity cos | TAR@FAR 0.1% | TAR@FAR 1% | AUC | probe D CE | "
-             "probe D acc | discriminability |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda r, k: (f"{r[k]:.3f}" if k in r and np.isfinite(r[k])
-                        else "-")
-    for key, r in rows.items():
-      lines.append(f"| {key} | {r.get('images', '-')} | "
-                   f"{fmt(r, 'fid_small')} | "
-                   f"{fmt(r, 'fid_small_untranslated')} | "
-                   f"{fmt(r, 'id_cos')} | {fmt(r, 'tar@far0.1%')} | "
-                   f"{fmt(r, 'tar@far1%')} | {fmt(r, 'auc')} | "
-                   f"{fmt(r, 'probe_ce')} | {fmt(r, 'probe_acc')} | "
-                   f"{fmt(r, 'discriminability')} |")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------
-# Probe discriminator.
-# ---------------------------------------------------------------------------
-
-
-class ProbeNet(nn.Module):
-  """A small fresh discriminator: stride-2 4x4 convs + LReLU, mean pool,
-  one logit per image (> 0: real)."""
-  widths: tuple = (16, 32, 64)
-  conv_impl: str = "auto"
-
-  @nn.compact
-  def __call__(self, x):
-    for w in self.widths:
-      x = layers.Conv(w, (4, 4), (2, 2), ((1, 1), (1, 1)),
-                      impl=self.conv_impl)(x)
-      x = nn.leaky_relu(x, 0.2)
-    return nn.Dense(1)(x.mean((1, 2)))[:, 0]
-
-
-@functools.partial(jax.jit, static_argnames=("lr", "widths"),
-                   donate_argnums=(0, 1))
-def _probe_step(params, opt, real, fake, idx_real, idx_fake, *, lr: float,
-                widths: tuple):
-  """One Adam step of the probe on real[idx_real] (label 1) and
-  fake[idx_fake] (label 0)."""
-  x = jnp.concatenate([real[idx_real], fake[idx_fake]])
-  labels = jnp.concatenate([jnp.ones(idx_real.shape[0]),
-                            jnp.zeros(idx_fake.shape[0])])
-
-  def loss_fn(p):
-    logits = ProbeNet(widths).apply({"params": p}, x)
-    return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
-
-  tx = optax.adam(lr)
-  upd, opt = tx.update(jax.grad(loss_fn)(params), opt, params)
-  return optax.apply_updates(params, upd), opt
-
-
-@functools.partial(jax.jit, static_argnames=("widths",))
-def _probe_logits(params, x, *, widths: tuple):
-  return ProbeNet(widths).apply({"params": params}, x)
-
-
-def train_probe(real: np.ndarray, fake: np.ndarray, seed: int, steps: int,
-                batch_size: int, lr: float, widths: tuple):
-  """A fresh ProbeNet's params after `steps` Adam steps on balanced
-  batches (half real, half fake) drawn with replacement (seeded).
-
-  A Python loop over one jitted step: on XLA:CPU a lax.fori_loop of the
-  same step ran ~20x slower per step (measured, 2 cores).
-  """
-  net = ProbeNet(widths)
-  real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
-  params = net.init(jax.random.key(seed), real[:1])["params"]
-  opt = optax.adam(lr).init(params)
-  rng = np.random.default_rng([seed, 99])
-  half = batch_size // 2
-  for _ in range(steps):
-    params, opt = _probe_step(
-        params, opt, real, fake, rng.integers(0, len(real), half),
-        rng.integers(0, len(fake), half), lr=lr, widths=widths)
-  return params
-
-
-def probe_discriminator(train_real: np.ndarray, train_fake: np.ndarray,
-                        test_real: np.ndarray, test_fake: np.ndarray,
-                        cfg) -> dict[str, float]:
-  """A fresh discriminator's held-out ability to tell real from fake.
-
-  For each seed in cfg.seeds a `ProbeNet(cfg.widths)` is trained for
-  cfg.steps Adam steps (lr cfg.lr, batch cfg.batch_size, balanced) on the
-  train images and scored on the test images. A continuous score that
-  does not saturate when both sets separate perfectly: the class-balanced
-  held-out binary cross-entropy (nats; chance ln 2, lower = better
-  discriminator), averaged over seeds.
-
-  Returns:
-    probe_ce, probe_acc (balanced, logit threshold 0), probe_auc, and
-    discriminability = 1 - probe_ce / ln 2 (1: perfect, 0: chance, < 0:
-    worse than chance on held-out subjects).
-  """
-  widths = tuple(int(w) for w in cfg.widths)
-  ces, accs, aucs = [], [], []
-  for seed in cfg.seeds:
-    params = train_probe(train_real, train_fake, int(seed), int(cfg.steps),
-                         int(cfg.batch_size), float(cfg.lr), widths)
-    logit = lambda x: np.asarray(_probe_logits(params, jnp.asarray(x),
-                                               widths=widths), np.float64)
-    l_real, l_fake = logit(test_real), logit(test_fake)
-    # -log sigmoid(l) for real, -log sigmoid(-l) for fake (stable forms).
-    ce_real = np.mean(np.logaddexp(0.0, -l_real))
-    ce_fake = np.mean(np.logaddexp(0.0, l_fake))
-    ces.append(0.5 * (ce_real + ce_fake))
-    accs.append(0.5 * (np.mean(l_real > 0) + np.mean(l_fake < 0)))
-    aucs.append(roc_auc(l_real, l_fake))
-  ce = float(np.mean(ces))
-  return {"probe_ce": ce, "probe_acc": float(np.mean(accs)),
-          "probe_auc": float(np.mean(aucs)),
-          "discriminability": 1.0 - ce / float(np.log(2.0)),
-          "probe_chance_ce": float(np.log(2.0))}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def translate_file(setup, state, image_path: str, direction: str,
-                   num_styles: int, seed: int = 0, landmarks: str = ""):
-  """The style grid (PIL image) of one image file (launch.caricature)."""
-  points = (data_lib.read_landmarks(landmarks) if landmarks
-            else np.full((5, 2), np.nan, np.float32))
-  return translate_records(setup, state, [{
-      "image_path": image_path, "identity": np.int32(-1), "points": points}],
-      direction, num_styles, seed)
-
-
-def translate_records(setup, state, records: list[dict], direction: str,
-                      num_styles: int, seed: int = 0, row_labels=None):
-  """The style grid of face records: {'image_path', 'points'} (aligned here
-  when the points are finite) or {'image'} (a face already cropped)."""
-  if num_styles < 1:
-    raise ValueError(f"--styles={num_styles}: need at least 1")
-  task = setup.task
-  pre = task.face_preprocess(False)
-  images = [pre((0, dict({"identity": np.int32(-1)}, **r)))["image"]
-            for r in records]
-  return task.style_grid(jax.device_get(state.gen),
-                         jax.device_get(state.gen_stats), images,
-                         direction, num_styles, seed, row_labels)
+    return caricature_eval.report(setup, state, split, out_dir)

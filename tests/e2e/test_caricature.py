@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 from facejax import config_lib
+from facejax.evaluators import caricature as caricature_eval
 from facejax.tasks import caricature as task_lib
 from facejax import tasks
 from helpers import ROOT
@@ -70,8 +71,8 @@ def test_learning_closes_domain_gap_and_keeps_identity(trained):
   task = setup.task
   print(f"identity net: valid accuracy {sf_result['accuracy']:.3f} "
         f"(chance {sf_result['chance_accuracy']:.3f})")
-  rows0 = task.evaluate_translation(setup, init, "test")
-  rows1 = task.evaluate_translation(setup, state, "test")
+  rows0 = caricature_eval.evaluate_translation(setup, init, "test")
+  rows1 = caricature_eval.evaluate_translation(setup, state, "test")
   for d in task_lib.DIRECTIONS:
     r0, r1 = rows0[d], rows1[d]
     print(f"{d} probe D on held-out subjects: CE {r0['probe_ce']:.3f} -> "
@@ -89,7 +90,7 @@ def test_learning_closes_domain_gap_and_keeps_identity(trained):
         f"cari2photo {rows1['cari2photo']['id_cos']:.3f}; mean cos of "
         f"different-identity real pairs {base['mean_neg']:.3f}")
   print(f"eval during training (valid subjects): {result}")
-  print(task.report_table(rows1, "test", STEPS))
+  print(caricature_eval.report_table(task, rows1, "test", STEPS))
   record_learning(
       "caricature", sphereface_acc=sf_result["accuracy"],
       sphereface_chance=sf_result["chance_accuracy"],
@@ -126,13 +127,15 @@ def test_learning_closes_domain_gap_and_keeps_identity(trained):
 def test_translate_cli_grid(trained, tmp_path):
   setup, _, state, *_ = trained
   photo, _ = setup.task.domains("test")
-  grid = task_lib.translate_file(setup, state, photo.paths[0], "photo2cari", 3)
+  grid = caricature_eval.translate_file(setup, state, photo.paths[0],
+                                        "photo2cari", 3)
   size = setup.config.data.image_size
   assert grid.size[0] > 4 * size and grid.size[1] > size
   arr = np.asarray(grid)
   assert arr.std() > 5  # not a blank image
   with pytest.raises(ValueError, match="--styles"):
-    task_lib.translate_file(setup, state, photo.paths[0], "cari2photo", 0)
+    caricature_eval.translate_file(setup, state, photo.paths[0], "cari2photo",
+                                   0)
   # A real photo: MTCNN's landmarks onto the training crops' template.
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   from facejax.data import faces  # pylint: disable=g-import-not-at-top
@@ -146,8 +149,9 @@ def test_translate_cli_grid(trained, tmp_path):
                            d.align_size, max_faces=1, progress=False)
   records = [{"image": c.crop} for batch in crops for c in batch]
   assert records[0]["image"].shape == (d.align_size, d.align_size, 3)
-  grid = task_lib.translate_records(setup, state, records, "photo2cari", 2,
-                                    row_labels=["astronaut.png #0"])
+  grid = caricature_eval.translate_records(setup, state, records,
+                                           "photo2cari", 2,
+                                           row_labels=["astronaut.png #0"])
   left = len("astronaut.png #0") * 7 + 2
   assert grid.size == (left + 2 + 3 * (size + 2), 14 + 2 + size + 2)
 

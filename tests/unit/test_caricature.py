@@ -9,7 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 from facejax import config_lib
+from facejax.evaluators import caricature as caricature_eval
 from facejax.evaluators import fid as fid_lib
+from facejax.evaluators import verification
 from facejax import mesh as mesh_lib
 from facejax.data import caricature as data_lib
 from facejax.data.sources import DataError
@@ -170,13 +172,15 @@ def test_sphereface_importer_maps_documented_names_and_shapes(tmp_path,
 
 def test_verification_and_fid_metrics():
   pos, neg = np.array([0.9, 0.8, 0.3]), np.linspace(-0.5, 0.5, 1000)
-  # Threshold at FAR 1%: the 990th of 1000 sorted negatives (~0.49).
-  assert task_lib.tar_at_far(pos, neg, 0.01) == pytest.approx(2 / 3)
-  assert task_lib.roc_auc(np.array([1.0, 2.0]), np.array([0.0, 1.5])
-                          ) == pytest.approx(0.75)
+  # Threshold at FAR 1%: at most 10 of 1000 negatives accepted, the 991st
+  # of the sorted negatives (~0.49).
+  assert verification.tar_at_far(*verification.from_pos_neg(pos, neg),
+                                 0.01) == pytest.approx(2 / 3)
+  assert verification.roc_auc(*verification.from_pos_neg(
+      np.array([1.0, 2.0]), np.array([0.0, 1.5]))) == pytest.approx(0.75)
   emb = np.eye(3)
-  out = task_lib.verification(emb, np.array([0, 1, 2]), emb + 0.01,
-                              np.array([0, 1, 2]))
+  out = caricature_eval.verification(emb, np.array([0, 1, 2]), emb + 0.01,
+                                     np.array([0, 1, 2]))
   assert out["auc"] == 1.0 and out["tar@far1%"] == 1.0
   rng = np.random.default_rng(0)
   a = rng.normal(size=(400, 4))
