@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from facejax.data import transforms
+from facejax.data import images as images_lib
 from facejax.evaluators import face_figure
 from facejax.data.faces import photos
 from launch import common
@@ -49,7 +49,7 @@ def main(argv):
   if writer:
     writer.close()
   if _FIGURE.value and drawn:
-    images = [np.asarray(transforms.load_image(p)) for p in drawn]
+    images = [np.asarray(images_lib.load_image(p)) for p in drawn]
     face_figure.draw(images, list(drawn.values()), _FIGURE.value,
                 titles=[f"{p.rsplit('/', 1)[-1]}: {len(f)} face(s)"
                         for p, f in drawn.items()])

@@ -45,6 +45,7 @@ from PIL import ImageFilter
 from facejax.data import synthetic
 from facejax.data.synthetic import drawing as synthetic_drawing
 from facejax.data.synthetic import identities as synthetic_identities
+from facejax.data import images as images_lib
 from facejax.data import transforms
 from facejax.data.faces import align as face_align
 from facejax.data.faces.align import similarity  # skimage's least squares
@@ -448,7 +449,7 @@ class FacePreprocess:
     """uint8 [H, W, 3], aligned when the record has landmarks."""
     if "image" in record:  # A face already cropped (launch.caricature).
       return np.asarray(record["image"], np.uint8)
-    im = transforms.load_image(record["image_path"])
+    im = images_lib.load_image(record["image_path"])
     points = np.asarray(record["points"])
     if np.all(np.isfinite(points)):
       im = align(im, points, self.align_size)

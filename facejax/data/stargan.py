@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from PIL import Image
 
+from facejax.data import images as images_lib
 from facejax.data import transforms
 from facejax.data.formats import base as formats_base
 from facejax.data.formats import rafd as rafd_release
@@ -582,7 +583,7 @@ class FacePreprocess:
     if "image" in record:
       im = Image.fromarray(np.asarray(record["image"], np.uint8))
     else:
-      im = transforms.load_image(record["image_path"], record.get("where"))
+      im = images_lib.load_image(record["image_path"], record.get("where"))
     w, h = im.size
     crop = int(record.get("crop_size", 0)) or min(w, h)
     if crop > min(w, h):

@@ -34,10 +34,9 @@ from absl import logging
 from etils import epath
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 import tensorflow_datasets as tfds
 
-from facejax.data.faces import haar
+from facejax.data import images
 
 DATASET_NAME = 'facejax_faces'
 VERSION = '1.0.0'
@@ -56,7 +55,6 @@ LABEL_KEYS = {
     'rafd': ('label',),
     'fiw': ('family', 'mid'),
 }
-_EXIF_ORIENTATION = 0x0112
 
 
 class FacejaxFaces(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -209,7 +207,7 @@ def encode_image_file(file: str, image_size: Optional[int] = None) -> bytes:
     with open(file, 'rb') as f:
       data = f.read()
     img = Image.open(io.BytesIO(data))
-    rotated = img.getexif().get(_EXIF_ORIENTATION, 1) != 1
+    rotated = images.is_rotated(img)
     right_size = image_size is None or img.size == (image_size, image_size)
     if (
         img.format in ('JPEG', 'PNG')
@@ -218,11 +216,11 @@ def encode_image_file(file: str, image_size: Optional[int] = None) -> bytes:
         and not rotated
     ):
       return data
-    array = np.asarray(ImageOps.exif_transpose(img).convert('RGB'))
+    array = np.asarray(images.decode(io.BytesIO(data)))
   except (OSError, ValueError, SyntaxError) as e:  # PIL's error types.
     raise ValueError(f'Cannot read image {file}: {e}') from e
   if image_size is not None:
-    array = haar.resize(haar.center_square(array), image_size)
+    array = images.resize(images.center_square(array), image_size)
   out = io.BytesIO()
   Image.fromarray(array).save(out, format='JPEG', quality=95)
   return out.getvalue()
@@ -231,7 +229,7 @@ def encode_image_file(file: str, image_size: Optional[int] = None) -> bytes:
 def decode_image(data: bytes) -> np.ndarray:
   """Decodes stored image bytes to uint8 RGB [H, W, 3]."""
   with Image.open(io.BytesIO(data)) as img:
-    return np.asarray(img.convert('RGB'))
+    return np.asarray(images.to_rgb(img))
 
 
 def prepare(

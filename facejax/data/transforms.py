@@ -1,70 +1,25 @@
-"""Decode, face-region crop, resize, augment and normalise (numpy/PIL).
+"""Face-region crop, resize, augment and normalise (numpy/PIL).
 
-These run inside grain worker processes, so they are plain picklable
-classes with no JAX. Randomness comes from a generator seeded by
-(seed, global example position): the same example gets the same
-augmentation whatever the number of processes or workers, and after resume.
+Images are decoded by facejax.data.images. These run inside grain worker
+processes, so they are plain picklable classes with no JAX. Randomness
+comes from a generator seeded by (seed, global example position): the same
+example gets the same augmentation whatever the number of processes or
+workers, and after resume.
 """
 
 import dataclasses
-import io
 
 from absl import logging
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
+from facejax.data import images
 from facejax.data.sources import DataError
 
 NORMALIZATIONS = ("imagenet", "unit", "caffe_bgr")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
-
-
-def load_image(path: str, where: str | None = None) -> Image.Image:
-  """Opens an image as RGB (EXIF orientation applied); clear errors.
-
-  `recordio:<train.rec>@<offset>` names an image inside an insightface
-  RecordIO file (facejax.data.formats.recordio).
-  """
-  try:
-    source = path
-    if path.startswith("recordio:"):
-      from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
-      source = io.BytesIO(recordio.read_image_bytes(path))
-    with Image.open(source) as im:
-      return to_rgb(ImageOps.exif_transpose(im))
-  except FileNotFoundError:
-    raise DataError(f"{where or path}: image file not found") from None
-  except Exception as e:  # PIL raises many types for corrupt files.
-    raise DataError(f"{where or path}: cannot decode image "
-                    f"({type(e).__name__}: {e})") from None
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-  """8-bit RGB of any PIL mode.
-
-  PIL's convert('RGB') clips 16-bit and 32-bit integer images ('I;16',
-  'I') at 255, so a 16-bit grey PNG becomes white: those are scaled from
-  their type's range. Float images ('F') are taken as 0..1 if their values
-  lie there, else as 0..255. Transparent pixels are composed on white.
-  """
-  if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-    a = np.asarray(im).astype(np.float64)
-    if im.mode.startswith("I;16"):
-      a = a / 257.0
-    elif im.mode == "I":
-      a = a / 257.0 if a.max(initial=0) > 255 else a
-    elif a.max(initial=0) <= 1.0:
-      a = a * 255.0
-    grey = np.clip(np.round(a), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
-  if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P"
-                                         and "transparency" in im.info):
-    rgba = im.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-  return im.convert("RGB")
 
 
 def normalize(image: np.ndarray, mode: str) -> np.ndarray:
@@ -118,7 +73,7 @@ class Preprocess:
   def _pil(self, record: dict) -> Image.Image:
     if "image" in record:
       return Image.fromarray(np.asarray(record["image"], np.uint8))
-    return load_image(record["image_path"], record.get("where"))
+    return images.load_image(record["image_path"], record.get("where"))
 
   def _crop_box(self, w: int, h: int, rng) -> tuple[float, ...]:
     side = min(w, h) * self.crop_fraction

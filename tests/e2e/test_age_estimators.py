@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from facejax.tasks import frozen as ae
 from facejax.data import sources
-from facejax.data import transforms
+from facejax.data import images as images_lib
 from facejax import tasks
 from age_estimators_helpers import _cfg
 
@@ -15,7 +15,7 @@ from age_estimators_helpers import _cfg
 def _valid_images(age_data, n=32):
   """First n validation faces as RGB in [0, 1] (64 px) and their ages."""
   src = sources.AgeCsvSource(os.path.join(age_data, "valid.csv"))
-  images = np.stack([np.asarray(transforms.load_image(src[i]["image_path"]))
+  images = np.stack([np.asarray(images_lib.load_image(src[i]["image_path"]))
                      for i in range(n)]).astype(np.float32) / 255.0
   ages = np.array([src[i]["age"] for i in range(n)], np.float32)
   return images, ages

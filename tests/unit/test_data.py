@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from facejax.data import pipeline, sources, transforms
+from facejax.data import images, pipeline, sources, transforms
 
 PRE = transforms.Preprocess(image_size=32)
 
@@ -281,7 +281,7 @@ def test_every_image_mode_decodes_to_the_right_grey(tmp_path, mode):
   ext = ".tif" if mode in ("F", "I", "CMYK") else ".png"
   path = str(tmp_path / f"face{ext}")
   im.save(path)
-  rgb = np.asarray(transforms.load_image(path))
+  rgb = np.asarray(images.load_image(path))
   assert rgb.shape == (6, 8, 3) and rgb.dtype == np.uint8
   want = 255 if mode == "1" else 128
   np.testing.assert_allclose(rgb, want, atol=1)
@@ -299,6 +299,6 @@ def test_exif_orientation_is_applied(tmp_path):
   exif[0x0112] = 6  # Orientation: rotate 90 CW.
   path = str(tmp_path / "phone.jpg")
   im.save(path, exif=exif.tobytes(), quality=95)
-  rgb = np.asarray(transforms.load_image(path))
+  rgb = np.asarray(images.load_image(path))
   assert rgb.shape == (60, 40, 3)
   assert rgb[:8, -8:, 0].mean() > 200 and rgb[:8, :8, 0].mean() < 50

@@ -493,7 +493,7 @@ def test_rfiw_pair_lists_member_and_face_level(tmp_path):
 
 def test_recordio_identities_and_exact_pixels(tmp_path, capsys):
   from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
-  from facejax.data import transforms  # pylint: disable=g-import-not-at-top
+  from facejax.data import images as images_lib  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
   truth = rf.insightface_rec(str(tmp_path))
   offsets = recordio.read_idx(str(tmp_path / "train.idx"))
@@ -507,7 +507,7 @@ def test_recordio_identities_and_exact_pixels(tmp_path, capsys):
       assert truth[key][0] == ident
       # Record 3 was written in two parts around an inner magic number.
       np.testing.assert_array_equal(
-          np.asarray(transforms.load_image(name)), truth[key][1])
+          np.asarray(images_lib.load_image(name)), truth[key][1])
   # Without insightface's header record: identities from every label.
   os.rename(tmp_path / "train.idx", tmp_path / "full.idx")
   lines = (tmp_path / "full.idx").read_text().splitlines()[1:1 + 24]

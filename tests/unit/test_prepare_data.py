@@ -13,6 +13,8 @@ import skimage.data
 
 from facejax.data.faces import haar
 from facejax.data import tfds_prepared
+from facejax.data import prepare
+from facejax.data import prepare_scan
 from launch import prepare_data
 
 
@@ -123,7 +125,7 @@ def test_cacd_cli_crops_reports_and_writes_tfds(cacd_src, tmp_path, capsys):
   assert list(rows) == ['images/35_Eileen_Collins_0001.jpg']
   split, age = rows['images/35_Eileen_Collins_0001.jpg']
   # Split by person by default: all of Eileen Collins on one side.
-  assert split == prepare_data.hash_split('Eileen_Collins')
+  assert split == prepare_scan.hash_split('Eileen_Collins')
   assert float(age) == 35
 
   crop = np.asarray(
@@ -153,12 +155,12 @@ def test_bad_csv_errors_name_file_and_line(tmp_path):
   _save(str(src / 'a.jpg'), _blob(10))
   bad_header = src / 'header.csv'
   bad_header.write_text('file,age\na.jpg,3\n')
-  with pytest.raises(prepare_data.InputError, match=r'header.csv:1: .*path'):
-    prepare_data.scan('cacd', str(src), str(bad_header), 'file')
+  with pytest.raises(prepare_scan.InputError, match=r'header.csv:1: .*path'):
+    prepare_scan.scan('cacd', str(src), str(bad_header), 'file')
   bad_age = src / 'ages.csv'
   bad_age.write_text('path,age\na.jpg,3\nb.jpg,old\n')
-  with pytest.raises(prepare_data.InputError, match=r"ages.csv:3: age 'old'"):
-    prepare_data.scan('cacd', str(src), str(bad_age), 'file')
+  with pytest.raises(prepare_scan.InputError, match=r"ages.csv:3: age 'old'"):
+    prepare_scan.scan('cacd', str(src), str(bad_age), 'file')
   with pytest.raises(FileNotFoundError, match='not a prepared'):
     tfds_prepared.load(str(src), 'train')
 
@@ -184,8 +186,8 @@ def test_celeba_round_trip(tmp_path):
       ''.join(f'{n} {p}\n' for n, p in partition.items()))
   out = str(tmp_path / 'out')
 
-  result = prepare_data.run(
-      'celeba', str(src), out, prepare_data.Options(detect=False, size=32))
+  result = prepare.run(
+      'celeba', str(src), out, prepare.Options(detect=False, size=32))
   assert result['counts']['kept'] == 4 and result['counts']['missing'] == 1
 
   with open(os.path.join(out, 'list_attr_celeba.txt')) as f:
@@ -225,8 +227,8 @@ def test_rafd_round_trip(tmp_path):
   (src / 'train' / 'sad' / 'broken.jpg').write_bytes(b'nope')
   out = str(tmp_path / 'out')
 
-  result = prepare_data.run(
-      'rafd', str(src), out, prepare_data.Options(detect=False, size=24))
+  result = prepare.run(
+      'rafd', str(src), out, prepare.Options(detect=False, size=24))
   assert result['counts'] == {
       'kept': 4, 'unreadable': 1, 'no_face': 0, 'multiple_faces': 0}
   for rel in files:  # The folder tree is copied with the resized images.
@@ -252,8 +254,8 @@ def test_fiw_round_trip(tmp_path):
   _save(str(src / 'F0001' / 'MID2' / 'P2.jpg'), _blob(90))
   _save(str(src / 'F0023' / 'MID3' / 'P5.jpg'), _blob(120))
   out = str(tmp_path / 'out')
-  prepare_data.run(
-      'fiw', str(src), out, prepare_data.Options(detect=False, size=16))
+  prepare.run(
+      'fiw', str(src), out, prepare.Options(detect=False, size=16))
   source = tfds_prepared.load(out, 'train')
   got = {source[i]['path']: (int(source[i]['family']), int(source[i]['mid']))
          for i in range(len(source))}
@@ -269,9 +271,9 @@ def test_cacd_names_default_to_a_person_disjoint_split(tmp_path):
     for k in range(4):
       _save(str(src / f'{20 + k}_{person}_{k + 1:04d}.jpg'), _blob(k * 20))
   out = str(tmp_path / 'out')
-  result = prepare_data.run('cacd', str(src), out,
-                            prepare_data.Options(detect=False, size=16),
-                            write_tfds=False)
+  result = prepare.run('cacd', str(src), out,
+                       prepare.Options(detect=False, size=16),
+                       write_tfds=False)
   assert result['counts']['kept'] == 32
   where = {}
   for split in ('train', 'valid', 'test'):
@@ -287,15 +289,15 @@ def test_utkface_names_are_not_read_as_cacd(tmp_path):
   for i in range(4):
     _save(str(src / f'{25 + i}_{i % 2}_{i}_2017011617452512{i}.jpg.chip.jpg'),
           _blob(i * 40))
-  with pytest.raises(prepare_data.InputError, match=r'named like UTKFace.*'
+  with pytest.raises(prepare_scan.InputError, match=r'named like UTKFace.*'
                      r'--layout=utkface'):
-    prepare_data.run('cacd', str(src), str(tmp_path / 'out'),
-                     prepare_data.Options(detect=False, size=16),
-                     write_tfds=False)
+    prepare.run('cacd', str(src), str(tmp_path / 'out'),
+                prepare.Options(detect=False, size=16),
+                write_tfds=False)
   out = str(tmp_path / 'out2')
-  result = prepare_data.run('utkface', str(src), out,
-                            prepare_data.Options(detect=False, size=16),
-                            write_tfds=False)
+  result = prepare.run('utkface', str(src), out,
+                       prepare.Options(detect=False, size=16),
+                       write_tfds=False)
   assert result['counts']['kept'] == 4
   ages = sorted(float(r['age']) for split in ('train', 'valid', 'test')
                 for r in _read_csv(os.path.join(out, f'{split}.csv')))
@@ -311,9 +313,9 @@ def test_cacd_aligned_to_a_model_template(cacd_src, tmp_path, astronaut):
   from facejax.data.faces import align  # pylint: disable=g-import-not-at-top
   from facejax.data.faces import mtcnn  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / 'out')
-  result = prepare_data.run(
+  result = prepare.run(
       'cacd', cacd_src, out,
-      prepare_data.Options(align='arcface_112', size=112))
+      prepare.Options(align='arcface_112', size=112))
   counts = result['counts']
   assert (counts['kept'], counts['no_face'], counts['unreadable']) == (
       1, 1, 1), counts
@@ -345,9 +347,9 @@ def test_fiw_release_gets_rfiw_pair_lists(tmp_path):
   from facejax.data import kinship as kin_data  # pylint: disable=g-import-not-at-top
   src, out = str(tmp_path / 'fiw'), str(tmp_path / 'out')
   release_fixtures.fiw(src, families=30)
-  result = prepare_data.run('fiw', src, out,
-                            prepare_data.Options(detect=False, size=16),
-                            write_tfds=False)
+  result = prepare.run('fiw', src, out,
+                       prepare.Options(detect=False, size=16),
+                       write_tfds=False)
   assert result['counts']['kept'] == 30 * 3 * 2
   assert os.path.isfile(os.path.join(out, 'FIDs', 'F0001', 'MID1',
                                      'P00100_face1.jpg'))
@@ -379,5 +381,5 @@ def test_fiw_release_gets_rfiw_pair_lists(tmp_path):
   # Member level: each member's 2 faces paired in turn.
   assert len(source) == 2 * len(_read_csv(lists['valid']))
   assert set(source.labels) == {0, 1}
-  summary = prepare_data._summary(result, out)
+  summary = prepare.summary(result, out)
   assert '--config.data.val_file=val-pairs.csv' in summary

@@ -12,7 +12,8 @@ import os
 from typing import Any, Optional
 
 import numpy as np
-from PIL import Image
+
+from facejax.data import images
 
 # A face box as (x0, y0, x1, y1) pixel coordinates, x1/y1 exclusive.
 Box = tuple[int, int, int, int]
@@ -31,18 +32,6 @@ def _import_cv2() -> Any:
         'Face detection needs OpenCV: pip install opencv-python-headless'
     ) from e
   return cv2
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-  """Checks an image array and returns it as uint8 HxWx3."""
-  image = np.asarray(image)
-  if image.dtype != np.uint8:
-    raise ValueError(f'Expected a uint8 image, got dtype {image.dtype}.')
-  if image.ndim == 2:
-    return np.repeat(image[:, :, None], 3, axis=2)
-  if image.ndim == 3 and image.shape[2] in (3, 4):
-    return image[:, :, :3]
-  raise ValueError(f'Expected an HxW or HxWx3 image, got shape {image.shape}.')
 
 
 class FaceDetector:
@@ -120,7 +109,7 @@ class FaceDetector:
     if image.dtype != np.uint8:
       raise ValueError(f'Expected a uint8 image, got dtype {image.dtype}.')
     if image.ndim == 3:
-      gray = cv2.cvtColor(as_rgb_uint8(image), cv2.COLOR_RGB2GRAY)
+      gray = cv2.cvtColor(images.as_rgb_uint8(image), cv2.COLOR_RGB2GRAY)
     elif image.ndim == 2:
       gray = image
     else:
@@ -224,23 +213,5 @@ def crop_face(
   else:
     crop = inner
   if size is not None and crop.shape[:2] != (size, size):
-    crop = resize(crop, size)
+    crop = images.resize(crop, size)
   return np.ascontiguousarray(crop)
-
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-  """Resizes a uint8 image to size x size with a good-quality filter."""
-  if size <= 0:
-    raise ValueError(f'size must be positive, got {size}.')
-  pil = Image.fromarray(image)
-  # LANCZOS for both directions: antialiased when shrinking, sharp enough
-  # when enlarging small crops.
-  return np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS))
-
-
-def center_square(image: np.ndarray) -> np.ndarray:
-  """Crops the largest centred square, for pre-aligned images."""
-  h, w = image.shape[:2]
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  return image[top:top + side, left:left + side]

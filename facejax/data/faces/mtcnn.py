@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facejax.data.faces import haar as haar_lib
+from facejax.data import images as images_lib
 from facejax.models import mtcnn as nets
 
 _PACKAGE_HINT = "pip install mtcnn==1.0.0 (MIT; weights only, no TensorFlow)"
@@ -359,7 +359,7 @@ class MTCNN:
 
   def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
     """Faces in each uint8 RGB [H, W, 3] image, most confident first."""
-    images = [np.ascontiguousarray(haar_lib.as_rgb_uint8(im))
+    images = [np.ascontiguousarray(images_lib.as_rgb_uint8(im))
               for im in images]
     candidates = self._stage1(images)
     candidates, _ = self._refine(images, candidates, "rnet", 24,

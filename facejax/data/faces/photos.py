@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 
 from facejax.data import sources
-from facejax.data import transforms
+from facejax.data import images
 from facejax.data.faces import align
 from facejax.data.faces.mtcnn import Face
 
@@ -122,7 +122,7 @@ class FaceCrops:
       decoded: dict[str, Any] = {}
       for path in group:
         try:
-          decoded[path] = np.asarray(transforms.load_image(path))
+          decoded[path] = np.asarray(images.load_image(path))
         except sources.DataError as e:
           decoded[path] = e
       readable = [p for p in group if isinstance(decoded[p], np.ndarray)]

@@ -17,7 +17,7 @@ scanning every record's label.
 
 Images are named `recordio:<train.rec>@<byte offset>` so that every source built
 on image paths (identity folders, verification pairs) reads them through
-transforms.load_image unchanged.
+images.load_image unchanged.
 """
 
 import os

@@ -16,6 +16,7 @@ import pickle
 import numpy as np
 from PIL import Image
 
+from facejax.data import images as images_lib
 from facejax.data.sources import DataError
 
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
@@ -54,7 +55,7 @@ def read_bin(path: str) -> tuple[np.ndarray, np.ndarray]:
     raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
     try:
       with Image.open(io.BytesIO(raw)) as im:
-        images.append(np.asarray(im.convert("RGB")))
+        images.append(np.asarray(images_lib.to_rgb(im)))
     except Exception as e:  # PIL raises many types for bad bytes
       raise DataError(f"{path}: image {i} cannot be decoded "
                       f"({type(e).__name__}: {e})") from None
