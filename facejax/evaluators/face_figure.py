@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from facejax.data.faces import align
+from facejax.evaluators import reports
 
 _MARK_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00")
 
@@ -15,10 +16,7 @@ def draw(images: Sequence[np.ndarray], detections, out_path: str,
          templates: Sequence[str] = ("arcface_112", "sphereface_96x112",
                                      "ffhq", "box")) -> None:
   """Writes the figure to `out_path` (PNG): one row per photo."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  plt = reports.pyplot()
   rows = len(images)
   faces_max = max([len(d) for d in detections] + [1])
   cols = 1 + faces_max * len(templates)
@@ -51,6 +49,4 @@ def draw(images: Sequence[np.ndarray], detections, out_path: str,
             ax.plot(*point, "+", color=colour, markersize=5)
         ax.set_title(f"face {k}\n{template}", fontsize=7)
         ax.axis("off")
-  fig.tight_layout()
-  fig.savefig(out_path, dpi=110)
-  plt.close(fig)
+  reports.save_figure(fig, out_path, dpi=110)

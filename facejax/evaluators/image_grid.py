@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facejax.data import transforms
+
 _LABEL_HEIGHT = 14  # pixels of the header row (default font is ~11 px)
 _CHAR_WIDTH = 7     # per character of a row label
 
@@ -88,6 +90,15 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]],
       canvas.paste(Image.fromarray(image[..., :3]),
                    (left + pad + c * (w + pad), y))
   return canvas
+
+
+def make_signed_grid(rows: Sequence[Sequence[np.ndarray]],
+                     col_labels: Sequence[str] | None = None,
+                     row_labels: Sequence[str] | None = None) -> Image.Image:
+  """`make_grid` of float images in [-1, 1] (the GANs' output range)."""
+  return make_grid(
+      [[transforms.denormalize(x, "unit") for x in row] for row in rows],
+      col_labels=col_labels, row_labels=row_labels)
 
 
 def _wrap(text: str, width_px: int, font) -> list[str]:

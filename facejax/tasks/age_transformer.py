@@ -38,11 +38,13 @@ import numpy as np
 
 from facejax.tasks import frozen as frozen_lib
 from facejax.evaluators import image_grid
+from facejax.evaluators import reports
 from facejax import optim
 from facejax.data import pipeline
 from facejax.data import age as age_data
 from facejax.data import transforms
 from facejax.models import age_transformer as model_lib
+from facejax.models import layers
 from facejax.models import spectral_norm
 from facejax.tasks import base
 
@@ -557,11 +559,6 @@ class Task(base.Task):
     ev_vars = ev.variables if ev is not None else None
     ages = [float(a) for a in ages]
 
-    def cosine(a, b):
-      a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-      b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-      return (a * b).sum(-1)
-
     def per_batch(state, frozen, ev_vars, batch):
       x = _unit_to_model(batch["image"])
       x01 = model_lib.to_unit_interval(x)
@@ -576,7 +573,7 @@ class Task(base.Task):
                          False)
       sums["recon_l1"] = (_per_example_mean(jnp.abs(rec - x)) * mask).sum()
       if ev is not None:
-        sums["recon_identity"] = (cosine(
+        sums["recon_identity"] = (layers.cosine(
             ev.features(ev_vars, model_lib.to_unit_interval(rec)), f_in)
                                   * mask).sum()
       for k, t in enumerate(ages):
@@ -595,7 +592,8 @@ class Task(base.Task):
           sums[f"eval_err_{k}"] = (jnp.abs(eval_age - t) * mask).sum()
           sums[f"eval_err_unedited_{k}"] = (jnp.abs(age_in - t)
                                             * mask).sum()
-          sums[f"identity_{k}"] = (cosine(ev.features(ev_vars, out01), f_in)
+          sums[f"identity_{k}"] = (layers.cosine(ev.features(ev_vars, out01),
+                                                 f_in)
                                    * mask).sum()
       return sums
 
@@ -659,10 +657,7 @@ class Task(base.Task):
               f"{r['recon_l1']:.4f} (RGB in [0, 1]), identity cos "
               f"{fmt(r['recon_identity'])}."]
     text = "\n".join(lines) + "\n"
-    if jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
-      with open(os.path.join(out_dir, f"age_edit_{name}.md"), "w") as f:
-        f.write(text)
+    reports.write_report(out_dir, f"age_edit_{name}", text)
     return text
 
   # --- data --------------------------------------------------------------

@@ -65,18 +65,6 @@ from facejax.data import pipeline
 from facejax.train import state as state_lib
 
 
-def write_report(out_dir: str, name: str, table: str, data: Any) -> None:
-  """Writes a task report's Markdown `table` and JSON `data` to out_dir as
-  <name>.md and <name>.json (process 0 only; nothing if out_dir is '')."""
-  if not out_dir or jax.process_index() != 0:
-    return
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
-    f.write(table)
-  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-    json.dump(data, f, indent=2)
-
-
 @flax.struct.dataclass
 class Frozen:
   """Nothing frozen (the default `load_frozen`)."""

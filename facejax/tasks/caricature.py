@@ -56,7 +56,6 @@ from facejax.evaluators import image_grid
 from facejax import optim
 from facejax.data import caricature as data_lib
 from facejax.data import pipeline
-from facejax.data import transforms
 from facejax.models import layers
 from facejax.models import caricature as model_lib
 from facejax.tasks import base as task_base
@@ -581,9 +580,7 @@ class Task(task_base.Task):
       out = np.asarray(fn(gen, gen_stats, batch, direction, styles))
       rows.append([im, *out])
     titles = ["input"] + [f"s{k}" for k in range(num_styles)]
-    return image_grid.make_grid(
-        [[transforms.denormalize(x, "unit") for x in row] for row in rows],
-        col_labels=titles, row_labels=row_labels)
+    return image_grid.make_signed_grid(rows, titles, row_labels)
 
   def on_eval(self, state, frozen, step: int, workdir: str) -> None:
     del frozen

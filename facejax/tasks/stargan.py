@@ -39,10 +39,10 @@ import optax
 from PIL import Image
 
 from facejax.evaluators import image_grid
+from facejax.evaluators import reports
 from facejax import mesh as mesh_lib
 from facejax.data import stargan as sets_lib
 from facejax.data import pipeline
-from facejax.data import transforms
 from facejax.models import stargan as model_lib
 from facejax.tasks import base as task_base
 from facejax.train import state as state_lib
@@ -552,7 +552,7 @@ def _report_table(rows, split: str, step: int, has_clf: bool,
     lines.append(f"| all | mean | {tot} | {hit:.3f} | {base:.3f} | |")
     summary["all"] = {"translated_acc": hit, "input_acc": base}
   table = "\n".join(lines) + "\n"
-  task_base.write_report(out_dir, f"stargan_{split}", table, summary)
+  reports.write_report(out_dir, f"stargan_{split}", table, summary)
   return table
 
 
@@ -594,6 +594,4 @@ def make_grid(rows: list[list[np.ndarray]], titles: list[str],
               row_labels: list[str] | None = None) -> Image.Image:
   """A grid of [-1, 1] images: one row per input, titled columns (whole
   titles, wrapped to the cell width), rows labelled when given."""
-  return image_grid.make_grid(
-      [[transforms.denormalize(im, "unit") for im in row] for row in rows],
-      col_labels=titles, row_labels=row_labels)
+  return image_grid.make_signed_grid(rows, titles, row_labels)
