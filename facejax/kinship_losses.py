@@ -30,17 +30,15 @@ denominators.
 import jax
 import jax.numpy as jnp
 
+from facejax.models import layers
+
 _NEG = -1e9  # logit of an excluded entry (finite: no NaN in gradients)
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
 def _stacked(e_a, e_b, mask):
   """(S [2B, 2B], partner [2B], valid-sample mask [2B] bool)."""
   b = e_a.shape[0]
-  x = _normalize(jnp.concatenate([e_a, e_b]).astype(jnp.float32))
+  x = layers.l2_normalize(jnp.concatenate([e_a, e_b]).astype(jnp.float32))
   s = x @ x.T
   idx = jnp.arange(2 * b)
   partner = (idx + b) % (2 * b)
@@ -141,7 +139,7 @@ def batch_hard_triplet(e_a: jax.Array, e_b: jax.Array, margin: float = 1.0,
     (loss, hardest negative index [2B] into [e_a; e_b]).
   """
   b = e_a.shape[0]
-  x = _normalize(jnp.concatenate([e_a, e_b]).astype(jnp.float32))
+  x = layers.l2_normalize(jnp.concatenate([e_a, e_b]).astype(jnp.float32))
   idx = jnp.arange(2 * b)
   partner = (idx + b) % (2 * b)
   m = jnp.ones((b,), bool) if mask is None else mask > 0
