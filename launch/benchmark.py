@@ -4,7 +4,8 @@ r"""Benchmarks a config's real train step (the one launch.train compiles).
       --batch_size=32 --image_size=112 --steps=20 --workdir=runs/bench
 
 Every model at its stated size, beside its PyTorch twin where one exists
-(torch + timm installed; see launch/torch_twins.py):
+(torch + timm installed; see launch/torch_twins.py; the tooling is in
+launch/benchmark_suite.py):
 
   python -m launch.benchmark --suite [--only=age_regressor,stargan]
 
@@ -17,26 +18,14 @@ Simulate N CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=N.
 
 import json
 import os
-import time
-import traceback
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
-import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 
-from facejax import config_lib
-from facejax import mesh as mesh_lib
-from facejax import runtime
-from facejax.train import loop
-from facejax import tasks
+from launch import benchmark_suite as suite_lib
 from launch import common
-from launch import torch_twins
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file.", lock_config=True)
@@ -67,299 +56,25 @@ _CHECK = flags.DEFINE_bool(
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
                                    "also time the twin under torch.compile.")
 
-# (name, config file, global batch, image size, config overrides): the
-# sizes the issues state.
-SUITE = (
-    ("age_regressor", "configs/age_regressor.py", 32, 112, {}),
-    ("dex", "configs/dex.py", 8, 224, {}),
-    # A random VGG-16 DEX as the age loss costs the same as the trained one.
-    ("age_transformer", "configs/age_transformer.py", 8, 256,
-     {"age_loss.random_init": "vgg16"}),
-    ("stargan", "configs/stargan.py", 16, 128, {}),
-    # Stage 1 (backbone + recognition + identity softmax) does the same work
-    # as the timm twin; stage 2 adds the 11 analysis branches. 1,000
-    # identities as in the twin, not as many as the synthetic data has.
-    ("swinface_recognition", "configs/swinface.py:stage=1", 32, 112,
-     {"model.num_identities": 1000}),
-    ("swinface", "configs/swinface.py", 32, 112,
-     {"model.num_identities": 1000}),
-    ("kinship", "configs/kinship.py", 64, 64, {}),
-    # A random identity network costs the same as a trained one.
-    ("caricature", "configs/caricature.py", 8, 128,
-     {"identity.source": "random"}),
-)
-
-
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-  """Achieved GFLOP/s of a jitted n x n f32 matmul (best of reps)."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(reps))
-  return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-  t0 = time.perf_counter()
-  fn()
-  return time.perf_counter() - t0
-
-
-def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
-  """Times `tasks.setup(config).train_step` on a synthetic batch."""
-  setup = tasks.setup(config)
-  state = setup.init_state(import_weights=False)
-  rng = np.random.default_rng(0)
-  batch = setup.task.dummy_batch(setup.local_batch)
-  batch = {k: rng.normal(size=v.shape).astype(v.dtype) if k == "image"
-           else (rng.uniform(0, 100, v.shape).astype(v.dtype)
-                 if k == "age" else v) for k, v in batch.items()}
-  batch = mesh_lib.shard_batch(batch, setup.mesh)
-
-  # One executable per kind of step (a GAN's D-only and D+G steps), each
-  # with its own FLOP count and buffers.
-  kinds, compile_s, flops, peak_bytes = {}, 0.0, {}, None
-  for step in range(warmup + steps):
-    jitted = setup.train_step_at(step)
-    if jitted in kinds:
-      continue
-    t0 = time.perf_counter()
-    compiled = kinds[jitted] = jitted.lower(state, batch,
-                                            setup.frozen).compile()
-    compile_s += time.perf_counter() - t0
-    cost = compiled.cost_analysis() or {}
-    if isinstance(cost, list):  # older JAX returned one dict per device
-      cost = cost[0] if cost else {}
-    flops[jitted] = float(cost.get("flops", float("nan")))
-    mem = compiled.memory_analysis()
-    if mem is not None:
-      used = sum(getattr(mem, k, 0) or 0 for k in (
-          "temp_size_in_bytes", "argument_size_in_bytes",
-          "output_size_in_bytes")) - (getattr(mem, "alias_size_in_bytes", 0)
-                                       or 0)
-      peak_bytes = max(peak_bytes or 0, used)
-
-  def run_step(step, state):
-    jitted = setup.train_step_at(step)
-    return kinds[jitted](state, batch, setup.frozen), jitted
-
-  logging.info("%s: compiled in %.1f s; %d warm-up + %d timed steps",
-               config.model.name, compile_s, warmup, steps)
-  for i in range(warmup):
-    (state, _), _ = run_step(i, state)
-  jax.block_until_ready(state)  # (--warmup=0 runs no step here)
-  times, step_flops = [], []
-  for i in range(steps):
-    t0 = time.perf_counter()
-    (state, metrics), jitted = run_step(warmup + i, state)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
-    step_flops.append(flops[jitted])
-    # A progress line: GAN rows take minutes per step on a 2-core CPU.
-    logging.info("%s: step %d/%d %.3f s", config.model.name, i + 1, steps,
-                 times[-1])
-  times = np.asarray(times)
-  # A measured peak where the backend keeps one (GPU/TPU); on CPU the
-  # compiler's buffer-assignment estimate above stands in.
-  stats = jax.local_devices()[0].memory_stats() or {}
-  measured = "peak_bytes_in_use" in stats
-  if measured:
-    peak_bytes = stats["peak_bytes_in_use"]
-  median, mean = float(np.median(times)), float(np.mean(times))
-  # With several kinds of step the median is the commonest kind's time;
-  # throughput is per step of the mix, i.e. from the means.
-  typical = median if len(kinds) == 1 else mean
-  flops = float(np.mean(step_flops))
-  gb = config.data.batch_size
-  result = {
-      "config": config.model.name, "backbone": config.model.get(
-          "backbone", ""), "batch_size": gb,
-      "image_size": config.data.image_size,
-      "devices": int(setup.mesh.devices.size),
-      "device_kind": jax.devices()[0].device_kind,
-      "compile_s": compile_s, "step_s_median": median,
-      "step_s_p10": float(np.percentile(times, 10)),
-      "step_s_p90": float(np.percentile(times, 90)),
-      "step_s_mean": mean, "step_kinds": len(kinds),
-      "images_per_s": gb / typical,
-      "gflop_per_step": flops / 1e9,
-      # cost_analysis counts the per-device program: scale by devices.
-      "achieved_gflops": flops * setup.mesh.devices.size / typical / 1e9,
-      "peak_memory_mb": (peak_bytes / 2**20) if peak_bytes else None,
-      "peak_memory_source": "measured" if measured else "XLA estimate",
-      "loss_finite": all(bool(np.isfinite(float(metrics[k])))
-                         for k in setup.task.finite_keys),
-  }
-  result.update(loader_throughput(setup, _LOADER.value))
-  if peak:
-    result["matmul_peak_gflops"] = peak
-    result["fraction_of_peak"] = result["achieved_gflops"] / peak
-  return result
-
-
-def loader_throughput(setup, batches: int) -> dict:
-  """Images/s of this process's training input pipeline alone.
-
-  The step is fed if this is well above the step's images/s; the first
-  batch (worker start-up, file listing) is not timed.
-  """
-  if batches <= 0:
-    return {}
-  try:
-    it = loop.train_iterator(setup)
-    next(it)
-    t0 = time.perf_counter()
-    for _ in range(batches):
-      next(it)
-    seconds = time.perf_counter() - t0
-  except Exception as e:  # pylint: disable=broad-except
-    # No data on disk for this config: the step timing still stands.
-    first = (str(e).splitlines() or [""])[0]
-    return {"loader_note": f"not measured: {type(e).__name__}: {first}"}
-  return {"loader_images_per_s": batches * setup.local_batch / seconds,
-          "loader_workers": setup.config.data.num_workers}
-
-
-def markdown(rows: list[dict]) -> str:
-  head = ("| model | batch | size | devices | compile s | step s (p10-p90) "
-          "| img/s | loader img/s | GFLOP/step | GFLOP/s | % peak "
-          "| peak MB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
-  lines = [head]
-  for r in rows:
-    frac = r.get("fraction_of_peak")
-    mem = r["peak_memory_mb"]
-    name = r.get("suite_name") or f"{r['config']} {r['backbone']}".strip()
-    # Several kinds of step (GANs): the mean is the per-step cost.
-    mixed = (f"; mean {r['step_s_mean']:.3f}" if r.get("step_kinds", 1) > 1
-             else "")
-    lines.append(
-        f"| {name} | {r['batch_size']} | "
-        f"{r['image_size']} | {r['devices']} | {r['compile_s']:.1f} | "
-        f"{r['step_s_median']:.3f} ({r['step_s_p10']:.3f}-"
-        f"{r['step_s_p90']:.3f}){mixed} | {r['images_per_s']:.1f} | "
-        f"{r.get('loader_images_per_s', float('nan')):.0f} | "
-        f"{r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | "
-        f"{'' if frac is None else f'{100 * frac:.0f}%'} | "
-        f"{'' if mem is None else f'{mem:.0f}'} |")
-  return "\n".join(lines)
-
-
-def _twin_rows(config, row: dict) -> list[dict]:
-  """The PyTorch twin's timings on the same batch and size, if any."""
-  name = torch_twins.twin_name(config)
-  if name not in torch_twins.TWINS:
-    return [{"twin": None, "note": "no PyTorch twin in a PyPI package"}]
-  if torch_twins.work_note(config):  # a different job: not re-timed
-    return [{"twin": name, "note": torch_twins.work_note(config)}]
-  missing = torch_twins.available()
-  if missing:
-    return [{"twin": name, "note": f"skipped: {missing}"}]
-  out = []
-  modes = ["eager"] + (["torch.compile"] if _TORCH_COMPILE.value else [])
-  if _TWIN_DEFAULT_MALLOC.value and runtime.host_heap_kept():
-    modes.append(torch_twins.DEFAULT_MALLOC_MODE)
-  args = (name, row["batch_size"], row["image_size"], _STEPS.value)
-  for mode in modes:
-    try:
-      if mode == torch_twins.DEFAULT_MALLOC_MODE:
-        t = torch_twins.time_in_fresh_process(*args)
-      else:
-        t = torch_twins.time_train_step(
-            *args, compile_mode=mode == "torch.compile")
-    except Exception as e:  # torch.compile needs a working C++ toolchain
-      first = (str(e).splitlines() or [""])[0]
-      out.append({"twin": name, "note": f"{mode} failed: "
-                  f"{type(e).__name__}: {first}"})
-      continue
-    t["twin"] = name
-    t["facejax_speedup"] = t["step_s_median"] / row["step_s_median"]
-    out.append(t)
-  return out
-
-
-def check(config) -> dict:
-  """Builds `config`'s task and frozen nets and traces its train step."""
-  setup = tasks.setup(config)
-  batch = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=setup.batch_sharding),
-      setup.task.dummy_batch(setup.local_batch))
-  for jitted in setup.train_steps.values():
-    jitted.trace(setup.abstract_state, batch, setup.frozen)
-  mb = lambda tree: sum(x.size * x.dtype.itemsize
-                       for x in jax.tree.leaves(tree)) / 2**20
-  return {"state_mb": mb(setup.abstract_state), "frozen_mb": mb(setup.frozen)}
-
-
-def run_suite(peak: float | None) -> tuple[list[dict], str, list[str]]:
-  """Benchmarks every landed model of SUITE.
-
-  Returns:
-    the rows, the Markdown text and the names of the rows that failed.
-  """
-  rows, twin_lines, failed = [], [], []
-  for name, path, batch, size, overrides in SUITE:
-    if _ONLY.value and name not in _ONLY.value:
-      continue
-    path = os.path.join(_REPO, path)  # the suite runs from any directory
-    if not os.path.exists(path.split(":")[0]):
-      twin_lines.append(f"- {name}: not benchmarked ({path} not found)")
-      continue
-    config = config_lib.load_config(path, overrides)
-    batch, size = _BATCH.value or batch, _SIZE.value or size
-    with config.unlocked():
-      config.data.batch_size = config.data.eval_batch_size = batch
-      config.data.image_size = size
-    print(f"== {name}: batch {batch}, {size} px", flush=True)
-    try:
-      if _CHECK.value:
-        row = check(config)
-        print(f"- {name}: traced; train state {row['state_mb']:.0f} MB, "
-              f"frozen nets {row['frozen_mb']:.0f} MB", flush=True)
-        continue
-      row = benchmark(config, _STEPS.value, _WARMUP.value, peak)
-    except Exception:  # one model failing must not hide the others
-      failed.append(name)
-      twin_lines.append(f"- {name}: FAILED\n```\n"
-                        f"{traceback.format_exc(limit=3)}```")
-      print(twin_lines[-1], flush=True)
-      continue
-    row["suite_name"] = name
-    row["torch"] = _twin_rows(config, row)
-    rows.append(row)
-    print(markdown([row]), flush=True)
-    for t in row["torch"]:
-      if "step_s_median" in t:
-        twin_lines.append(
-            f"- {name}: PyTorch {t['mode']} ({t['twin']}, {t['threads']} "
-            f"threads) {t['step_s_median']:.3f} s/step "
-            f"({t['step_s_p10']:.3f}-{t['step_s_p90']:.3f}); facejax "
-            f"{row['step_s_median']:.3f} s/step = "
-            f"**{t['facejax_speedup']:.2f}x** PyTorch")
-      else:
-        twin_lines.append(f"- {name}: {t['note']}")
-      # Also now: a long suite that is stopped keeps what it measured.
-      print(twin_lines[-1], flush=True)
-  text = markdown(rows) + "\n\nPyTorch side by side (same batch and "
-  text += "size, Adam step):\n" + "\n".join(twin_lines)
-  return rows, text, failed
-
-
 def main(argv):
   del argv
   if _STEPS.value < 1 or _WARMUP.value < 0:
     common.fail(f"--steps={_STEPS.value} must be >= 1 and --warmup="
                 f"{_WARMUP.value} >= 0", code=2)
-  names = [entry[0] for entry in SUITE]
+  names = [entry[0] for entry in suite_lib.SUITE]
   unknown = [n for n in _ONLY.value if n not in names]
   if unknown:
     common.fail(f"--only: unknown suite entries {unknown}; the suite has "
                 f"{', '.join(names)}", code=2)
   common.start_jax()
   if _SUITE.value:
-    peak = matmul_peak_gflops() if _PEAK.value else None
-    rows, text, failed = run_suite(peak)
+    peak = suite_lib.matmul_peak_gflops() if _PEAK.value else None
+    rows, text, failed = suite_lib.run_suite(
+        peak, only=_ONLY.value, batch_size=_BATCH.value,
+        image_size=_SIZE.value, check_only=_CHECK.value, steps=_STEPS.value,
+        warmup=_WARMUP.value, loader_batches=_LOADER.value,
+        torch_compile=_TORCH_COMPILE.value,
+        default_malloc=_TWIN_DEFAULT_MALLOC.value)
     if peak:
       text += f"\n\nreference: jitted 2048^2 f32 matmul {peak:.0f} GFLOP/s"
     if jax.process_index() == 0:
@@ -382,9 +97,10 @@ def main(argv):
       config.data.image_size = _SIZE.value
     if _DEVICES.value:
       config.mesh = (("data", _DEVICES.value), ("fsdp", 1), ("model", 1))
-  peak = matmul_peak_gflops() if _PEAK.value else None
-  row = benchmark(config, _STEPS.value, _WARMUP.value, peak)
-  table = markdown([row])
+  peak = suite_lib.matmul_peak_gflops() if _PEAK.value else None
+  row = suite_lib.benchmark(config, _STEPS.value, _WARMUP.value, peak,
+                            _LOADER.value)
+  table = suite_lib.markdown([row])
   if jax.process_index() == 0:
     os.makedirs(_WORKDIR.value, exist_ok=True)
     with open(os.path.join(_WORKDIR.value, "benchmark.jsonl"), "a") as f:
