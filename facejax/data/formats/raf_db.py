@@ -12,7 +12,6 @@ or the folder holding it. ('patition' is the release's own spelling.)
 
 import os
 
-from facejax.data.formats import base
 from facejax.data.sources import DataError
 from facejax.data.sources import check_text_file
 
