@@ -56,6 +56,7 @@ from facejax.evaluators import image_grid
 from facejax import optim
 from facejax.data import caricature as data_lib
 from facejax.data import pipeline
+from facejax.data.synthetic import caricature as synthetic_cari
 from facejax.models import layers
 from facejax.models import caricature as model_lib
 from facejax.tasks import base as task_base
@@ -523,7 +524,7 @@ class Task(task_base.Task):
     d = self.config.data
     if d.root:
       return d.root
-    return data_lib.ensure_synthetic(
+    return synthetic_cari.ensure_caricature(
         d.synthetic_dir, num_identities=d.synthetic_identities,
         photos=d.synthetic_photos, caricatures=d.synthetic_caricatures,
         size=d.synthetic_size, seed=d.synthetic_seed)

@@ -25,6 +25,7 @@ import numpy as np
 
 from facejax import optim
 from facejax.data import caricature as data_lib
+from facejax.data.synthetic import caricature as synthetic_cari
 from facejax.models import sphereface as model_lib
 from facejax.tasks import base
 from facejax.train import state as state_lib
@@ -177,7 +178,7 @@ class Task(base.Task):
     d = self.config.data
     if d.root:
       return d.root
-    return data_lib.ensure_synthetic(
+    return synthetic_cari.ensure_caricature(
         d.synthetic_dir, num_identities=d.synthetic_identities,
         photos=d.synthetic_photos, caricatures=d.synthetic_caricatures,
         size=d.synthetic_size, seed=d.synthetic_seed)

@@ -14,6 +14,7 @@ from facejax.evaluators import fid as fid_lib
 from facejax.evaluators import verification
 from facejax import mesh as mesh_lib
 from facejax.data import caricature as data_lib
+from facejax.data.synthetic import caricature as synthetic_cari
 from facejax.data.sources import DataError
 from facejax.models import caricature as model_lib
 from facejax.models import spectral_norm
@@ -204,8 +205,8 @@ def _data_cfg(root, **kw):
 
 def test_synthetic_two_domain_data_alignment_and_errors(tmp_path):
   root = str(tmp_path / "cari")
-  data_lib.write_synthetic(root, num_identities=6, photos=2, caricatures=2,
-                           size=48)
+  synthetic_cari.write_caricature(root, num_identities=6, photos=2,
+                                  caricatures=2, size=48)
   photo, cari = data_lib.open_domains(_data_cfg(root), "train")
   v_photo, v_cari = data_lib.open_domains(_data_cfg(root), "valid")
   t_photo, t_cari = data_lib.open_domains(_data_cfg(root), "test")
