@@ -28,13 +28,10 @@ import os
 from absl import app
 from absl import flags
 import jax
-from jax.experimental import multihost_utils
 from ml_collections import config_flags
-import numpy as np
 
-from facejax import mesh as mesh_lib
-from facejax.data import pipeline
 from facejax.data.sources import DataError
+from facejax.evaluators import age as age_eval
 from launch import common
 from facejax import runs
 from facejax import tasks
@@ -78,48 +75,6 @@ def _load():
   return setup, state, step, out
 
 
-def predict_split(setup, state, source):
-  """(predicted ages, true ages) over a whole split, on every process."""
-  preds, ages = [], []
-  for batch in pipeline.eval_batches(source, setup.task.preprocess(False),
-                                     setup.eval_batch,
-                                     setup.config.data.num_workers):
-    pred = np.asarray(setup.predict(
-        state, mesh_lib.shard_batch(batch, setup.mesh)["image"]))
-    # Each process holds a contiguous block of the global batch: gathering
-    # the blocks in process order lines them up with the global predictions.
-    age, mask = (np.asarray(multihost_utils.process_allgather(
-        batch[k], tiled=True)) for k in ("age", "mask"))
-    preds.append(pred[mask > 0])
-    ages.append(age[mask > 0])
-  return np.concatenate(preds), np.concatenate(ages)
-
-
-def decade_table(pred: np.ndarray, age: np.ndarray) -> list[dict]:
-  rows = []
-  for lo in range(0, 101, 10):
-    sel = (age >= lo) & (age < lo + 10)
-    if sel.any():
-      rows.append({"ages": f"{lo}-{lo + 9}", "count": int(sel.sum()),
-                   "mae": float(np.mean(np.abs(pred[sel] - age[sel]))),
-                   "bias": float(np.mean(pred[sel] - age[sel]))})
-  return rows
-
-
-def _plot(pred, age, path, title):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-  ax.scatter(age, pred, s=6, alpha=0.5)
-  ax.plot([0, 100], [0, 100], "k--", lw=1)
-  ax.set(xlabel="true age", ylabel="predicted age", title=title,
-         xlim=(0, 100), ylim=(0, 100))
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-
-
 def main(argv):
   del argv
   common.start_jax()
@@ -138,50 +93,22 @@ def main(argv):
       if jax.process_index() == 0:
         print(f"{_SPLIT.value}, checkpoint step {step}\n\n{table}")
       return
-    source = setup.task.source(_SPLIT.value)
-    if setup.config.task not in ("age_regression", "dex"):
-      # No report of its own (attribute classifier, SphereFace): the
-      # task's validation metrics over the split.
-      summary = setup.task.summarize(setup.evaluate(state, source))
-      if jax.process_index() == 0:
-        print(f"{_SPLIT.value}, checkpoint step {step}\n\n| metric | value "
-              "|\n|---|---|\n" + "\n".join(
-                  f"| {k} | {float(v):.4g} |" for k, v in summary.items()))
-        name = os.path.basename(_SPLIT.value).replace(".csv", "")
-        with open(os.path.join(workdir, f"eval_{name}.json"), "w") as f:
-          json.dump({k: float(v) for k, v in summary.items()}, f, indent=2)
+    if setup.config.task in ("age_regression", "dex"):
+      age_eval.report(setup, state, _SPLIT.value, step, workdir, _PLOT.value)
       return
+    # No report of its own (attribute classifier, SphereFace): the task's
+    # validation metrics over the split.
+    summary = setup.task.summarize(setup.evaluate(
+        state, setup.task.source(_SPLIT.value)))
+    if jax.process_index() == 0:
+      print(f"{_SPLIT.value}, checkpoint step {step}\n\n| metric | value "
+            "|\n|---|---|\n" + "\n".join(
+                f"| {k} | {float(v):.4g} |" for k, v in summary.items()))
+      name = os.path.basename(_SPLIT.value).replace(".csv", "")
+      with open(os.path.join(workdir, f"eval_{name}.json"), "w") as f:
+        json.dump({k: float(v) for k, v in summary.items()}, f, indent=2)
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))
-  pred, age = predict_split(setup, state, source)
-  try:
-    train_src = setup.task.balance(setup.task.source("train"))
-    train_mean = float(np.mean(train_src.ages))
-  except (AttributeError, DataError, FileNotFoundError, ValueError):
-    train_mean = float("nan")  # No training split to take the mean of.
-  result = {
-      "split": _SPLIT.value, "checkpoint_step": step, "count": len(age),
-      "mae": float(np.mean(np.abs(pred - age))),
-      "rmse": float(np.sqrt(np.mean((pred - age)**2))),
-      "cs5": float(np.mean(np.abs(pred - age) <= 5)),
-      "baseline_mae": float(np.mean(np.abs(age - train_mean))),
-      "decades": decade_table(pred, age)}
-  if jax.process_index() == 0:
-    print(f"{_SPLIT.value}: {len(age)} images, checkpoint step {step}")
-    print(f"MAE {result['mae']:.3f}  RMSE {result['rmse']:.3f}  "
-          f"CS@5 {result['cs5']:.3f}  (predict-the-mean MAE "
-          f"{result['baseline_mae']:.3f})")
-    print("\n| ages | count | MAE | bias |\n|---|---|---|---|")
-    for r in result["decades"]:
-      print(f"| {r['ages']} | {r['count']} | {r['mae']:.2f} | "
-            f"{r['bias']:+.2f} |")
-    name = os.path.basename(_SPLIT.value).replace(".csv", "")
-    with open(os.path.join(workdir, f"eval_{name}.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    if _PLOT.value:
-      png = os.path.join(workdir, f"eval_{name}.png")
-      _plot(pred, age, png, f"{name}: MAE {result['mae']:.2f}")
-      print(f"\nwrote {png}")
 
 
 if __name__ == "__main__":
