@@ -52,7 +52,7 @@ def inference_of(setup, state) -> Inference:
          "crop_fraction": float(d.get("crop_fraction", 1.0))}
   name = config.task
   if name == "age_transformer":
-    weights = {"gen_params": state.gen_params, "gen_stats": state.gen_stats}
+    weights = {"gen": state.gen, "gen_stats": state.gen_stats}
 
     def fn(w, x, ages):
       return task.edit(types.SimpleNamespace(**w), x, ages)

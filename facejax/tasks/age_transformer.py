@@ -30,11 +30,11 @@ import os
 from typing import Any, Sequence
 
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from facejax.tasks import frozen as frozen_lib
 from facejax.evaluators import image_grid
@@ -46,6 +46,8 @@ from facejax.data import transforms
 from facejax.models import age_transformer as model_lib
 from facejax.models import layers
 from facejax.models import spectral_norm
+from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 from facejax.tasks import base
 
 SPECTRAL = spectral_norm.SPECTRAL
@@ -58,16 +60,9 @@ NEED_ESTIMATOR = (
     "DEX .pth>)")
 
 
-@flax.struct.dataclass
-class GanState:
-  """Generator + discriminator, their non-trained state and optimizers."""
-  step: jax.Array          # int32 scalar
-  gen_params: Any          # {'enc', 'dec', 'mod'}
-  gen_stats: Any           # {'spectral': u, v of every SN conv}
-  disc_params: Any
-  disc_stats: Any          # {'spectral': ..., 'batch_stats': BN stats}
-  gen_opt_state: Any
-  disc_opt_state: Any
+# gen: {'enc', 'dec', 'mod'}; gen_stats: {'spectral': u, v of every SN
+# conv}; disc_stats: {'spectral': ..., 'batch_stats': BN stats}.
+GanState = state_lib.GanState
 
 
 # ---------------------------------------------------------------------------
@@ -207,6 +202,12 @@ class Task(base.Task):
         config.optim_g, config.total_steps, None)
     self.tx_d, self.schedule_d = optim.create_optimizer(
         config.optim_d, config.total_steps, None)
+    scale = config.optim_g.get("mod_lr_scale", 1.0)
+    if scale != 1.0:
+      # Each age's embedding row only trains when that age is drawn; short
+      # runs need it to move faster than the convolutions.
+      self.tx_g = optax.chain(self.tx_g, optax.masked(
+          optax.scale(scale), lambda p: {k: k == "mod" for k in p}))
     self._estimator = None
     self._eval_estimator = None
     self._edit_fns = {}
@@ -254,8 +255,8 @@ class Task(base.Task):
 
   def describe(self, state) -> str:
     count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
-    return (f"HRFAE generator {count(state.gen_params):,} + discriminator "
-            f"{count(state.disc_params):,} params, stages "
+    return (f"HRFAE generator {count(state.gen):,} + discriminator "
+            f"{count(state.disc):,} params, stages "
             f"{[(e, s, w) for e, s, w in self.stages]} (end step, px, "
             f"w_recon)")
 
@@ -271,11 +272,11 @@ class Task(base.Task):
     dv = self.disc.init({"params": r_d}, x)
     gen_stats = {SPECTRAL: gv[SPECTRAL]}
     disc_stats = {SPECTRAL: dv[SPECTRAL], "batch_stats": dv["batch_stats"]}
-    return GanState(step=jnp.zeros((), jnp.int32), gen_params=gv["params"],
-                    gen_stats=gen_stats, disc_params=dv["params"],
+    return GanState(step=jnp.zeros((), jnp.int32), gen=gv["params"],
+                    gen_stats=gen_stats, disc=dv["params"],
                     disc_stats=disc_stats,
-                    gen_opt_state=self.tx_g.init(gv["params"]),
-                    disc_opt_state=self.tx_d.init(dv["params"]))
+                    gen_opt=self.tx_g.init(gv["params"]),
+                    disc_opt=self.tx_d.init(dv["params"]))
 
   def has_import(self) -> bool:
     return bool(self.config.model.get("init_from", ""))
@@ -286,18 +287,18 @@ class Task(base.Task):
     path = self.config.model.init_from
     logging.info("importing HRFAE weights from %s", path)
     imported = hrfae_import.load_hrfae(path, {
-        "gen": {"params": state.gen_params, **state.gen_stats},
-        "disc": {"params": state.disc_params, **state.disc_stats}})
+        "gen": {"params": state.gen, **state.gen_stats},
+        "disc": {"params": state.disc, **state.disc_stats}})
     gen, disc = imported["gen"], imported.get("disc")
-    new = state.replace(gen_params=gen["params"],
+    new = state.replace(gen=gen["params"],
                         gen_stats={SPECTRAL: gen[SPECTRAL]},
-                        gen_opt_state=self.tx_g.init(gen["params"]))
+                        gen_opt=self.tx_g.init(gen["params"]))
     if disc is not None:
       new = new.replace(
-          disc_params=disc["params"],
+          disc=disc["params"],
           disc_stats={SPECTRAL: disc[SPECTRAL],
                       "batch_stats": disc["batch_stats"]},
-          disc_opt_state=self.tx_d.init(disc["params"]))
+          disc_opt=self.tx_d.init(disc["params"]))
     return new
 
   # --- frozen estimators -------------------------------------------------
@@ -387,30 +388,23 @@ class Task(base.Task):
 
     # D step (the generator's output is a constant here).
     t_d = sample(r_td)
-    x_fake, gen_stats = self._gen(state.gen_params, state.gen_stats, x_a,
-                                  t_d, update=True)
+    x_fake, gen_stats = self._gen(state.gen, state.gen_stats, x_a, t_d,
+                                  update=True)
     x_fake = jax.lax.stop_gradient(x_fake)
 
     def d_loss_fn(dp):
-      def mean_real(x):
-        out, stats = self._disc(dp, state.disc_stats, x)
-        # Mean over batch and patches: the reference's R1 scaling.
-        return _masked_mean(_per_example_mean(out), mask), (out, stats)
-      (_, (real, stats)), grad_x = jax.value_and_grad(
-          mean_real, has_aux=True)(x_b)
+      # R1 of the mean over batch and patches (the reference's scaling);
+      # its forward pass is D(x_b) for the LSGAN term as well.
+      r1_sq, real, stats = steps_lib.r1_penalty(
+          lambda x: self._disc(dp, state.disc_stats, x), x_b, mask)
       fake, stats = self._disc(dp, stats, x_fake)
-      d_real = _masked_mean(_per_example_mean(jnp.square(real - 1.0)), mask)
-      d_fake = _masked_mean(_per_example_mean(jnp.square(fake)), mask)
-      r1 = 0.5 * lw.r1_gamma * _masked_mean(
-          jnp.square(grad_x).reshape(grad_x.shape[0], -1).sum(1), mask)
+      d_real, d_fake = steps_lib.lsgan_d(real, fake, mask)
+      r1 = 0.5 * lw.r1_gamma * _masked_mean(r1_sq, mask)
       loss = lw.w_dis * (d_real + d_fake) + lw.w_gp * r1
       return loss, ({"d_real": d_real, "d_fake": d_fake, "d_r1": r1}, stats)
 
-    (d_loss, (d_metrics, disc_stats)), d_grads = jax.value_and_grad(
-        d_loss_fn, has_aux=True)(state.disc_params)
-    d_updates, disc_opt = self.tx_d.update(d_grads, state.disc_opt_state,
-                                           state.disc_params)
-    disc_params = jax.tree.map(jnp.add, state.disc_params, d_updates)
+    disc, disc_opt, d_metrics, disc_stats = steps_lib.gan_update(
+        d_loss_fn, state.disc, state.disc_opt, self.tx_d, "d")
 
     # G step, against the updated discriminator.
     t_g = sample(r_tg)
@@ -420,32 +414,21 @@ class Task(base.Task):
       x_rec, x_mod, g_stats = self._gen_pair(gp, gen_stats, x_a, ages, t_g)
       recon = _masked_mean(_per_example_mean(jnp.abs(x_rec - x_a)), mask)
       ce, age_err = self._age_terms(frozen, x_mod, t_g, mask)
-      fake, d_stats = self._disc(disc_params, disc_stats, x_mod)
-      adv = _masked_mean(_per_example_mean(jnp.square(fake - 1.0)), mask)
+      fake, d_stats = self._disc(disc, disc_stats, x_mod)
+      adv = steps_lib.lsgan_g(fake, mask)
       tv = _masked_mean(total_variation(x_mod), mask)
       loss = (w_recon * recon + lw.w_class * ce + lw.w_adver * adv +
               lw.w_tv * tv)
       return loss, ({"g_recon": recon, "g_class": ce, "g_adv": adv,
                      "g_tv": tv, "age_err": age_err}, (g_stats, d_stats))
 
-    (g_loss, (g_metrics, (gen_stats, disc_stats))), g_grads = (
-        jax.value_and_grad(g_loss_fn, has_aux=True)(state.gen_params))
-    g_updates, gen_opt = self.tx_g.update(g_grads, state.gen_opt_state,
-                                          state.gen_params)
-    scale = cfg.optim_g.get("mod_lr_scale", 1.0)
-    if scale != 1.0:
-      # Each age's embedding row only trains when that age is drawn; short
-      # runs need it to move faster than the convolutions.
-      g_updates = dict(g_updates, mod=jax.tree.map(lambda u: u * scale,
-                                                   g_updates["mod"]))
-    gen_params = jax.tree.map(jnp.add, state.gen_params, g_updates)
+    gen, gen_opt, g_metrics, (gen_stats, disc_stats) = steps_lib.gan_update(
+        g_loss_fn, state.gen, state.gen_opt, self.tx_g, "g")
 
     new_state = state.replace(
-        step=state.step + 1, gen_params=gen_params, gen_stats=gen_stats,
-        disc_params=disc_params, disc_stats=disc_stats,
-        gen_opt_state=gen_opt, disc_opt_state=disc_opt)
-    metrics = {"g_loss": g_loss, "d_loss": d_loss, "w_recon": w_recon,
-               **g_metrics, **d_metrics}
+        step=state.step + 1, gen=gen, gen_stats=gen_stats, disc=disc,
+        disc_stats=disc_stats, gen_opt=gen_opt, disc_opt=disc_opt)
+    metrics = {"w_recon": w_recon, **g_metrics, **d_metrics}
     return new_state, metrics
 
   def _eval_targets(self, ages):
@@ -460,8 +443,8 @@ class Task(base.Task):
     mask = batch["mask"]
     ages = jnp.round(batch["age"])
     targets = self._eval_targets(ages)
-    x_rec, _ = self._gen(state.gen_params, state.gen_stats, x, ages, False)
-    x_mod, _ = self._gen(state.gen_params, state.gen_stats, x, targets,
+    x_rec, _ = self._gen(state.gen, state.gen_stats, x, ages, False)
+    x_mod, _ = self._gen(state.gen, state.gen_stats, x, targets,
                          False)
     est = self.estimator()
     err = jnp.abs(est.age(frozen, model_lib.to_unit_interval(x_mod)) - targets)
@@ -495,7 +478,7 @@ class Task(base.Task):
       [B, H, W, 3] RGB in [0, 1] (clipped).
     """
     x = _unit_to_model(images)
-    out, _ = self._gen(state.gen_params, state.gen_stats, x,
+    out, _ = self._gen(state.gen, state.gen_stats, x,
                        jnp.asarray(target_ages, jnp.float32), False)
     if histogram_transfer_:
       out = histogram_transfer(out, x)
@@ -569,7 +552,7 @@ class Task(base.Task):
         f_in = ev.features(ev_vars, x01)
         age_in = ev.age(ev_vars, x01)
       train_in = est.age(frozen, x01)
-      rec, _ = self._gen(state.gen_params, state.gen_stats, x, src_ages,
+      rec, _ = self._gen(state.gen, state.gen_stats, x, src_ages,
                          False)
       sums["recon_l1"] = (_per_example_mean(jnp.abs(rec - x)) * mask).sum()
       if ev is not None:
@@ -578,7 +561,7 @@ class Task(base.Task):
                                   * mask).sum()
       for k, t in enumerate(ages):
         tt = jnp.full_like(src_ages, t)
-        out, _ = self._gen(state.gen_params, state.gen_stats, x, tt, False)
+        out, _ = self._gen(state.gen, state.gen_stats, x, tt, False)
         out01 = jnp.clip(model_lib.to_unit_interval(out), 0.0, 1.0)
         train_age = est.age(frozen, out01)
         sums[f"train_age_{k}"] = (train_age * mask).sum()

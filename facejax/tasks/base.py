@@ -63,6 +63,7 @@ import ml_collections
 from facejax import optim
 from facejax.data import pipeline
 from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 
 
 @flax.struct.dataclass
@@ -247,7 +248,7 @@ class SupervisedTask(Task):
         self.last_block_prefixes())
     tx, schedule = optim.create_optimizer(config.optim, config.total_steps,
                                           trainable)
-    step = state_lib.make_train_step(self.loss_fn, tx, trainable,
+    step = steps_lib.make_train_step(self.loss_fn, tx, trainable,
                                      config.seed)
     return tx, schedule, step
 

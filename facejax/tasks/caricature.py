@@ -62,6 +62,7 @@ from facejax.models import caricature as model_lib
 from facejax.tasks import base as task_base
 from facejax.tasks import sphereface as sphere_task
 from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 
 SPECTRAL = model_lib.SPECTRAL
 DOMAINS = data_lib.DOMAINS
@@ -78,15 +79,9 @@ NEED_IDENTITY = (
     "loss.identity_w=0 / identity.source='none')")
 
 
-@flax.struct.dataclass
-class GanState:
-  step: jax.Array      # int32 scalar
-  gen: Any             # {'photo': params, 'cari': params}
-  gen_stats: Any       # {'photo': {'spectral': ...}, 'cari': ...}
-  disc: Any
-  disc_stats: Any
-  gen_opt: Any
-  disc_opt: Any
+# Both domains' networks stacked on a leading axis of 2 (photo, cari), with
+# their spectral-norm vectors in gen_stats / disc_stats.
+GanState = state_lib.GanState
 
 
 @flax.struct.dataclass
@@ -108,22 +103,22 @@ class NoIdentity:
 
 def hinge_d(real: list, fake: list) -> jax.Array:
   """Sum over scales of mean relu(1 - D(real)) + mean relu(1 + D(fake))."""
-  return sum(jnp.mean(jax.nn.relu(1.0 - r)) + jnp.mean(jax.nn.relu(1.0 + f))
-             for r, f in zip(real, fake))
+  return sum(sum(steps_lib.hinge_d(r, f)) for r, f in zip(real, fake))
 
 
 def hinge_g(fake: list) -> jax.Array:
   """Sum over scales of -mean D(fake)."""
-  return sum(-jnp.mean(f) for f in fake)
+  return sum(steps_lib.hinge_g(f) for f in fake)
 
 
 def lsgan_d(real: list, fake: list) -> jax.Array:
-  return sum(jnp.mean(jnp.square(f)) + jnp.mean(jnp.square(r - 1.0))
-             for r, f in zip(real, fake))
+  """Sum over scales of mean (D(real) - 1)^2 + mean D(fake)^2."""
+  return sum(sum(steps_lib.lsgan_d(r, f)) for r, f in zip(real, fake))
 
 
 def lsgan_g(fake: list) -> jax.Array:
-  return sum(jnp.mean(jnp.square(f - 1.0)) for f in fake)
+  """Sum over scales of mean (D(fake) - 1)^2."""
+  return sum(steps_lib.lsgan_g(f) for f in fake)
 
 
 def identity_loss(emb_x: jax.Array, emb_y: jax.Array,
@@ -409,12 +404,11 @@ class Task(task_base.Task):
       fake = [o[:, b:] for o in both]
       parts = [d_fn([r[i] for r in real], [f[i] for f in fake])
                for i in range(2)]
-      return lw.gan_w * (parts[0] + parts[1]), (new_stats, parts)
+      return lw.gan_w * (parts[0] + parts[1]), (
+          {"d_photo": parts[0], "d_cari": parts[1]}, new_stats)
 
-    (d_loss, (disc_stats, d_parts)), grads = jax.value_and_grad(
-        d_loss_fn, has_aux=True)(state.disc)
-    upd, disc_opt = self.tx_d.update(grads, state.disc_opt, state.disc)
-    disc = jax.tree.map(lambda p, u: p + u, state.disc, upd)
+    disc, disc_opt, d_metrics, disc_stats = steps_lib.gan_update(
+        d_loss_fn, state.disc, state.disc_opt, self.tx_d, "d")
 
     # G step with the updated D and new style codes.
     def g_loss_fn(gen):
@@ -462,20 +456,15 @@ class Task(task_base.Task):
               + lw.recon_c_w * terms["recon_c"]
               + lw.recon_cyc_w * terms["recon_cyc"]
               + lw.identity_w * terms["id"])
-      return loss, (new_stats, terms)
+      return loss, ({f"g_{k}": v for k, v in terms.items()}, new_stats)
 
-    (g_loss, (gen_stats, terms)), grads = jax.value_and_grad(
-        g_loss_fn, has_aux=True)(state.gen)
-    upd, gen_opt = self.tx_g.update(grads, state.gen_opt, state.gen)
-    gen = jax.tree.map(lambda p, u: p + u, state.gen, upd)
+    gen, gen_opt, g_metrics, gen_stats = steps_lib.gan_update(
+        g_loss_fn, state.gen, state.gen_opt, self.tx_g, "g")
     new_state = state.replace(step=state.step + 1, gen=gen,
                               gen_stats=gen_stats, disc=disc,
                               disc_stats=disc_stats, gen_opt=gen_opt,
                               disc_opt=disc_opt)
-    metrics = {"d_loss": d_loss, "g_loss": g_loss,
-               "d_photo": d_parts[0], "d_cari": d_parts[1],
-               **{f"g_{k}": v for k, v in terms.items()}}
-    return new_state, metrics
+    return new_state, {**d_metrics, **g_metrics}
 
   def _eval_styles(self, b: int):
     rng = jax.random.fold_in(jax.random.key(self.config.seed), _EVAL_SEED)

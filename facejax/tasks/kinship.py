@@ -56,6 +56,7 @@ from facejax.models import layers
 from facejax.models import swinface
 from facejax.tasks import base
 from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 
 HEADS = ("cosine", "rbkin")
 LOSSES = {"cosine": ("contrastive", "hcl", "triplet"), "rbkin": ("ce",)}
@@ -336,7 +337,7 @@ class Task(base.Task):
       else:
         state = _restore_state(self.config.rbkin.age_transformer,
                                self._at_task, "rbkin.age_transformer")
-      frozen["age_transformer"] = {"gen_params": state.gen_params,
+      frozen["age_transformer"] = {"gen": state.gen,
                                    "gen_stats": state.gen_stats}
     return frozen if frozen else base.Frozen()
 
@@ -538,16 +539,10 @@ class Task(base.Task):
     return loss, (metrics, {**stats, **new_stats})
 
   def train_step(self, state, batch, frozen):
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
-    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-    (loss, (metrics, stats)), grads = grad_fn(
-        state.params, state.batch_stats, frozen, batch, rng, state.step)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=jnp.sqrt(sum(
-        jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
-    return state.replace(step=state.step + 1, params=params,
-                         batch_stats=stats, opt_state=opt_state), metrics
+    def loss_fn(params, stats, batch, ctx):
+      return self._loss(params, stats, ctx.frozen, batch, ctx.rng, ctx.step)
+    step = steps_lib.supervised_step(loss_fn, self.tx, self.config.seed)
+    return step(state, batch, frozen)
 
   def _range(self) -> tuple[float, float]:
     return (0.0, 1.0) if self.config.model.head == "rbkin" else (-1.0, 1.0)

@@ -29,6 +29,7 @@ from facejax.data.synthetic import caricature as synthetic_cari
 from facejax.models import sphereface as model_lib
 from facejax.tasks import base
 from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 
 
 class ConcatSource:
@@ -147,14 +148,11 @@ class Task(base.Task):
     return loss, {"accuracy": acc, "lambda": lamb}
 
   def train_step(self, state, batch, frozen):
-    del frozen
-    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, batch, state.step)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-    return (state.replace(step=state.step + 1, params=params,
-                          opt_state=opt_state),
-            {**metrics, "loss": loss})
+    def loss_fn(params, batch_stats, batch, ctx):
+      loss, metrics = self._loss(params, batch, ctx.step)
+      return loss, (metrics, batch_stats)
+    step = steps_lib.supervised_step(loss_fn, self.tx, self.config.seed)
+    return step(state, batch, frozen)
 
   def eval_step(self, state, batch, frozen):
     del frozen

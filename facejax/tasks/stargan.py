@@ -46,19 +46,11 @@ from facejax.data import pipeline
 from facejax.models import stargan as model_lib
 from facejax.tasks import base as task_base
 from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 
+GanState = state_lib.GanState
 SCHEDULES = ("linear", "official", "constant")
 _EVAL_SEED = 2**30  # fold_in offset of the evaluation targets
-
-
-@flax.struct.dataclass
-class GanState:
-  step: jax.Array          # int32 scalar: discriminator steps done
-  gen: Any                 # generator params
-  disc: Any                # discriminator params
-  gen_opt: Any
-  disc_opt: Any
-  g_metrics: Any           # the latest generator losses (for logging)
 
 
 @flax.struct.dataclass
@@ -93,23 +85,6 @@ def learning_rate(cfg: ml_collections.ConfigDict, lr0: float,
                    f"choose one of {SCHEDULES}")
 
 
-def _wmean(x, w):
-  """Mean of per-example values x [B] with weights (the batch mask)."""
-  return (x * w).sum() / jnp.maximum(w.sum(), 1.0)
-
-
-def gradient_penalty(src_fn, x_hat: jax.Array) -> jax.Array:
-  """[B] (||d sum(D_src(x_hat)) / d x_hat_b||_2 - 1)^2 per example.
-
-  D has no batch-coupling layers, so the gradient of the sum gives every
-  example its own gradient (the reference's grad_outputs=ones).
-  """
-  grad = jax.grad(lambda x: src_fn(x).sum())(x_hat)
-  sq = jnp.sum(jnp.square(grad.reshape(grad.shape[0], -1)), axis=-1)
-  # The tiny epsilon keeps the second derivative finite at a zero gradient.
-  return jnp.square(jnp.sqrt(sq + 1e-12) - 1.0)
-
-
 class Task(task_base.Task):
   """StarGAN with multi-data-set masked labels."""
 
@@ -137,8 +112,8 @@ class Task(task_base.Task):
     self.disc = model_lib.Discriminator(d.image_size, m.d_conv_dim,
                                         self.layout.cls_dim, m.d_repeat_num,
                                         m.conv_impl, dtype)
-    o = config.optim
-    self.tx = optax.scale_by_adam(b1=o.b1, b2=o.b2)
+    self.tx_d = self._optimizer(config.optim.d_lr, 1)
+    self.tx_g = self._optimizer(config.optim.g_lr, config.loss.n_critic)
     self.classifier = None  # set by load_frozen when configured
     self.best_metric = (("clf_target_acc", "max")
                         if config.eval.classifier_workdir
@@ -184,9 +159,11 @@ class Task(task_base.Task):
   def _state(self, gen, disc) -> GanState:
     zero = jnp.zeros((), jnp.float32)
     return GanState(step=jnp.zeros((), jnp.int32), gen=gen, disc=disc,
-                    gen_opt=self.tx.init(gen), disc_opt=self.tx.init(disc),
+                    gen_opt=self.tx_g.init(gen),
+                    disc_opt=self.tx_d.init(disc),
                     g_metrics={k: zero for k in ("g_loss", "g_fake",
-                                                 "g_rec", "g_cls")})
+                                                 "g_rec", "g_cls",
+                                                 "g_grad_norm")})
 
   def has_import(self) -> bool:
     return bool(self.config.model.get("init_from", ""))
@@ -234,33 +211,43 @@ class Task(task_base.Task):
     x_fake = jax.lax.stop_gradient(self.gen.apply({"params": gen}, x,
                                                   c_trg))
     src_fake, _ = self.disc.apply({"params": disc}, x_fake)
-    d_real = -_wmean(src_real.mean((1, 2, 3)), w)
-    d_fake = _wmean(src_fake.mean((1, 2, 3)), w)
-    d_cls = _wmean(sets_lib.masked_cls_loss(cls_real, c_org, self.layout), w)
+    d_real, d_fake = steps_lib.wgan_d(src_real, src_fake, w)
+    d_cls = steps_lib.masked_mean(
+        sets_lib.masked_cls_loss(cls_real, c_org, self.layout), w)
     alpha = jax.random.uniform(rng, (x.shape[0], 1, 1, 1))
     x_hat = alpha * x + (1.0 - alpha) * x_fake
     src_fn = lambda xh: self.disc.apply({"params": disc}, xh)[0]
-    d_gp = _wmean(gradient_penalty(src_fn, x_hat), w)
+    d_gp = steps_lib.masked_mean(steps_lib.gradient_penalty(src_fn, x_hat), w)
     loss = d_real + d_fake + lam.lambda_cls * d_cls + lam.lambda_gp * d_gp
-    return loss, {"d_loss": loss, "d_real": d_real, "d_fake": d_fake,
-                  "d_cls": d_cls, "d_gp": d_gp}
+    return loss, ({"d_real": d_real, "d_fake": d_fake, "d_cls": d_cls,
+                   "d_gp": d_gp}, None)
 
   def _g_losses(self, gen, disc, x, c_org, c_trg, w):
     lam = self.config.loss
     x_fake = self.gen.apply({"params": gen}, x, c_trg)
     src, cls = self.disc.apply({"params": disc}, x_fake)
-    g_fake = -_wmean(src.mean((1, 2, 3)), w)
-    g_cls = _wmean(sets_lib.masked_cls_loss(cls, c_trg, self.layout), w)
+    g_fake = steps_lib.wgan_g(src, w)
+    g_cls = steps_lib.masked_mean(
+        sets_lib.masked_cls_loss(cls, c_trg, self.layout), w)
     x_rec = self.gen.apply({"params": gen}, x_fake, c_org)
-    g_rec = _wmean(jnp.abs(x - x_rec).mean((1, 2, 3)), w)
+    g_rec = steps_lib.masked_mean(jnp.abs(x - x_rec).mean((1, 2, 3)), w)
     loss = g_fake + lam.lambda_rec * g_rec + lam.lambda_cls * g_cls
-    return loss, {"g_loss": loss, "g_fake": g_fake, "g_rec": g_rec,
-                  "g_cls": g_cls}
+    return loss, ({"g_fake": g_fake, "g_rec": g_rec, "g_cls": g_cls}, None)
 
-  def _apply(self, params, opt_state, grads, lr):
-    updates, opt_state = self.tx.update(grads, opt_state, params)
-    params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
-    return params, opt_state
+  def _optimizer(self, lr0: float, every: int
+                 ) -> optax.GradientTransformation:
+    """Adam at `learning_rate` for a network updated every `every` steps.
+
+    The schedule is optax's (it counts this network's own updates): its
+    count-th update is global step (count + 1) * every - 1 (`step_args`),
+    where the loop's learning rate is read.
+    """
+    o, total = self.config.optim, self.config.total_steps
+    return optax.chain(
+        optax.scale_by_adam(b1=o.b1, b2=o.b2),
+        optax.scale_by_learning_rate(
+            lambda count: learning_rate(o, lr0, total,
+                                        (count + 1) * every - 1)))
 
   # Keyword arguments of train_step: one compiled program per kind.
   step_kinds = ({"g_step": False}, {"g_step": True})
@@ -273,25 +260,22 @@ class Task(task_base.Task):
                  g_step: bool):
     """The D update, then (if `g_step`) the G update against the new D."""
     del frozen  # the classifier is for evaluation only
-    cfg, o = self.config, self.config.optim
+    cfg = self.config
     rng = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
     r_trg, r_gp = jax.random.split(rng)
     x, c_org, w = batch["image"], batch["label"], batch["mask"]
     c_trg = sets_lib.sample_targets(r_trg, c_org, self.layout,
                                     cfg.model.target_mode)
 
-    d_grad = jax.grad(self._d_losses, has_aux=True)
-    grads, d_metrics = d_grad(state.disc, state.gen, x, c_org, c_trg, w,
-                              r_gp)
-    d_lr = learning_rate(o, o.d_lr, cfg.total_steps, state.step)
-    disc, disc_opt = self._apply(state.disc, state.disc_opt, grads, d_lr)
+    disc, disc_opt, d_metrics, _ = steps_lib.gan_update(
+        lambda d: self._d_losses(d, state.gen, x, c_org, c_trg, w, r_gp),
+        state.disc, state.disc_opt, self.tx_d, "d")
 
     gen, gen_opt, g_metrics = state.gen, state.gen_opt, state.g_metrics
     if g_step:
-      g_grad = jax.grad(self._g_losses, has_aux=True)
-      grads, g_metrics = g_grad(gen, disc, x, c_org, c_trg, w)
-      g_lr = learning_rate(o, o.g_lr, cfg.total_steps, state.step)
-      gen, gen_opt = self._apply(gen, gen_opt, grads, g_lr)
+      gen, gen_opt, g_metrics, _ = steps_lib.gan_update(
+          lambda g: self._g_losses(g, disc, x, c_org, c_trg, w),
+          gen, gen_opt, self.tx_g, "g")
     new_state = state.replace(step=state.step + 1, gen=gen, disc=disc,
                               gen_opt=gen_opt, disc_opt=disc_opt,
                               g_metrics=g_metrics)

@@ -31,6 +31,7 @@ from facejax.data import transforms
 from facejax.models import swinface
 from facejax.tasks import base
 from facejax.train import state as state_lib
+from facejax.train import steps as steps_lib
 
 NUM_ATTRS = len(swinface.BINARY_TASKS)
 # Columns of the binary heads in the `attrs` label vector.
@@ -229,24 +230,15 @@ class Task(base.Task):
     return losses
 
   def train_step(self, state, batch, frozen):
-    del frozen
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
-    lam = state.step.astype(jnp.float32) / self.config.total_steps
-
-    def loss_fn(params):
-      out, stats = self._forward(params, state.batch_stats, batch["image"],
-                                 True, rng)
-      losses = self.losses(out, params, batch, lam, rng)
+    def loss_fn(params, batch_stats, batch, ctx):
+      lam = ctx.step.astype(jnp.float32) / self.config.total_steps
+      out, stats = self._forward(params, batch_stats, batch["image"], True,
+                                 ctx.rng)
+      losses = self.losses(out, params, batch, lam, ctx.rng)
       return losses["loss"], (losses, stats)
-
-    (_, (metrics, stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
     tx, _ = self._tx()
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-    return state.replace(step=state.step + 1, params=params,
-                         batch_stats=stats, opt_state=opt_state), metrics
+    step = steps_lib.supervised_step(loss_fn, tx, self.config.seed)
+    return step(state, batch, frozen)
 
   def predict(self, state, images):
     """Every head's output plus the L2-normalised embedding."""

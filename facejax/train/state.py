@@ -1,6 +1,6 @@
-"""The train state pytree and the generic supervised train step."""
+"""The train state pytrees and the one way a step applies its gradients."""
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
@@ -10,44 +10,44 @@ import optax
 
 @flax.struct.dataclass
 class TrainState:
+  """One set of parameters with one optimizer (the supervised tasks)."""
   step: jax.Array          # int32 scalar
   params: Any
   batch_stats: Any         # BatchNorm running statistics ({} if none)
   opt_state: Any
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
-                    trainable: Any, seed: int) -> Callable:
-  """Builds `train_step(state, batch) -> (state, metrics)`.
+@flax.struct.dataclass
+class GanState:
+  """A generator and a discriminator, each with its own optimizer.
 
-  Args:
-    loss_fn: (params, batch_stats, batch, rng) ->
-      (loss, (metrics dict, new batch_stats)).
-    tx: the optax transformation (frozen parts already set to zero).
-    trainable: params-shaped bool mask. Frozen parameters enter the loss
-      through stop_gradient, so XLA skips their backward pass entirely.
-    seed: root seed; the step's rng is fold_in(key(seed), step) so a
-      resumed run draws the same dropout masks.
+  `gen_stats` / `disc_stats` hold each network's non-trained variables
+  (spectral-norm vectors, BatchNorm statistics; {} when it has none).
+  `g_metrics` carries the latest generator metrics across steps that do
+  not update the generator (StarGAN's n_critic), so every step reports
+  them; {} for GANs that update both networks every step.
   """
-  def train_step(state: TrainState, batch: dict):
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    def frozen_aware_loss(params, *args):
-      params = jax.tree.map(
-          lambda p, t: p if t else jax.lax.stop_gradient(p), params,
-          trainable)
-      return loss_fn(params, *args)
+  step: jax.Array          # int32 scalar: steps done
+  gen: Any                 # generator params
+  disc: Any                # discriminator params
+  gen_opt: Any
+  disc_opt: Any
+  gen_stats: Any = flax.struct.field(default_factory=dict)
+  disc_stats: Any = flax.struct.field(default_factory=dict)
+  g_metrics: Any = flax.struct.field(default_factory=dict)
 
-    grad_fn = jax.value_and_grad(frozen_aware_loss, has_aux=True)
-    (loss, (metrics, batch_stats)), grads = grad_fn(
-        state.params, state.batch_stats, batch, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss,
-                   grad_norm=optax.global_norm(grads))
-    new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, metrics
-  return train_step
+
+def apply_gradients(params: Any, opt_state: Any, grads: Any,
+                    tx: optax.GradientTransformation
+                    ) -> tuple[Any, Any, jax.Array]:
+  """One optimizer update: (new params, new opt_state, global grad norm).
+
+  The only place a train step turns gradients into new parameters: every
+  learning rate, schedule and per-parameter scale lives in `tx`.
+  """
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return (optax.apply_updates(params, updates), opt_state,
+          optax.global_norm(grads))
 
 
 def count_params(params: Any) -> int:

@@ -67,7 +67,7 @@ def test_gradients_reach_generator_through_frozen_estimator(
     return task._age_terms(frozen, out, targets, batch["mask"])[0]  # pylint: disable=protected-access
 
   g_gen, g_est = jax.jit(jax.grad(age_loss, argnums=(0, 1)))(
-      state.gen_params, setup.frozen)
+      state.gen, setup.frozen)
   norms = {k: float(np.linalg.norm(v)) for k, v in flat(g_gen).items()}
   assert all(np.isfinite(n) for n in norms.values())
   # Every generator part (encoder, decoder, age modulation) gets gradient.
@@ -105,12 +105,12 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
   state_leaves = flat(s1)
   assert not any(k.startswith("['params']") for k in state_leaves)
   assert set(k.split("[")[0] for k in state_leaves) == {
-      f".{f}" for f in ("step", "gen_params", "gen_stats", "disc_params",
-                        "disc_stats", "gen_opt_state", "disc_opt_state")}
+      f".{f}" for f in ("step", "gen", "gen_stats", "disc", "disc_stats",
+                        "gen_opt", "disc_opt")}
   for k, v in flat(setup1.frozen).items():
     np.testing.assert_array_equal(v, frozen_before[k], err_msg=k)
   # Both networks trained: every parameter tensor moved.
-  for name in ("gen_params", "disc_params"):
+  for name in ("gen", "disc"):
     before, after = flat(getattr(init, name)), flat(getattr(s1, name))
     unchanged = [k for k in before if np.array_equal(before[k], after[k])]
     assert not unchanged, (name, unchanged)
@@ -128,7 +128,7 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
   # so are the BatchNorm running means that include them.
   f1, f8 = flat(s1), flat(s8)
   assert f1.keys() == f8.keys()
-  params = {k for k in f1 if k.startswith((".gen_params", ".disc_params"))}
+  params = {k for k in f1 if k.startswith((".gen[", ".disc["))}
   def before_norm(k):
     if "['batch_stats']" in k and k.endswith("['mean']"):
       return True

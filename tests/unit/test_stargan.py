@@ -14,6 +14,7 @@ from facejax.data.sources import DataError
 from facejax.models import stargan as model_lib
 from facejax.convert import stargan as stargan_convert
 from facejax.tasks import stargan as task_lib
+from facejax.train import steps as steps_lib
 from facejax import tasks
 from helpers import flat
 from stargan_helpers import ONE_DEVICE, _config, _release_generator
@@ -157,7 +158,7 @@ def test_gradient_penalty_matches_finite_differences():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   params = disc.init(jax.random.key(1), x)
   src_fn = lambda xs: disc.apply(params, xs)[0]
-  gp = np.asarray(task_lib.gradient_penalty(src_fn, x))
+  gp = np.asarray(steps_lib.gradient_penalty(src_fn, x))
   eps = 1e-2
   src_sum = jax.jit(lambda xs: src_fn(xs).sum((1, 2, 3)))
   for b in range(2):
