@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from facejax.models import layers
+from facejax.train import steps as steps_lib
 
 _NEG = -1e9  # logit of an excluded entry (finite: no NaN in gradients)
 
@@ -44,11 +45,6 @@ def _stacked(e_a, e_b, mask):
   partner = (idx + b) % (2 * b)
   m = jnp.ones((b,), bool) if mask is None else mask > 0
   return s, partner, jnp.concatenate([m, m])
-
-
-def _mean(values, weights):
-  w = weights.astype(jnp.float32)
-  return (values * w).sum() / jnp.maximum(w.sum(), 1.0)
 
 
 def contrastive(e_a: jax.Array, e_b: jax.Array, tau: float = 0.08,
@@ -73,7 +69,7 @@ def contrastive(e_a: jax.Array, e_b: jax.Array, tau: float = 0.08,
   keep = valid[None, :] & (idx[:, None] != idx[None, :])
   logits = jnp.where(keep, logits, _NEG)
   per_anchor = jax.nn.logsumexp(logits, axis=1) - logits[idx, partner]
-  return _mean(per_anchor, valid)
+  return steps_lib.masked_mean(per_anchor, valid)
 
 
 def hcl(e_a: jax.Array, e_b: jax.Array, is_kin: jax.Array,
@@ -113,7 +109,7 @@ def hcl(e_a: jax.Array, e_b: jax.Array, is_kin: jax.Array,
   pos_logit = pos_sim / tau
   neg_logits = jnp.where(neg, s / tau, _NEG)
   denom = jnp.logaddexp(pos_logit, jax.nn.logsumexp(neg_logits, axis=1))
-  return _mean(denom - pos_logit, anchors)
+  return steps_lib.masked_mean(denom - pos_logit, anchors)
 
 
 def _distance(x, y):
@@ -127,7 +123,7 @@ def triplet(anchor: jax.Array, positive: jax.Array, negative: jax.Array,
   per = jax.nn.relu(_distance(anchor, positive) -
                     _distance(anchor, negative) + margin)
   w = jnp.ones(per.shape, bool) if mask is None else mask > 0
-  return _mean(per, w)
+  return steps_lib.masked_mean(per, w)
 
 
 def batch_hard_triplet(e_a: jax.Array, e_b: jax.Array, margin: float = 1.0,
@@ -149,7 +145,7 @@ def batch_hard_triplet(e_a: jax.Array, e_b: jax.Array, margin: float = 1.0,
           & (idx[None, :] != partner[:, None]))
   hardest = jnp.argmin(jnp.where(cand, d, jnp.inf), axis=1)
   per = jax.nn.relu(d[idx, partner] - d[idx, hardest] + margin)
-  return _mean(per, valid), hardest
+  return steps_lib.masked_mean(per, valid), hardest
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -162,4 +158,4 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   w = labels >= 0
   if mask is not None:
     w = w & (mask > 0)
-  return _mean(nll, w)
+  return steps_lib.masked_mean(nll, w)

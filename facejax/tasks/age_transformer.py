@@ -106,19 +106,11 @@ def sample_target_ages_np(rng: np.random.Generator, ages: np.ndarray,
   return np.clip(t, age_min, age_max - 1).astype(np.float32)
 
 
-def _masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
-  return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-
-def _per_example_mean(x: jax.Array) -> jax.Array:
-  return x.reshape(x.shape[0], -1).mean(axis=1)
-
-
 def total_variation(x: jax.Array) -> jax.Array:
   """[B] mean |dx| + mean |dy| per image (the reference's TV)."""
   dy = jnp.abs(x[:, 1:] - x[:, :-1])
   dx = jnp.abs(x[:, :, 1:] - x[:, :, :-1])
-  return _per_example_mean(dx) + _per_example_mean(dy)
+  return steps_lib.per_example_mean(dx) + steps_lib.per_example_mean(dy)
 
 
 def histogram_transfer(out: jax.Array, ref: jax.Array) -> jax.Array:
@@ -361,8 +353,8 @@ class Task(base.Task):
     idx = jnp.clip(targets, 0, frozen_lib.NUM_AGES - 1).astype(jnp.int32)
     ce = -jnp.take_along_axis(logp, idx[:, None], axis=1)[:, 0]
     expected = jnp.exp(logp) @ jnp.arange(logp.shape[1], dtype=jnp.float32)
-    return (_masked_mean(ce, mask),
-            _masked_mean(jnp.abs(expected - targets), mask))
+    return (steps_lib.masked_mean(ce, mask),
+            steps_lib.masked_mean(jnp.abs(expected - targets), mask))
 
   # --- train / eval ------------------------------------------------------
   def train_step(self, state: GanState, batch: dict, frozen):
@@ -399,7 +391,7 @@ class Task(base.Task):
           lambda x: self._disc(dp, state.disc_stats, x), x_b, mask)
       fake, stats = self._disc(dp, stats, x_fake)
       d_real, d_fake = steps_lib.lsgan_d(real, fake, mask)
-      r1 = 0.5 * lw.r1_gamma * _masked_mean(r1_sq, mask)
+      r1 = 0.5 * lw.r1_gamma * steps_lib.masked_mean(r1_sq, mask)
       loss = lw.w_dis * (d_real + d_fake) + lw.w_gp * r1
       return loss, ({"d_real": d_real, "d_fake": d_fake, "d_r1": r1}, stats)
 
@@ -412,11 +404,12 @@ class Task(base.Task):
 
     def g_loss_fn(gp):
       x_rec, x_mod, g_stats = self._gen_pair(gp, gen_stats, x_a, ages, t_g)
-      recon = _masked_mean(_per_example_mean(jnp.abs(x_rec - x_a)), mask)
+      recon = steps_lib.masked_mean(
+          steps_lib.per_example_mean(jnp.abs(x_rec - x_a)), mask)
       ce, age_err = self._age_terms(frozen, x_mod, t_g, mask)
       fake, d_stats = self._disc(disc, disc_stats, x_mod)
       adv = steps_lib.lsgan_g(fake, mask)
-      tv = _masked_mean(total_variation(x_mod), mask)
+      tv = steps_lib.masked_mean(total_variation(x_mod), mask)
       loss = (w_recon * recon + lw.w_class * ce + lw.w_adver * adv +
               lw.w_tv * tv)
       return loss, ({"g_recon": recon, "g_class": ce, "g_adv": adv,
@@ -449,7 +442,8 @@ class Task(base.Task):
     est = self.estimator()
     err = jnp.abs(est.age(frozen, model_lib.to_unit_interval(x_mod)) - targets)
     unedited = jnp.abs(est.age(frozen, model_lib.to_unit_interval(x)) - targets)
-    return {"recon_l1": (_per_example_mean(jnp.abs(x_rec - x)) * mask).sum(),
+    recon = steps_lib.per_example_mean(jnp.abs(x_rec - x))
+    return {"recon_l1": (recon * mask).sum(),
             "age_err": (err * mask).sum(),
             "unedited_age_err": (unedited * mask).sum(),
             "count": mask.sum()}
@@ -554,7 +548,8 @@ class Task(base.Task):
       train_in = est.age(frozen, x01)
       rec, _ = self._gen(state.gen, state.gen_stats, x, src_ages,
                          False)
-      sums["recon_l1"] = (_per_example_mean(jnp.abs(rec - x)) * mask).sum()
+      sums["recon_l1"] = (steps_lib.per_example_mean(jnp.abs(rec - x))
+                          * mask).sum()
       if ev is not None:
         sums["recon_identity"] = (layers.cosine(
             ev.features(ev_vars, model_lib.to_unit_interval(rec)), f_in)

@@ -39,10 +39,6 @@ _ATTR_COL = {n: i for i, n in enumerate(swinface.BINARY_TASKS)}
 HIST_BINS = 400  # cosine-similarity histogram for verification metrics
 
 
-def _masked_mean(values, mask):
-  return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-
 class Task(base.Task):
   """SwinFace (see module docstring)."""
 
@@ -203,7 +199,8 @@ class Task(base.Task):
     cos = swinface.CosFaceClassifier(self.num_classes).apply(
         {"params": params["id_classifier"]}, out["embedding"], index)
     rec = swinface.cosface_loss(cos, labels, cfg.margin, cfg.scale)
-    losses = {"rec_loss": _masked_mean(rec, batch["identity_mask"] * valid)}
+    losses = {"rec_loss": steps_lib.masked_mean(
+        rec, batch["identity_mask"] * valid)}
     total = cfg.recognition_weight * losses["rec_loss"]
     if self.stage == 2:
       age = swinface.age_loss(out["Age"], batch["age"], lam, cfg.age_sigma)
@@ -215,8 +212,9 @@ class Task(base.Task):
       attr_mask = batch["attrs_mask"] * valid[:, None]
       per_attr = (attr * attr_mask).sum(0) / jnp.maximum(
           attr_mask.sum(0), 1.0)                               # [40]
-      losses["age_loss"] = _masked_mean(age, batch["age_mask"] * valid)
-      losses["expression_loss"] = _masked_mean(
+      losses["age_loss"] = steps_lib.masked_mean(
+          age, batch["age_mask"] * valid)
+      losses["expression_loss"] = steps_lib.masked_mean(
           expr, batch["expression_mask"] * valid)
       losses["attr_loss"] = per_attr.mean()
       analysis = (cfg.age_weight * losses["age_loss"]
