@@ -51,8 +51,6 @@ form (see there).
 
 import abc
 import functools
-import json
-import os
 from typing import Any
 
 import flax
