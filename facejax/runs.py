@@ -6,8 +6,8 @@ frozen inside another model (`read_config` + `restore_host`: host arrays
 the caller places on its own mesh). Nothing here writes to the workdir: a
 run still training there keeps its saves in progress.
 
-This module knows no task by name: callers pass `make_task(config) -> Task`
-(`facejax.tasks.build`) or a task built on the run's config.
+This module imports no task (nor launch): callers pass `make_task(config)
+-> Task` (`facejax.tasks.build`) or a task built on the run's config.
 """
 
 import json
