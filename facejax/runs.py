@@ -6,8 +6,10 @@ frozen inside another model (`read_config` + `restore_host`: host arrays
 the caller places on its own mesh). Nothing here writes to the workdir: a
 run still training there keeps its saves in progress.
 
-This module imports no task (nor launch): callers pass `make_task(config)
--> Task` (`facejax.tasks.build`) or a task built on the run's config.
+This module imports no task (nor launch) and names none: callers pass
+`task_class(name) -> Task subclass` (`facejax.tasks.get`), or a task built
+on the run's config; what a task changes in its config for inference is its
+`inference_config` hook.
 """
 
 import json
@@ -22,7 +24,7 @@ from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
 from facejax.train import loop
 
-MakeTask = Callable[[ml_collections.ConfigDict], Any]
+TaskClass = Callable[[str], Any]  # config.task -> its Task subclass
 
 
 class RunError(FileNotFoundError, ValueError):
@@ -95,27 +97,13 @@ def _inference_mesh(config: ml_collections.ConfigDict) -> None:
       config.data[key] = -(-config.data[key] // n) * n
 
 
-def _without_training_data(config: ml_collections.ConfigDict) -> None:
-  """What only training reads, for a model built from official weights:
-  SwinFace's identity count and expression classes (RAF-DB's, its training
-  set), and the age transformer's age-loss estimator (a tiny random
-  stand-in unless one is given: editing and scoring never use it)."""
-  if config.get("task") == "swinface":
-    from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
-    config.model.num_identities = config.model.num_identities or 1
-    config.data.expression.classes = (tuple(config.data.expression.classes)
-                                      or raf_db.CLASSES)
-  if config.get("task") == "age_transformer" and not (
-      config.age_loss.get("workdir") or config.age_loss.get("weights")):
-    config.age_loss.random_init = "tiny"
-
-
-def _setup(config: ml_collections.ConfigDict, make_task: MakeTask):
-  return loop.Setup(make_task(config), config)
+def _setup(config: ml_collections.ConfigDict, task_class: TaskClass):
+  config_lib.validate(config)
+  return loop.Setup(task_class(config.task)(config), config)
 
 
 def from_weights(config: ml_collections.ConfigDict, weights: str, *,
-                 make_task: MakeTask):
+                 task_class: TaskClass):
   """(setup, state, 0): `config`'s model with the weights file imported
   through its model.init_from (an official checkpoint; no training run)."""
   if not os.path.exists(weights):
@@ -123,27 +111,28 @@ def from_weights(config: ml_collections.ConfigDict, weights: str, *,
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.model.init_from = os.path.abspath(weights)
-    _without_training_data(config)
+    task_class(config.task).inference_config(
+        config, from_weights=True, frozen_networks=True)
   _inference_mesh(config)
-  setup = _setup(config, make_task)
+  setup = _setup(config, task_class)
   if not setup.task.has_import():
     raise ValueError(f"the {config.task!r} task imports no weights file")
   return setup, setup.init_state(), 0
 
 
 def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
-            which: str = "best", *, make_task: MakeTask):
+            which: str = "best", *, task_class: TaskClass):
   """Returns (setup, state, step) from workdir's best or latest checkpoint.
 
   Args:
     workdir: a directory written by launch.train.
     config: defaults to the workdir's config.json.
     which: 'best' (best validation metric) or 'latest'.
-    make_task: config -> the run's task (`facejax.tasks.build`).
+    task_class: config.task -> its Task subclass (`facejax.tasks.get`).
   """
   config = config or read_config(workdir)
   _inference_mesh(config)
-  setup = _setup(config, make_task)
+  setup = _setup(config, task_class)
   ckpt_lib.check_workdir_model(workdir, setup.task.meta())
   # Read-only: a run still training in this workdir keeps its saves in
   # progress (orbax would otherwise clean up their temporary folders).
@@ -176,14 +165,14 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 def load(task: str, workdir: str = "", weights: str = "",
          config: Optional[ml_collections.ConfigDict] = None,
          which: str = "best", frozen_networks: bool = True, *,
-         make_task: MakeTask):
+         task_class: TaskClass):
   """(setup, state, step) of a `task` model from a workdir or weights file.
 
   `weights` is read into `config` (default configs/<task>.py). With
   `frozen_networks=False` (editing, export) the networks only a loss reads
-  are not loaded: the age transformer's age estimator becomes a tiny random
-  stand-in, so its run need not be on this machine. A model of another
-  task is a ValueError.
+  are not loaded (the task's `inference_config`: the age transformer's age
+  estimator becomes a tiny random stand-in, so its run need not be on this
+  machine). A model of another task is a ValueError.
   """
   if weights:
     config = (config or default_config(task)).copy_and_resolve_references()
@@ -192,9 +181,10 @@ def load(task: str, workdir: str = "", weights: str = "",
   if config.get("task") != task:
     raise ValueError(f"{workdir or weights!r} is a {config.get('task')!r} "
                      f"model, not {task!r}")
-  if not frozen_networks and task == "age_transformer":
+  if not frozen_networks:
     with config.unlocked():
-      config.age_loss.random_init = "tiny"
+      task_class(task).inference_config(config, from_weights=False,
+                                        frozen_networks=False)
   if weights:
-    return from_weights(config, weights, make_task=make_task)
-  return restore(workdir, config, which=which, make_task=make_task)
+    return from_weights(config, weights, task_class=task_class)
+  return restore(workdir, config, which=which, task_class=task_class)

@@ -128,7 +128,7 @@ def main(argv):
   try:
     setup, state, step = runs.load(
         "age_transformer", _WORKDIR.value, _WEIGHTS.value, _CONFIG.value,
-        which=_WHICH.value, frozen_networks=False, make_task=tasks.build)
+        which=_WHICH.value, frozen_networks=False, task_class=tasks.get)
     config = setup.config
     crops = _FACES.crops(paths, config.data.get("align", "ffhq"),
                          int(config.data.image_size))

@@ -51,7 +51,7 @@ def main(argv):
   try:
     setup, state, _ = runs.load("swinface", _WORKDIR.value or "",
                                    _WEIGHTS.value or "", _CONFIG.value,
-                                   which=_WHICH.value, make_task=tasks.build)
+                                   which=_WHICH.value, task_class=tasks.get)
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   config = setup.config

@@ -68,7 +68,7 @@ def main(argv):
   crops = None
   try:
     setup, state, step = runs.load("caricature", _WORKDIR.value,
-                                      which=_WHICH.value, make_task=tasks.build)
+                                      which=_WHICH.value, task_class=tasks.get)
     if _LANDMARKS.value:
       grid = caricature_eval.translate_file(
           setup, state, paths[0], _DIRECTION.value, _STYLES.value,

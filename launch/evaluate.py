@@ -65,11 +65,11 @@ def _load():
                        "--config.data.* naming the data to score on)")
     setup, state, step = runs.load(
         _CONFIG.value.task, weights=_WEIGHTS.value, config=_CONFIG.value,
-        make_task=tasks.build)
+        task_class=tasks.get)
     out = _OUT_DIR.value or os.getcwd()
   else:
     setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value,
-                                      make_task=tasks.build)
+                                      task_class=tasks.get)
     out = _OUT_DIR.value or _WORKDIR.value
   os.makedirs(out, exist_ok=True)
   return setup, state, step, out

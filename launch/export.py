@@ -54,7 +54,7 @@ def main(argv):
                                       _WEIGHTS.value or "", config,
                                       which=_WHICH.value,
                                       frozen_networks=False,
-                                      make_task=tasks.build)
+                                      task_class=tasks.get)
     inference = export.inference_of(setup, state)
     print("exporting (tracing and lowering the inference function)...",
           flush=True)

@@ -91,7 +91,7 @@ def main(argv):
   common.start_jax()
   try:
     setup, state, step = runs.restore(_WORKDIR.value, which=_WHICH.value,
-                                      make_task=tasks.build)
+                                      task_class=tasks.get)
     if setup.config.task != "kinship":
       raise ValueError(f"{_WORKDIR.value!r} holds a {setup.config.task!r} "
                        f"run, not a kinship run")

@@ -64,7 +64,7 @@ def _workdir_predictor(workdir: str, which: str):
     raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
                      "an age regressor or DEX run"
                      + (f" (use {other} for this one)" if other else ""))
-  setup, state, _ = runs.restore(workdir, which=which, make_task=tasks.build)
+  setup, state, _ = runs.restore(workdir, which=which, task_class=tasks.get)
   pre = setup.task.preprocess(train=False)
 
   def predict(images):

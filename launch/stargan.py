@@ -123,7 +123,7 @@ def main(argv):
       config = config_for_weights(_WEIGHTS.value)
     setup, state, step = runs.load("stargan", _WORKDIR.value,
                                       _WEIGHTS.value, config,
-                                      which=_WHICH.value, make_task=tasks.build)
+                                      which=_WHICH.value, task_class=tasks.get)
     crops = _FACES.crops(paths, setup.config.data.get("align", "box"),
                          int(setup.config.data.image_size))
     grid = translate_faces(setup, state, crops, _DATASET.value, _CROP.value)

@@ -270,8 +270,15 @@ class Task(base.Task):
                     gen_opt=self.tx_g.init(gv["params"]),
                     disc_opt=self.tx_d.init(dv["params"]))
 
-  def has_import(self) -> bool:
-    return bool(self.config.model.get("init_from", ""))
+  @classmethod
+  def inference_config(cls, config, from_weights: bool,
+                       frozen_networks: bool) -> None:
+    """Editing and scoring never use the age-loss estimator: a tiny random
+    stand-in where it is not wanted, or where official weights come with
+    no estimator run or weights."""
+    given = config.age_loss.get("workdir") or config.age_loss.get("weights")
+    if not frozen_networks or (from_weights and not given):
+      config.age_loss.random_init = "tiny"
 
   def import_pretrained(self, state: GanState) -> GanState:
     """config.model.init_from: the official HRFAE checkpoint (host arrays)."""

@@ -43,6 +43,8 @@ Hooks (defaulted here; override where the task needs them):
   report(run, state, split, out_dir) -> str | None   a task's own evaluation
       report for launch/evaluate (None: the generic metrics table)
   xla_cpu_options() -> dict[str, str]  per-executable XLA options on CPU
+  inference_config(config, from_weights, frozen_networks)   classmethod:
+      config changes before a trained model is rebuilt for inference
 
 A task with one set of parameters and one optimizer subclasses
 `SupervisedTask` and writes model-level functions instead of the state
@@ -79,6 +81,15 @@ class Task(abc.ABC):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+
+  @classmethod
+  def inference_config(cls, config: ml_collections.ConfigDict,
+                       from_weights: bool, frozen_networks: bool) -> None:
+    """Adjusts `config` (unlocked) before the task is built for inference
+    (facejax.runs): with `from_weights` no training run, nor its data, is
+    on this machine; without `frozen_networks` the networks only a loss
+    reads are not wanted. Default: nothing to adjust."""
+    del config, from_weights, frozen_networks
 
   @classmethod
   def implements(cls, hook: str) -> bool:

@@ -138,8 +138,16 @@ class Task(base.Task):
         step=jnp.zeros((), jnp.int32), params=v["params"],
         batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]))
 
-  def has_import(self) -> bool:
-    return bool(self.config.model.get("init_from", ""))
+  @classmethod
+  def inference_config(cls, config, from_weights: bool,
+                       frozen_networks: bool) -> None:
+    """Official weights: the identity count and the expression classes
+    (RAF-DB's, its training set) that only the training data would give."""
+    del frozen_networks
+    if from_weights:
+      config.model.num_identities = config.model.num_identities or 1
+      config.data.expression.classes = (
+          tuple(config.data.expression.classes) or raf_db.CLASSES)
 
   def import_pretrained(self, state):
     """model.init_from: a facejax workdir (stage 1) or a SwinFace .pt."""

@@ -36,7 +36,7 @@ def estimators(dex_workdir, regressor_workdir):
 def _own_predictions(workdir, age_data, n):
   """The trained model's own predict on the pipeline's preprocessing."""
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir, make_task=tasks.build)
+  setup, state, _ = runs.restore(workdir, task_class=tasks.get)
   src = sources.AgeCsvSource(os.path.join(age_data, "valid.csv"))
   pre = setup.task.preprocess(train=False)
   x = np.stack([pre((0, src[i]))["image"] for i in range(n)])

@@ -312,7 +312,7 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   assert grid.shape == (14 + 2 + size + 2, left + 2 + 3 * (size + 2), 3)
 
   setup, state, _ = runs.load("age_transformer", weights=weights,
-                                 frozen_networks=False, make_task=tasks.build)
+                                 frozen_networks=False, task_class=tasks.get)
   x = setup.task.preprocess(train=False)(
       (0, {"image": face, "age": np.float32(0)}))["image"][None]
   x = np.repeat(x, jax.device_count(), 0)

@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("cari") / "run")
   result = tasks.train_and_evaluate(cfg, workdir)
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir, which="latest", make_task=tasks.build)
+  setup, state, _ = runs.restore(workdir, which="latest", task_class=tasks.get)
   init = setup.init_state()
   return setup, init, state, sf_result, result, workdir
 

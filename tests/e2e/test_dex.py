@@ -98,7 +98,7 @@ def test_evaluate_cli_scores_official_weights_on_a_release(tmp_path):
   # The same weights and split in this process.
   config = _config(**data)
   setup, state, _ = runs.load("dex", weights=weights, config=config,
-                              make_task=tasks.build)
+                              task_class=tasks.get)
   errors, ages = [], []
   for batch in pipeline.eval_batches(setup.task.source("test"),
                                      setup.task.preprocess(False),

@@ -151,6 +151,6 @@ def test_stargan_trains_on_a_single_data_set(tmp_path):
              if isinstance(v, float)), result
   from facejax import runs  # pylint: disable=g-import-not-at-top
   setup, state, _ = runs.restore(str(tmp_path / "run"), which="latest",
-                                 make_task=tasks.build)
+                                 task_class=tasks.get)
   kernel = state.gen["conv0"]["kernel"]
   assert kernel.shape[2] == 3 + len(config.data.sets[0]["attributes"])

@@ -31,7 +31,7 @@ def learned(fiw, tmp_path_factory):
                            "ckpt.every_steps": 200, "seed": learning_seed()})
   result = tasks.train_and_evaluate(config, workdir)
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir, make_task=tasks.build)
+  setup, state, _ = runs.restore(workdir, task_class=tasks.get)
   text = setup.task.report(setup, state, "test", workdir)
   pixel = kinship_eval.pixel_baseline_auc(setup.task.source("test"))
   return workdir, result, text, pixel, time.time() - t0
@@ -135,7 +135,7 @@ def test_frozen_swinface_embedding(fiw, swinface_run, fast_compiles):
       setup.frozen, images)
   # SwinFace's own forward pass (its whole module and variables).
   sf_setup, sf_state, _ = runs.restore(swinface_run, which="latest",
-                                          make_task=tasks.build)
+                                          task_class=tasks.get)
   sf_state = jax.device_get(sf_state)
   model = sf_setup.task.model.clone(analysis=False)
   want = jax.jit(lambda v, x: model.apply(v, x)["embedding"])(

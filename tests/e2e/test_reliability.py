@@ -75,7 +75,7 @@ def test_inference_never_deletes_a_live_runs_save(regressor_workdir,
   os.makedirs(os.path.join(saving, "state"))
   before = sorted(os.listdir(os.path.join(workdir, "ckpt")))
   for which in ("latest", "best", "latest"):
-    runs.restore(workdir, which=which, make_task=tasks.build)
+    runs.restore(workdir, which=which, task_class=tasks.get)
   assert os.path.isdir(saving)
   assert sorted(os.listdir(os.path.join(workdir, "ckpt"))) == before
 
@@ -123,7 +123,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
     for name in files:
       if not name.endswith(("_METADATA", "_CHECKPOINT_METADATA")):
         open(os.path.join(folder, name), "w").close()
-  _, _, step = runs.restore(workdir, which="latest", make_task=tasks.build)
+  _, _, step = runs.restore(workdir, which="latest", task_class=tasks.get)
   assert step == 2
   out = capsys.readouterr().out
   assert f"checkpoint {os.path.join(workdir, 'ckpt', '4')} is unusable" in out

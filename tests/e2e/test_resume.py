@@ -46,7 +46,7 @@ def _train_log(workdir):
 def _final_params(workdir):
   from helpers import flat  # pylint: disable=g-import-not-at-top
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  _, state, step = runs.restore(workdir, which="latest", make_task=tasks.build)
+  _, state, step = runs.restore(workdir, which="latest", task_class=tasks.get)
   assert step == 40
   return flat(state.params)
 

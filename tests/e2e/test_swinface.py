@@ -52,7 +52,7 @@ def test_report_and_analyze(smoke_run, tmp_path):
   workdir, _ = smoke_run
   from facejax.evaluators import swinface as swinface_analysis  # pylint: disable=g-import-not-at-top
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  setup, state, _ = runs.restore(workdir, which="latest", make_task=tasks.build)
+  setup, state, _ = runs.restore(workdir, which="latest", task_class=tasks.get)
   text = setup.task.report(setup, state, "valid", str(tmp_path))
   assert "verification accuracy" in text and "| hair |" in text
   assert os.path.getsize(tmp_path / "swinface_valid.png") > 1000
@@ -82,7 +82,7 @@ def test_verification_bin_ten_fold_on_held_out_identities(smoke_run,
   from facejax import runs  # pylint: disable=g-import-not-at-top
   from unit.test_formats import write_verification_bin  # pylint: disable=g-import-not-at-top
   workdir, _ = smoke_run
-  setup, state, _ = runs.restore(workdir, which="latest", make_task=tasks.build)
+  setup, state, _ = runs.restore(workdir, which="latest", task_class=tasks.get)
   _, valid_ids = setup.task._identity_split()
   rng = np.random.default_rng(0)
   images, issame = [], []
