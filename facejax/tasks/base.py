@@ -6,7 +6,8 @@ check_task` checks them once at start-up.
 
 Required (abstract; every task writes them):
 
-  best_metric = (eval key, 'min'|'max')   class attribute: what best/ keeps
+  best_metric = (eval key, 'min'|'max')   attribute (set in __init__ where
+                                       the config decides): what best/ keeps
   meta() -> dict                       what a workdir's checkpoints are; a
                                        mismatch refuses to resume or reload
   dummy_batch(batch_size) -> dict of numpy arrays (benchmarks, tests)
