@@ -32,8 +32,9 @@ _COMPILED = weakref.WeakKeyDictionary()
 
 
 def _has_identity(frozen) -> bool:
-  """Whether the frozen networks hold an identity network (the task's
-  `Identity`, with its variables; `NoIdentity` has none)."""
+  """Whether the frozen networks hold an identity network
+  (facejax.tasks.frozen's `Identity`, with its variables; `NoIdentity` has
+  none). Duck-typed: evaluators import no task module."""
   return hasattr(frozen, "variables")
 
 
@@ -75,14 +76,13 @@ def split_outputs(setup, state, src, direction: str | None,
   def fn(st, frozen, batch):
     x = batch["image"]
     if direction is not None:
-      # pylint: disable-next=protected-access
       x = task.translate(st.gen, st.gen_stats, x, direction,
-                         task._eval_styles(x.shape[0]))
+                         task.eval_styles(x.shape[0]))
     out = {"mask": batch["mask"]}
     if has_id:
-      out["emb"] = task._embed(frozen, x)  # pylint: disable=protected-access
+      out["emb"] = task.embed(frozen, x)
     out["fid"] = (feat_fn(x) if feat_fn is not None else
-                  task._embed(frozen, x))  # pylint: disable=protected-access
+                  task.embed(frozen, x))
     if images:
       out["image"] = x
     return out

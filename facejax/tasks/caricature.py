@@ -25,10 +25,10 @@ lr 1e-4 / 4e-4, Adam betas (0, 0.9), weight decay 1e-4).
 The identity network (config.identity, frozen): source 'workdir' = a
 `sphereface` run (configs/sphereface.py; its fc5 feature), 'swinface' = a
 configs/swinface.py run (its Swin backbone + recognition subnet, i.e.
-swinface.RecognitionNet with the run's 'swin' and 'recognition' variables,
-loaded by the kinship task's frozen-backbone code; inputs resized to the
-run's image size), 'weights' = sphereface_pytorch weights, 'random' (a
-randomly initialised SphereFace, for tests and benchmarks only) or 'none'.
+swinface.RecognitionNet with the run's 'swin' and 'recognition' variables;
+inputs resized to the run's image size), 'weights' = sphereface_pytorch
+weights, 'random' (a randomly initialised SphereFace, for tests and
+benchmarks only) or 'none'; loaded by facejax.tasks.frozen.load_identity.
 It serves the identity loss, the identity cosine and verification, and
 FID-small when eval.fid_features='identity'.
 
@@ -44,8 +44,6 @@ target-domain images, and a probe discriminator's held-out cross-entropy
 import os
 from typing import Any
 
-from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -60,7 +58,7 @@ from facejax.data.synthetic import caricature as synthetic_cari
 from facejax.models import layers
 from facejax.models import caricature as model_lib
 from facejax.tasks import base as task_base
-from facejax.tasks import sphereface as sphere_task
+from facejax.tasks import frozen as frozen_lib
 from facejax.train import state as state_lib
 from facejax.train import steps as steps_lib
 
@@ -68,32 +66,12 @@ SPECTRAL = model_lib.SPECTRAL
 DOMAINS = data_lib.DOMAINS
 DIRECTIONS = data_lib.DIRECTIONS
 GAN_LOSSES = ("hinge", "lsgan")
-IDENTITY_SOURCES = ("workdir", "swinface", "weights", "random", "none")
 _EVAL_SEED = 2**30
-NEED_IDENTITY = (
-    "the identity loss needs a trained identity network: train one first,\n"
-    "  python -m launch.train --config=configs/sphereface.py:smoke "
-    "--workdir=runs/sphereface_smoke\n"
-    "then pass --config.identity.workdir=runs/sphereface_smoke (or "
-    "identity.source='weights' with identity.weights=<sphere20a .pth>, or "
-    "loss.identity_w=0 / identity.source='none')")
 
 
 # Both domains' networks stacked on a leading axis of 2 (photo, cari), with
 # their spectral-norm vectors in gen_stats / disc_stats.
 GanState = state_lib.GanState
-
-
-@flax.struct.dataclass
-class Identity:
-  """The frozen identity network's variables: {'params'} of a SphereFace,
-  or {'params', 'batch_stats'} of SwinFace's 'swin' + 'recognition'."""
-  variables: Any
-
-
-@flax.struct.dataclass
-class NoIdentity:
-  """No identity network (identity.source='none')."""
 
 
 # ---------------------------------------------------------------------------
@@ -144,10 +122,10 @@ class Task(task_base.Task):
     if lw.gan not in GAN_LOSSES:
       raise ValueError(f"config key loss.gan: unknown {lw.gan!r}; choose "
                        f"one of {GAN_LOSSES}")
-    if config.identity.source not in IDENTITY_SOURCES:
+    if config.identity.source not in frozen_lib.IDENTITY_SOURCES:
       raise ValueError(f"config key identity.source: unknown "
                        f"{config.identity.source!r}; choose one of "
-                       f"{IDENTITY_SOURCES}")
+                       f"{frozen_lib.IDENTITY_SOURCES}")
     model_lib.check_geometry(config.data.image_size, m.n_downsample,
                          m.n_style_downsample, m.d_layers, m.d_scales)
     self.gen = model_lib.Generator(
@@ -224,93 +202,14 @@ class Task(task_base.Task):
 
   # --- frozen identity network -------------------------------------------
   def load_frozen(self):
-    """The frozen identity network's variables; sets `self._embed_fn`."""
-    idc = self.config.identity
-    if idc.source == "none":
-      if self.config.loss.identity_w:
-        raise ValueError("config key identity.source='none' but "
-                         "loss.identity_w != 0\n" + NEED_IDENTITY)
-      return NoIdentity()
-    if idc.source == "swinface":
-      return self._load_swinface(idc.workdir)
-    if idc.source == "workdir":
-      if not idc.workdir:
-        raise ValueError("config key identity.workdir is empty: "
-                         + NEED_IDENTITY)
-      from facejax import runs  # pylint: disable=g-import-not-at-top
-      cfg = runs.read_config(idc.workdir, "identity.workdir")
-      if cfg.get("task") != "sphereface":
-        hint = (" (for a SwinFace run set identity.source='swinface')"
-                if cfg.get("task") == "swinface" else "")
-        raise ValueError(f"config key identity.workdir={idc.workdir!r} is "
-                         f"a {cfg.get('task')!r} workdir, not "
-                         f"sphereface{hint}")
-      task = sphere_task.Task(cfg)
-      state, step = runs.restore_host(idc.workdir, task, "identity.workdir")
-      logging.info("identity network: %s step %d", idc.workdir, step)
-      return self._sphereface(task, state.params)
-    # 'weights' or 'random': a network of identity.variant / input_size.
-    cfg = ml_collections.ConfigDict({
-        "model": {"variant": idc.variant, "input_size": idc.input_size,
-                  "num_classes": 1, "margin": 4, "lambda_min": 5.0,
-                  "init_from": ""},
-        "data": {"domains": ["photo"], "image_size":
-                 self.config.data.image_size},
-        "optim": {"name": "sgd", "lr": 0.0}, "total_steps": 1, "seed": 0})
-    task = sphere_task.Task(cfg)
-    h, w = task.input_size
-    params = task.model.init(jax.random.key(idc.seed),
-                             jnp.zeros((1, h, w, 3)))["params"]
-    if idc.source == "weights":
-      # pylint: disable-next=g-import-not-at-top
-      from facejax.convert import sphereface as sphereface_convert
-      if not idc.weights:
-        raise ValueError("config key identity.weights is empty: "
-                         + NEED_IDENTITY)
-      params = sphereface_convert.load(idc.weights, jax.device_get(params),
-                                      task.input_size)
-    return self._sphereface(task, params)
+    """The frozen identity network's variables (frozen_lib.load_identity);
+    sets how to embed with them, its name and input size."""
+    net, frozen = frozen_lib.load_identity(self.config)
+    self._embed_fn, self.identity_name = net.embed, net.name
+    self.swin_input_size = net.input_size
+    return frozen
 
-  def _sphereface(self, task: sphere_task.Task, params) -> Identity:
-    self._embed_fn = lambda v, x: task.features(v["params"], x)
-    self.identity_name = "SphereFace fc5"
-    return Identity({"params": jax.device_get(params)})
-
-  def _load_swinface(self, workdir: str) -> Identity:
-    """identity.source='swinface': a configs/swinface.py run's 'swin' +
-    'recognition' variables in swinface.RecognitionNet (kinship's loader).
-    """
-    # pylint: disable=g-import-not-at-top
-    from facejax.tasks import frozen as frozen_lib
-    from facejax.tasks import kinship
-    # pylint: enable=g-import-not-at-top
-    key = "identity.workdir"
-    if not workdir:
-      raise ValueError(f"config key {key} is empty: identity.source="
-                       f"'swinface' needs a configs/swinface.py training "
-                       f"workdir")
-    if not os.path.isdir(workdir):
-      raise ValueError(f"config key {key}={workdir!r}: no such directory "
-                       f"(identity.source='swinface' needs a "
-                       f"configs/swinface.py training workdir)")
-    net, variables, cfg = kinship.load_frozen_embedding(workdir, key,
-                                                        ("swinface",))
-    size = int(net.backbone["img_size"])
-    norm = cfg.data.get("normalize", "unit")
-
-    def embed(v, images):
-      # The translator's [-1, 1] images -> SwinFace's input: its image
-      # size and its data normalisation (differentiable, for the loss).
-      x = frozen_lib.crop_and_resize((images + 1.0) / 2.0, size)
-      return net.apply(v, frozen_lib.normalize(x, norm), train=False)
-
-    self._embed_fn = embed
-    self.swin_input_size = size
-    self.identity_name = "SwinFace recognition embedding"
-    logging.info("identity network: SwinFace %s (%d px)", workdir, size)
-    return Identity(jax.device_get(variables))
-
-  def _embed(self, frozen, images):
+  def embed(self, frozen, images):
     """[B, D] identity embeddings of [-1, 1] images (frozen network)."""
     if self._embed_fn is None:
       self.load_frozen()
@@ -375,7 +274,7 @@ class Task(task_base.Task):
   def _embed2(self, frozen, x2):
     """Identity features of stacked images [2, B, ...] -> [2, B, D]."""
     flat = x2.reshape((-1,) + x2.shape[2:])
-    return self._embed(frozen, flat).reshape(x2.shape[:2] + (-1,))
+    return self.embed(frozen, flat).reshape(x2.shape[:2] + (-1,))
 
   def train_step(self, state: GanState, batch: dict, frozen):
     cfg, lw = self.config, self.config.loss
@@ -442,7 +341,7 @@ class Task(task_base.Task):
         terms["recon_cyc"] = jnp.zeros(())
       out, _ = self.discriminate(disc, disc_stats, trans2)
       terms["adv"] = sum(g_fn([o[i] for o in out]) for i in range(2))
-      if isinstance(frozen, Identity):
+      if isinstance(frozen, frozen_lib.Identity):
         emb = self._embed2(frozen, jnp.concatenate([x2, trans2], axis=1))
         e_x, e_t = emb[:, :b], swap(emb[:, b:])
         terms["id"] = 2 * jnp.mean(identity_loss(e_x, e_t,
@@ -466,7 +365,8 @@ class Task(task_base.Task):
                               disc_opt=disc_opt)
     return new_state, {**d_metrics, **g_metrics}
 
-  def _eval_styles(self, b: int):
+  def eval_styles(self, b: int):
+    """[b, style_dim] style codes, the same at every evaluation."""
     rng = jax.random.fold_in(jax.random.key(self.config.seed), _EVAL_SEED)
     return jax.random.normal(rng, (b, self.config.model.style_dim))
 
@@ -477,7 +377,7 @@ class Task(task_base.Task):
     b = x2.shape[1]
     (c2, s2), _ = self.encode(state.gen, state.gen_stats, x2)
     recon2, _ = self.decode(state.gen, state.gen_stats, c2, s2)
-    styles = jnp.broadcast_to(self._eval_styles(b), (2,) + s2.shape[1:])
+    styles = jnp.broadcast_to(self.eval_styles(b), (2,) + s2.shape[1:])
     fake2, _ = self.decode(state.gen, state.gen_stats, c2[::-1], styles)
     sums = {"count": w.sum(),
             "recon_x": (jnp.abs(recon2 - x2).mean((0, 2, 3, 4)) * w).sum()}
@@ -486,7 +386,7 @@ class Task(task_base.Task):
     # Per domain and example: mean logit over scales and patches.
     real_s = sum(o.mean((2, 3, 4)) for o in real) / len(real)  # [2, B]
     fake_s = sum(o.mean((2, 3, 4)) for o in fake) / len(fake)
-    if isinstance(frozen, Identity):
+    if isinstance(frozen, frozen_lib.Identity):
       cos = layers.cosine(self._embed2(frozen, x2),
                    self._embed2(frozen, fake2)[::-1])  # [2, B] by source
     for name, (src, dst) in DIRECTIONS.items():
@@ -495,7 +395,7 @@ class Task(task_base.Task):
              + (fake_s[j] < 0).astype(jnp.float32)) / 2
       sums[f"d_acc_{name}"] = (acc * w).sum()
       sums[f"d_margin_{name}"] = ((real_s[j] - fake_s[j]) * w).sum()
-      if isinstance(frozen, Identity):
+      if isinstance(frozen, frozen_lib.Identity):
         sums[f"id_cos_{name}"] = (cos[i] * w).sum()
     return sums
 

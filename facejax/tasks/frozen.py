@@ -1,6 +1,18 @@
-"""Frozen age estimators for use inside another model's loss.
+"""Networks used frozen inside another model's loss or evaluation.
 
-An estimator turns images into a distribution over the ages 0..100. The age
+Each loader reads a trained run (facejax.runs) or official weights and
+returns host variables that the loop passes to the jitted steps as the
+task's `frozen` argument (never optimised, never baked in as constants):
+  age estimators       the age transformer's age loss (`load_estimator`)
+  embedding networks   kinship's model.backbone='frozen' and the caricature
+                       translator's SwinFace identity network
+                       (`load_frozen_embedding`)
+  identity networks    the caricature translator's identity loss
+                       (`load_identity`: SphereFace or SwinFace)
+  classifiers          StarGAN's evaluation: an attribute_classifier run
+                       (`load_classifier`)
+
+Age estimators. An estimator turns images into a distribution over the ages 0..100. The age
 transformer (HRFAE) trains its generator with the cross-entropy of a frozen
 DEX classifier on the edited image against the target age; a regressor
 (e.g. the ResNet34 age regressor) can stand in for DEX by spreading its
@@ -24,6 +36,8 @@ The `age_loss` config section (see `default_age_loss_config`):
   sigma      regressor only: Gaussian width in years over the age bins
 """
 
+import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -33,6 +47,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from facejax.models import age_regressor
+from facejax.models import swinface
 
 NUM_AGES = 101  # ages 0..100, DEX's fc8_101
 ESTIMATORS = ("dex", "regressor")
@@ -333,8 +350,297 @@ def describe(est: FrozenEstimator) -> str:
           f"params, {est.image_size} px, {est.normalization}")
 
 
+# ---------------------------------------------------------------------------
+# Embedding networks of trained runs (kinship's frozen backbone, the
+# caricature translator's SwinFace identity network).
+# ---------------------------------------------------------------------------
+
+# Runs whose embedding network kinship's model.backbone='frozen' can reuse.
+FROZEN_TASKS = ("age_regression", "kinship", "swinface")
+# The SwinFace subtrees that make up its recognition embedding.
+SWIN_PARTS = ("swin", "recognition")
+
+
+def restore_state(workdir: str, task, key: str):
+  """The state of `workdir`'s best (else latest) checkpoint (host arrays)."""
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  return runs.restore_host(workdir, task, key)[0]
+
+
+def workdir_config(workdir: str, key: str,
+                   tasks_ok: tuple[str, ...]) -> ml_collections.ConfigDict:
+  """`workdir`'s training config, checked to be one of `tasks_ok`."""
+  from facejax import runs  # pylint: disable=g-import-not-at-top
+  if not workdir:
+    raise ValueError(f"config key {key} is empty: give a trained "
+                     f"{' or '.join(tasks_ok)} workdir")
+  cfg = runs.read_config(workdir, key)
+  if cfg.get("task") not in tasks_ok:
+    raise ValueError(f"config key {key}: {workdir!r} holds a "
+                     f"{cfg.get('task')!r} run; expected "
+                     f"{' or '.join(tasks_ok)}")
+  return cfg
+
+
+def workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
+  """(config, task) of `workdir`'s run, checked to be one of `tasks_ok`."""
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
+  cfg = workdir_config(workdir, key, tasks_ok)
+  if cfg.task == "swinface" and not cfg.model.get("num_identities", 0):
+    # SwinFace counts its classes from its identity data; the workdir's
+    # model.json has the count, so that data need not be on this machine.
+    path = os.path.join(workdir, "model.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        classes = json.load(f).get("num_classes")
+      if classes:
+        with cfg.unlocked():
+          cfg.model.num_identities = int(classes)
+  return cfg, tasks.get(cfg.task)(cfg)
+
+
+def create_backbone(model_cfg: ml_collections.ConfigDict, dtype: Any,
+                    conv_impl: str = "auto"):
+  """The embedding network of a kinship `config.model` (not 'frozen').
+
+  Here, not in the kinship task, because a frozen kinship or age_regression
+  run's embedding network is built the same way (`frozen_backbone`).
+  Applied as `module.apply(variables, images, train=...)` -> [N, D].
+  """
+  if model_cfg.backbone == "swin":
+    return swinface.create_recognition(model_cfg, dtype)
+  return age_regressor.create_backbone(model_cfg.backbone, dtype=dtype,
+                                       conv_impl=conv_impl)
+
+
+def frozen_backbone(cfg: ml_collections.ConfigDict, dtype: Any,
+                    conv_impl: str, key: str = "model.frozen_workdir"):
+  """The embedding network of a trained run's config `cfg` (FROZEN_TASKS)."""
+  if cfg.task == "swinface":
+    # float32 as SwinFace itself runs it: the embeddings match its own.
+    return swinface.create_recognition(cfg.model)
+  if cfg.model.backbone == "frozen":
+    raise ValueError(f"config key {key}: that kinship run has a frozen "
+                     f"backbone itself; give its model.frozen_workdir "
+                     f"({cfg.model.frozen_workdir!r}) instead")
+  return create_backbone(cfg.model, dtype, conv_impl)
+
+
+def frozen_variables(cfg: ml_collections.ConfigDict, state) -> dict:
+  """{'params', 'batch_stats'} of the embedding network in a run's state."""
+  stats = state.batch_stats or {}
+  if cfg.task == "swinface":
+    model = state.params["model"]
+    return {"params": {k: model[k] for k in SWIN_PARTS},
+            "batch_stats": {k: v for k, v in stats.items()
+                            if k in SWIN_PARTS}}
+  return {"params": state.params["backbone"],
+          "batch_stats": stats.get("backbone", {})}
+
+
+def load_frozen_embedding(workdir: str, key: str,
+                          tasks_ok: tuple[str, ...] = FROZEN_TASKS,
+                          dtype: Any = jnp.float32, conv_impl: str = "auto"):
+  """(module, variables, run config) of a trained run's embedding network.
+
+  The best checkpoint, else the latest; errors name config key `key`.
+  Kinship's frozen backbones and the caricature translator's SwinFace
+  identity network both load through here.
+  """
+  cfg, task = workdir_task(workdir, key, tasks_ok)
+  state = restore_state(workdir, task, key)
+  return (frozen_backbone(cfg, dtype, conv_impl, key),
+          frozen_variables(cfg, state), cfg)
+
+
+# ---------------------------------------------------------------------------
+# Identity networks (the caricature translator's `config.identity`).
+# ---------------------------------------------------------------------------
+
+IDENTITY_SOURCES = ("workdir", "swinface", "weights", "random", "none")
+NEED_IDENTITY = (
+    "the identity loss needs a trained identity network: train one first,\n"
+    "  python -m launch.train --config=configs/sphereface.py:smoke "
+    "--workdir=runs/sphereface_smoke\n"
+    "then pass --config.identity.workdir=runs/sphereface_smoke (or "
+    "identity.source='weights' with identity.weights=<sphere20a .pth>, or "
+    "loss.identity_w=0 / identity.source='none')")
+
+
+@flax.struct.dataclass
+class Identity:
+  """The frozen identity network's variables: {'params'} of a SphereFace,
+  or {'params', 'batch_stats'} of SwinFace's 'swin' + 'recognition'."""
+  variables: Any
+
+
+@flax.struct.dataclass
+class NoIdentity:
+  """No identity network (identity.source='none')."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityNetwork:
+  """How to run a loaded identity network (static; never a jit argument).
+
+  Attributes:
+    embed: (variables, [-1, 1] images [B, H, W, 3]) -> [B, D] embeddings;
+      None for identity.source='none'.
+    name: for reports ("SphereFace fc5", ...).
+    input_size: SwinFace's image size (source 'swinface'), else None.
+  """
+  embed: Callable[[Any, jax.Array], jax.Array] | None = None
+  name: str = "none"
+  input_size: int | None = None
+
+
+def load_identity(config: ml_collections.ConfigDict
+                  ) -> tuple[IdentityNetwork, Identity | NoIdentity]:
+  """The frozen identity network of a caricature translator's config.
+
+  config.identity.source: 'workdir' (a sphereface run), 'swinface' (a
+  swinface run's recognition embedding, `load_frozen_embedding`), 'weights'
+  (sphereface_pytorch weights), 'random' (tests and benchmarks only) or
+  'none'.
+
+  Args:
+    config: the translator's config (its identity, loss.identity_w and
+      data.image_size keys are read).
+
+  Returns:
+    (how to embed, the variables to pass to the steps as `frozen`).
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.tasks import sphereface as sphere_task
+  idc = config.identity
+  if idc.source == "none":
+    if config.loss.identity_w:
+      raise ValueError("config key identity.source='none' but "
+                       "loss.identity_w != 0\n" + NEED_IDENTITY)
+    return IdentityNetwork(), NoIdentity()
+  if idc.source == "swinface":
+    return _load_swinface_identity(idc.workdir)
+  if idc.source == "workdir":
+    if not idc.workdir:
+      raise ValueError("config key identity.workdir is empty: "
+                       + NEED_IDENTITY)
+    from facejax import runs  # pylint: disable=g-import-not-at-top
+    cfg = runs.read_config(idc.workdir, "identity.workdir")
+    if cfg.get("task") != "sphereface":
+      hint = (" (for a SwinFace run set identity.source='swinface')"
+              if cfg.get("task") == "swinface" else "")
+      raise ValueError(f"config key identity.workdir={idc.workdir!r} is "
+                       f"a {cfg.get('task')!r} workdir, not "
+                       f"sphereface{hint}")
+    task = sphere_task.Task(cfg)
+    state, step = runs.restore_host(idc.workdir, task, "identity.workdir")
+    logging.info("identity network: %s step %d", idc.workdir, step)
+    return _sphereface_identity(task, state.params)
+  # 'weights' or 'random': a network of identity.variant / input_size.
+  cfg = ml_collections.ConfigDict({
+      "model": {"variant": idc.variant, "input_size": idc.input_size,
+                "num_classes": 1, "margin": 4, "lambda_min": 5.0,
+                "init_from": ""},
+      "data": {"domains": ["photo"], "image_size": config.data.image_size},
+      "optim": {"name": "sgd", "lr": 0.0}, "total_steps": 1, "seed": 0})
+  task = sphere_task.Task(cfg)
+  h, w = task.input_size
+  params = task.model.init(jax.random.key(idc.seed),
+                           jnp.zeros((1, h, w, 3)))["params"]
+  if idc.source == "weights":
+    # pylint: disable-next=g-import-not-at-top
+    from facejax.convert import sphereface as sphereface_convert
+    if not idc.weights:
+      raise ValueError("config key identity.weights is empty: "
+                       + NEED_IDENTITY)
+    params = sphereface_convert.load(idc.weights, jax.device_get(params),
+                                     task.input_size)
+  return _sphereface_identity(task, params)
+
+
+def _sphereface_identity(task, params) -> tuple[IdentityNetwork, Identity]:
+  """A SphereFace task's fc5 feature as the identity embedding."""
+  net = IdentityNetwork(
+      embed=lambda v, x: task.features(v["params"], x),
+      name="SphereFace fc5")
+  return net, Identity({"params": jax.device_get(params)})
+
+
+def _load_swinface_identity(workdir: str
+                            ) -> tuple[IdentityNetwork, Identity]:
+  """identity.source='swinface': a configs/swinface.py run's 'swin' +
+  'recognition' variables in swinface.RecognitionNet."""
+  key = "identity.workdir"
+  if not workdir:
+    raise ValueError(f"config key {key} is empty: identity.source="
+                     f"'swinface' needs a configs/swinface.py training "
+                     f"workdir")
+  if not os.path.isdir(workdir):
+    raise ValueError(f"config key {key}={workdir!r}: no such directory "
+                     f"(identity.source='swinface' needs a "
+                     f"configs/swinface.py training workdir)")
+  net, variables, cfg = load_frozen_embedding(workdir, key, ("swinface",))
+  size = int(net.backbone["img_size"])
+  norm = cfg.data.get("normalize", "unit")
+
+  def embed(v, images):
+    # The translator's [-1, 1] images -> SwinFace's input: its image
+    # size and its data normalisation (differentiable, for the loss).
+    x = crop_and_resize((images + 1.0) / 2.0, size)
+    return net.apply(v, normalize(x, norm), train=False)
+
+  logging.info("identity network: SwinFace %s (%d px)", workdir, size)
+  return (IdentityNetwork(embed=embed, name="SwinFace recognition embedding",
+                          input_size=size),
+          Identity(jax.device_get(variables)))
+
+
+# ---------------------------------------------------------------------------
+# Attribute classifiers (StarGAN's evaluation).
+# ---------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class Classifier:
+  """The frozen attribute classifier (evaluation only)."""
+  params: Any
+  batch_stats: Any
+
+
+@flax.struct.dataclass
+class NoClassifier:
+  """No classifier configured (eval.classifier_workdir empty)."""
+
+
+def load_classifier(workdir: str):
+  """(params, batch_stats, task, config) of an attribute_classifier run."""
+  # pylint: disable=g-import-not-at-top
+  from facejax import runs
+  from facejax.tasks import attribute_classifier
+  # pylint: enable=g-import-not-at-top
+  key = "eval.classifier_workdir"
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found (config key {key}): train the "
+        f"classifier first with configs/attribute_classifier.py")
+  config = runs.read_config(workdir, key)
+  if config.task != "attribute_classifier":
+    raise ValueError(f"config key {key}={workdir!r} is a "
+                     f"{config.task!r} workdir, not attribute_classifier")
+  task = attribute_classifier.Task(config)
+  state, _ = runs.restore_host(workdir, task, key)
+  return state.params, state.batch_stats, task, config
+
+
 __all__ = [
     "NUM_AGES", "ESTIMATORS", "default_age_loss_config", "soft_age_labels",
     "soft_age_log_probs", "expected_age", "normalize", "crop_and_resize",
     "FrozenEstimator", "load_estimator", "describe",
+    "FROZEN_TASKS", "SWIN_PARTS", "restore_state", "workdir_config",
+    "workdir_task", "create_backbone", "frozen_backbone", "frozen_variables",
+    "load_frozen_embedding",
+    "IDENTITY_SOURCES", "NEED_IDENTITY", "Identity", "NoIdentity",
+    "IdentityNetwork", "load_identity",
+    "Classifier", "NoClassifier", "load_classifier",
 ]

@@ -388,7 +388,7 @@ def test_swinface_identity_network(tmp_path):
   assert task.swin_input_size == 32
   images = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3),
                               minval=-1.0, maxval=1.0)
-  got = jax.jit(task._embed)(frozen, images)  # pylint: disable=protected-access
+  got = jax.jit(task.embed)(frozen, images)
   # SwinFace's recognition network with the saved variables, by hand.
   net = swinface.create_recognition(sf_cfg.model)
   model, stats = sf_state.params["model"], sf_state.batch_stats
