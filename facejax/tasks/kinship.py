@@ -23,9 +23,9 @@ recognition subnet (geometry from model.swin and model.embedding_dim, as in
 configs/swinface.py), trained here; or 'frozen': the embedding network of
 model.frozen_workdir, never optimised -- an age_regression or kinship run's
 backbone, or a swinface run's 'swin' + 'recognition' parameters and batch
-statistics (its recognition embedding). With a frozen backbone the
-projection head trains with any loss and verification uses the cosine of
-the projections.
+statistics (its recognition embedding), loaded by facejax.tasks.frozen.
+With a frozen backbone the projection head trains with any loss and
+verification uses the cosine of the projections.
 
 Evaluation (`report`, launch.evaluate; facejax.evaluators.kinship): the
 RFIW protocol -- the threshold
@@ -34,7 +34,6 @@ relation and over all pairs (micro), ROC AUC, TAR at FAR 1e-2 / 1e-3,
 accuracy per demographic group, a Markdown table and a ROC PNG.
 """
 
-import json
 import os
 import types
 from typing import Any
@@ -50,114 +49,16 @@ from facejax.evaluators import kinship as kinship_eval
 from facejax.evaluators import verification
 from facejax.data import kinship as kin_data
 from facejax.data import transforms
-from facejax.models import age_regressor
 from facejax.models import kinship as kin_models
 from facejax.models import layers
 from facejax.models import swinface
 from facejax.tasks import base
+from facejax.tasks import frozen as frozen_lib
 from facejax.train import state as state_lib
 from facejax.train import steps as steps_lib
 
 HEADS = ("cosine", "rbkin")
 LOSSES = {"cosine": ("contrastive", "hcl", "triplet"), "rbkin": ("ce",)}
-# Runs whose embedding network model.backbone='frozen' can reuse.
-FROZEN_TASKS = ("age_regression", "kinship", "swinface")
-# The SwinFace subtrees that make up its recognition embedding.
-SWIN_PARTS = ("swin", "recognition")
-
-
-# ---------------------------------------------------------------------------
-# Frozen networks from other workdirs.
-# ---------------------------------------------------------------------------
-
-
-def _restore_state(workdir: str, task, key: str):
-  """The state of `workdir`'s best (else latest) checkpoint (host arrays)."""
-  from facejax import runs  # pylint: disable=g-import-not-at-top
-  return runs.restore_host(workdir, task, key)[0]
-
-
-def _workdir_config(workdir: str, key: str,
-                    tasks_ok: tuple[str, ...]) -> ml_collections.ConfigDict:
-  """`workdir`'s training config, checked to be one of `tasks_ok`."""
-  from facejax import runs  # pylint: disable=g-import-not-at-top
-  if not workdir:
-    raise ValueError(f"config key {key} is empty: give a trained "
-                     f"{' or '.join(tasks_ok)} workdir")
-  cfg = runs.read_config(workdir, key)
-  if cfg.get("task") not in tasks_ok:
-    raise ValueError(f"config key {key}: {workdir!r} holds a "
-                     f"{cfg.get('task')!r} run; expected "
-                     f"{' or '.join(tasks_ok)}")
-  return cfg
-
-
-def _workdir_task(workdir: str, key: str, tasks_ok: tuple[str, ...]):
-  from facejax import tasks  # pylint: disable=g-import-not-at-top
-  cfg = _workdir_config(workdir, key, tasks_ok)
-  if cfg.task == "swinface" and not cfg.model.get("num_identities", 0):
-    # SwinFace counts its classes from its identity data; the workdir's
-    # model.json has the count, so that data need not be on this machine.
-    path = os.path.join(workdir, "model.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        classes = json.load(f).get("num_classes")
-      if classes:
-        with cfg.unlocked():
-          cfg.model.num_identities = int(classes)
-  return cfg, tasks.get(cfg.task)(cfg)
-
-
-def create_backbone(model_cfg: ml_collections.ConfigDict, dtype: Any,
-                    conv_impl: str = "auto"):
-  """The embedding network of a kinship `config.model` (not 'frozen').
-
-  Applied as `module.apply(variables, images, train=...)` -> [N, D].
-  """
-  if model_cfg.backbone == "swin":
-    return swinface.create_recognition(model_cfg, dtype)
-  return age_regressor.create_backbone(model_cfg.backbone, dtype=dtype,
-                                       conv_impl=conv_impl)
-
-
-def frozen_backbone(cfg: ml_collections.ConfigDict, dtype: Any,
-                    conv_impl: str, key: str = "model.frozen_workdir"):
-  """The embedding network of a trained run's config `cfg` (FROZEN_TASKS)."""
-  if cfg.task == "swinface":
-    # float32 as SwinFace itself runs it: the embeddings match its own.
-    return swinface.create_recognition(cfg.model)
-  if cfg.model.backbone == "frozen":
-    raise ValueError(f"config key {key}: that kinship run has a frozen "
-                     f"backbone itself; give its model.frozen_workdir "
-                     f"({cfg.model.frozen_workdir!r}) instead")
-  return create_backbone(cfg.model, dtype, conv_impl)
-
-
-def frozen_variables(cfg: ml_collections.ConfigDict, state) -> dict:
-  """{'params', 'batch_stats'} of the embedding network in a run's state."""
-  stats = state.batch_stats or {}
-  if cfg.task == "swinface":
-    model = state.params["model"]
-    return {"params": {k: model[k] for k in SWIN_PARTS},
-            "batch_stats": {k: v for k, v in stats.items()
-                            if k in SWIN_PARTS}}
-  return {"params": state.params["backbone"],
-          "batch_stats": stats.get("backbone", {})}
-
-
-def load_frozen_embedding(workdir: str, key: str,
-                          tasks_ok: tuple[str, ...] = FROZEN_TASKS,
-                          dtype: Any = jnp.float32, conv_impl: str = "auto"):
-  """(module, variables, run config) of a trained run's embedding network.
-
-  The best checkpoint, else the latest; errors name config key `key`.
-  Kinship's frozen backbones and the caricature translator's SwinFace
-  identity network both load through here.
-  """
-  cfg, task = _workdir_task(workdir, key, tasks_ok)
-  state = _restore_state(workdir, task, key)
-  return (frozen_backbone(cfg, dtype, conv_impl, key),
-          frozen_variables(cfg, state), cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -186,11 +87,12 @@ class Task(base.Task):
     dtype = jnp.dtype(m.get("dtype", "float32"))
     conv_impl = m.get("conv_impl", "auto")
     if self.frozen_backbone:
-      self._frozen_cfg = _workdir_config(
-          m.frozen_workdir, "model.frozen_workdir", FROZEN_TASKS)
-      self.backbone = frozen_backbone(self._frozen_cfg, dtype, conv_impl)
+      self._frozen_cfg = frozen_lib.workdir_config(
+          m.frozen_workdir, "model.frozen_workdir", frozen_lib.FROZEN_TASKS)
+      self.backbone = frozen_lib.frozen_backbone(self._frozen_cfg, dtype,
+                                                 conv_impl)
     else:
-      self.backbone = create_backbone(m, dtype, conv_impl)
+      self.backbone = frozen_lib.create_backbone(m, dtype, conv_impl)
     self._check_image_size()
     self.heads = {}
     # A frozen backbone learns nothing: then the projection trains (with
@@ -320,7 +222,7 @@ class Task(base.Task):
           {"age_loss.random_init": "tiny"})
       self._at_cfg = cfg
       return tasks.get("age_transformer")(cfg)
-    self._at_cfg, at_task = _workdir_task(
+    self._at_cfg, at_task = frozen_lib.workdir_task(
         r.age_transformer, "rbkin.age_transformer", ("age_transformer",))
     return at_task
 
@@ -328,15 +230,16 @@ class Task(base.Task):
     frozen = {}
     if self.frozen_backbone:
       wd = self.config.model.frozen_workdir
-      _, frozen["backbone"], _ = load_frozen_embedding(
+      _, frozen["backbone"], _ = frozen_lib.load_frozen_embedding(
           wd, "model.frozen_workdir")
     if self._at_task is not None:
       if self.config.rbkin.random_init:
         state = jax.device_get(jax.jit(self._at_task.init_state)(
             jax.random.key(0)))
       else:
-        state = _restore_state(self.config.rbkin.age_transformer,
-                               self._at_task, "rbkin.age_transformer")
+        state = frozen_lib.restore_state(self.config.rbkin.age_transformer,
+                                         self._at_task,
+                                         "rbkin.age_transformer")
       frozen["age_transformer"] = {"gen": state.gen,
                                    "gen_stats": state.gen_stats}
     return frozen if frozen else base.Frozen()
