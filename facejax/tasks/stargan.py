@@ -30,7 +30,6 @@ import os
 from typing import Any
 
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,24 +44,13 @@ from facejax.data import stargan as sets_lib
 from facejax.data import pipeline
 from facejax.models import stargan as model_lib
 from facejax.tasks import base as task_base
+from facejax.tasks import frozen as frozen_lib
 from facejax.train import state as state_lib
 from facejax.train import steps as steps_lib
 
 GanState = state_lib.GanState
 SCHEDULES = ("linear", "official", "constant")
 _EVAL_SEED = 2**30  # fold_in offset of the evaluation targets
-
-
-@flax.struct.dataclass
-class Classifier:
-  """The frozen attribute classifier (evaluation only)."""
-  params: Any
-  batch_stats: Any
-
-
-@flax.struct.dataclass
-class NoClassifier:
-  """No classifier configured (eval.classifier_workdir empty)."""
 
 
 def learning_rate(cfg: ml_collections.ConfigDict, lr0: float,
@@ -184,8 +172,9 @@ class Task(task_base.Task):
   def load_frozen(self):
     workdir = self.config.eval.classifier_workdir
     if not workdir:
-      return NoClassifier()
-    params, batch_stats, clf_task, clf_config = load_classifier(workdir)
+      return frozen_lib.NoClassifier()
+    params, batch_stats, clf_task, clf_config = frozen_lib.load_classifier(
+        workdir)
     if clf_task.layout.to_json() != self.layout.to_json():
       raise ValueError(
           f"config key eval.classifier_workdir={workdir!r}: the classifier "
@@ -193,7 +182,7 @@ class Task(task_base.Task):
           f"this model's ({self.layout.summary()})")
     self.classifier = clf_task
     self.classifier_size = clf_config.data.image_size
-    return Classifier(params, batch_stats)
+    return frozen_lib.Classifier(params, batch_stats)
 
   def _classify(self, frozen, images):
     s = self.classifier_size
@@ -300,7 +289,7 @@ class Task(task_base.Task):
             "rec_l1": (jnp.abs(x - x_rec).mean((1, 2, 3)) * w).sum(),
             "d_fake_acc": (sets_lib.block_correct(d_cls, c_trg, self.layout)
                            * cols).sum()}
-    if isinstance(frozen, Classifier):
+    if isinstance(frozen, frozen_lib.Classifier):
       fake = self._classify(frozen, x_fake)
       real = self._classify(frozen, x)
       # Columns the target changed: did the classifier see the change?
@@ -451,7 +440,7 @@ class Task(task_base.Task):
     x_fake = self.translate(state.gen, x, c_trg)
     x_rec = self.translate(state.gen, x_fake, c_org)
     out = {"rec": jnp.abs(x_rec - x).mean((1, 2, 3)), "mask": batch["mask"]}
-    if isinstance(frozen, Classifier):
+    if isinstance(frozen, frozen_lib.Classifier):
       for key, images in (("hit", x_fake), ("base", x)):
         logits = self._classify(frozen, images)
         out[key] = sets_lib.block_correct(logits, c_trg, self.layout)
@@ -468,7 +457,7 @@ class Task(task_base.Task):
     One compiled program serves every batch and target (padded batches).
     """
     frozen = setup.frozen
-    has_clf = isinstance(frozen, Classifier)
+    has_clf = isinstance(frozen, frozen_lib.Classifier)
     step_fn = setup.compile(self._report_step)
     limit = self.config.eval.max_images
     rows = []
@@ -551,27 +540,6 @@ class _Head:
 
   def __getitem__(self, i: int) -> dict:
     return self.source[i]
-
-
-def load_classifier(workdir: str):
-  """(params, batch_stats, task, config) of an attribute_classifier run."""
-  # pylint: disable=g-import-not-at-top
-  from facejax import runs
-  from facejax.tasks import attribute_classifier
-  # pylint: enable=g-import-not-at-top
-  key = "eval.classifier_workdir"
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"{path} not found (config key {key}): train the "
-        f"classifier first with configs/attribute_classifier.py")
-  config = runs.read_config(workdir, key)
-  if config.task != "attribute_classifier":
-    raise ValueError(f"config key {key}={workdir!r} is a "
-                     f"{config.task!r} workdir, not attribute_classifier")
-  task = attribute_classifier.Task(config)
-  state, _ = runs.restore_host(workdir, task, key)
-  return state.params, state.batch_stats, task, config
 
 
 def make_grid(rows: list[list[np.ndarray]], titles: list[str],
