@@ -4,11 +4,11 @@
 
 Supported files: `.safetensors` (via safetensors.numpy) and PyTorch's zip
 checkpoints `.pth/.pt/.bin/.pth.tar/.ckpt` (and the legacy format of
-torch < 1.6). With torch installed those are read by
-`torch.load(..., weights_only=True)`; without torch a small restricted
-reader of the pickle format handles plain tensor state dicts, so core
-users need no torch. Floating tensors come back as float32 and integer
-tensors keep their dtype.
+torch < 1.6), read by a small restricted reader of the pickle format
+that rebuilds tensors as numpy arrays and never imports what a file names
+(functions, classes, argparse namespaces are skipped), so users need no
+torch and a checkpoint cannot run code. Floating tensors come back as
+float32 and integer tensors keep their dtype.
 
 Mapping the keys onto facejax variables is the importers' job:
 `facejax.convert.imagenet` (torchvision/timm ResNet and VGG),
@@ -21,9 +21,8 @@ import json
 import os
 import pickle
 import zipfile
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-from absl import logging
 import numpy as np
 
 __all__ = ["StateDict", "read_state_dict"]
@@ -163,55 +162,18 @@ def _as_output_dtype(x: np.ndarray) -> np.ndarray:
 
 
 def _read_torch_file(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    torch = None
-  if torch is not None:
-    try:
-      obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-      # weights_only refuses any non-allowlisted object (argparse
-      # namespaces, numpy scalars, ... next to the weights). The restricted
-      # reader below never imports them, it only skips them.
-      legacy = _looks_like_torch_legacy(path)
-      if not (legacy or zipfile.is_zipfile(path)):
-        raise ValueError(
-            f"{path}: torch.load(weights_only=True) failed: {e}") from e
-      logging.info("%s: torch.load(weights_only=True) refused a non-tensor "
-                   "object; reading the tensors with facejax's restricted "
-                   "reader instead.", path)
-      obj = _load_torch_legacy(path) if legacy else _load_torch_zip(path)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"{path}: torch.load failed: {e}") from e
-    return _tensors_from_container(obj, path, _torch_to_numpy)
   if _looks_like_torch_legacy(path):
-    return _tensors_from_container(_load_torch_legacy(path), path, None)
+    return _tensors_from_container(_load_torch_legacy(path), path)
   if not zipfile.is_zipfile(path):
     raise ValueError(
         f"{path}: not a PyTorch checkpoint: neither the zip format (torch "
         ">= 1.6) nor the legacy format (a pickled magic number first).")
-  return _tensors_from_container(_load_torch_zip(path), path, None)
+  return _tensors_from_container(_load_torch_zip(path), path)
 
 
-def _torch_to_numpy(value: Any) -> Optional[np.ndarray]:
-  import torch  # pylint: disable=g-import-not-at-top
-  if isinstance(value, np.ndarray):  # from the restricted reader
-    return value
-  if not isinstance(value, torch.Tensor):
-    return None
-  t = value.detach().cpu()
-  if t.is_floating_point():
-    t = t.float()
-  return t.numpy()
-
-
-def _tensors_from_container(obj: Any, path: str,
-                            convert: Optional[Callable[[Any], Any]]
-                            ) -> dict[str, np.ndarray]:
-  """Unwraps checkpoint containers and returns {key: array}."""
-  if convert is None:
-    convert = lambda v: v if isinstance(v, np.ndarray) else None
+def _tensors_from_container(obj: Any, path: str) -> dict[str, np.ndarray]:
+  """Unwraps checkpoint containers and returns {key: array} (the arrays
+  among the values; anything else the file held is left out)."""
   for _ in range(4):  # e.g. {'model': {'state_dict': {...}}}
     if not isinstance(obj, Mapping):
       break
@@ -231,9 +193,8 @@ def _tensors_from_container(obj: Any, path: str,
       if isinstance(value, Mapping):
         visit(value, f"{name}.")
         continue
-      arr = convert(value)
-      if arr is not None:
-        out[name] = _as_output_dtype(arr)
+      if isinstance(value, np.ndarray):
+        out[name] = _as_output_dtype(value)
 
   visit(obj, "")
   if out and all(k.startswith("module.") for k in out):

@@ -80,14 +80,6 @@ def test_models_know_no_files_training_or_tasks(rel):
                          "facejax.runs", "facejax.evaluators")), rel
 
 
-# Known and owned elsewhere: torch_pickle still prefers torch.load when
-# torch is installed (issue 20 point 3). Strict: fixing it fails this mark.
-_TORCH_LEFT = {os.path.join("convert", "torch_pickle.py")}
-
-
-@pytest.mark.parametrize("rel", [
-    pytest.param(m, marks=pytest.mark.xfail(
-        strict=True, reason="torch_pickle falls back on torch.load"))
-    if m in _TORCH_LEFT else m for m in MODULES])
+@pytest.mark.parametrize("rel", MODULES)
 def test_the_library_imports_no_launch_and_no_torch(rel):
   assert not _hits(rel, ("launch", "torch", "torchvision")), rel

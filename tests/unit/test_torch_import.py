@@ -512,8 +512,8 @@ def test_handwritten_zip_is_a_real_torch_checkpoint(tmp_path):
   write_torch_zip(path, entries)
   got = torch.load(path, map_location="cpu", weights_only=True)
   _assert_torch_tensors_equal(got, expected)
-  # With torch, a checkpoint holding non-tensor objects (refused by
-  # weights_only) falls back to the restricted reader.
+  # A checkpoint holding non-tensor objects (refused by torch's
+  # weights_only) is read by the restricted reader, which skips them.
   write_torch_zip(path, entries, wrap="model")
   loaded = torch_pickle.read_state_dict(path)
   np.testing.assert_array_equal(loaded["a"], expected["a"])
@@ -686,10 +686,10 @@ def test_timm_resnet34_parity(tmp_path, monkeypatch):
                                   pre_logits=True).numpy()
     t_out = tmodel(x)[:, 0].numpy()
 
-  sd = torch_pickle.read_state_dict(path)  # through torch.load
+  sd = torch_pickle.read_state_dict(path)  # torch importable
   with monkeypatch.context() as m:
     _block_torch(m)
-    sd_no_torch = torch_pickle.read_state_dict(path)  # restricted reader
+    sd_no_torch = torch_pickle.read_state_dict(path)  # torch blocked
   assert sd_no_torch.keys() == sd.keys()
   for k in sd:
     assert sd_no_torch[k].dtype == sd[k].dtype, k
