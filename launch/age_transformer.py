@@ -20,17 +20,12 @@ reported; the others are still edited (exit status 1 if a file failed).
 each output to its input (colour fidelity).
 """
 
-import os
-
 from absl import app
 from absl import flags
-import jax
-import numpy as np
 from ml_collections import config_flags
 
+from facejax.evaluators import age_transformer as age_edits
 from facejax.evaluators import image_grid
-from facejax import mesh as mesh_lib
-from facejax.data import sources
 from facejax.data.faces import photos
 from launch import common
 from facejax import runs
@@ -56,17 +51,6 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 flags.mark_flag_as_required("image")
 
 
-def image_paths(arg: str) -> list[str]:
-  """The file, or a folder's image files (sorted); clear errors."""
-  if not os.path.exists(arg):
-    raise ValueError(f"{arg}: no such file or folder")
-  paths = photos.expand_paths([arg])
-  if not paths:
-    raise ValueError(f"{arg}: folder holds no image files "
-                     f"({', '.join(sources.IMAGE_EXTENSIONS)})")
-  return paths
-
-
 def parse_ages(values: list[str]) -> list[float]:
   ages = []
   for v in values:
@@ -82,45 +66,10 @@ def parse_ages(values: list[str]) -> list[float]:
   return ages
 
 
-def load_faces(crops, preprocess) -> tuple[np.ndarray, list[str]]:
-  """Every face as the task's preprocess yields it, and its row label."""
-  faces, labels = photos.labelled_faces(crops, common.warn)
-  if not faces:
-    raise ValueError("no face to edit in " + ", ".join(crops.paths[:5]))
-  images = [preprocess((0, {"image": f.crop, "age": np.float32(0)}))["image"]
-            for f in faces]
-  return np.stack(images), labels
-
-
-def edit_grid(setup, state, images: np.ndarray, ages: list[float],
-              histogram: bool, batch_size: int = 16
-              ) -> list[list[np.ndarray]]:
-  """Rows [input, edit at ages[0], ...] of RGB in [0, 1], `batch_size`
-  faces at a time (a folder of hundreds of faces fits in memory)."""
-  fn = setup.task.edit_fn(histogram)
-  devices = jax.device_count()
-  # Every chunk padded to one size (a multiple of the device count, as the
-  # batch is sharded): one compiled program for the whole folder.
-  per = -(-min(batch_size, len(images)) // devices) * devices
-  rows = [[(im + 1.0) * 0.5] for im in images]
-  for start in range(0, len(images), per):
-    chunk = images[start:start + per]
-    padded = np.concatenate([chunk, np.repeat(chunk[-1:],
-                                               per - len(chunk), 0)])
-    x = mesh_lib.shard_batch({"image": padded}, setup.mesh)["image"]
-    for age in ages:
-      t = mesh_lib.shard_batch({"t": np.full((per,), age, np.float32)},
-                               setup.mesh)["t"]
-      out = np.asarray(jax.device_get(fn(state, x, t)))
-      for i in range(len(chunk)):
-        rows[start + i].append(out[i])
-  return rows
-
-
 def main(argv):
   del argv
   try:
-    paths = image_paths(_IMAGE.value)
+    paths = photos.image_paths(_IMAGE.value)
     ages = parse_ages(_AGES.value)
   except ValueError as e:
     common.fail(str(e))
@@ -132,10 +81,11 @@ def main(argv):
     config = setup.config
     crops = _FACES.crops(paths, config.data.get("align", "ffhq"),
                          int(config.data.image_size))
-    images, labels = load_faces(crops, setup.task.preprocess(train=False))
+    images, labels = age_edits.load_faces(
+        crops, setup.task.preprocess(train=False), common.warn)
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
-  rows = edit_grid(setup, state, images, ages, _HIST.value,
+  rows = age_edits.edit_grid(setup, state, images, ages, _HIST.value,
                    _FACES.batch_size.value)
   header = ["input"] + [f"{a:g}" for a in ages]
   size = image_grid.save_grid(_OUT.value, rows, header, labels)

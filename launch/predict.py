@@ -16,17 +16,15 @@ landmarks and age to --out (.csv or .jsonl). Unreadable files and photos
 without a face are reported, not scored; exit status 1 if a file failed.
 """
 
-
 from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from facejax.tasks import frozen
-from facejax import mesh as mesh_lib
+from facejax.evaluators import age as age_eval
 from facejax.data.faces import photos
 from launch import common
-from facejax import runs
 from facejax import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -49,33 +47,6 @@ def _dex_predictor(weights: str):
   return predict, estimator.image_size, "box"
 
 
-# The other models' photo commands, for a workdir that is not an age model.
-_COMMAND_OF = {"swinface": "launch.analyze",
-               "stargan": "launch.stargan",
-               "age_transformer": "launch.age_transformer",
-               "kinship": "launch.kinship", "caricature": "launch.caricature"}
-
-
-def _workdir_predictor(workdir: str, which: str):
-  """uint8 [B, H, W, 3] -> ages, through the run's own preprocessing."""
-  task = runs.read_config(workdir).get("task")
-  if task not in ("age_regression", "dex"):
-    other = _COMMAND_OF.get(task)
-    raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
-                     "an age regressor or DEX run"
-                     + (f" (use {other} for this one)" if other else ""))
-  setup, state, _ = runs.restore(workdir, which=which, task_class=tasks.get)
-  pre = setup.task.preprocess(train=False)
-
-  def predict(images):
-    x = np.stack([pre((0, {"image": im, "age": np.float32(0)}))["image"]
-                  for im in images])
-    out = setup.predict(state, mesh_lib.shard_images(x, setup.mesh))
-    return np.asarray(jax.device_get(out))[:len(x)]
-  config = setup.config
-  return predict, int(config.data.image_size), config.data.get("align", "box")
-
-
 def main(argv):
   paths = photos.expand_paths(argv[1:])
   if not paths:
@@ -85,8 +56,8 @@ def main(argv):
     if _WEIGHTS.value:
       predict, size, model_align = _dex_predictor(_WEIGHTS.value)
     else:
-      predict, size, model_align = _workdir_predictor(_WORKDIR.value,
-                                                      _WHICH.value)
+      predict, size, model_align = age_eval.run_predictor(
+          _WORKDIR.value, _WHICH.value, tasks.get)
     crops = _FACES.crops(paths, model_align, size)
     writer = photos.RowWriter(_FACES.out.value) if _FACES.out.value else None
   except (FileNotFoundError, ValueError) as e:

@@ -27,13 +27,10 @@ from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
-import numpy as np
 
-from facejax.data import stargan as sets_lib
 from facejax.data.faces import photos
-from facejax.data.formats import rafd
 from facejax.convert import stargan as stargan_convert
-from facejax.convert import torch_pickle
+from facejax.evaluators import stargan as stargan_eval
 from launch import common
 from facejax import runs
 from facejax import tasks
@@ -56,59 +53,6 @@ _FACES = common.FaceFlags(rows=False)
 flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 flags.mark_flag_as_required("image")
 
-# The released models' label blocks, by the generator's label channels.
-CELEBA_RELEASE = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
-
-
-def config_for_weights(weights: str):
-  """configs/stargan.py shaped like an official generator file."""
-  g_path, _ = stargan_convert.checkpoint_paths(weights)
-  sd = torch_pickle.read_state_dict(g_path)
-  if "main.0.weight" not in sd:
-    raise ValueError(f"{g_path}: no main.0.weight; not a StarGAN generator")
-  conv_dim, in_channels = sd["main.0.weight"].shape[:2]
-  labels = in_channels - 3
-  repeat = len({k.split(".")[1] for k in sd
-                if k.startswith("main.") and ".main." in k})
-  config = runs.default_config("stargan")
-  celeba, rafd_set = (dict(s) for s in config.data.sets)
-  celeba.update(attributes=CELEBA_RELEASE, crop_size=0)
-  rafd_set.update(classes=rafd.EXPRESSIONS, crop_size=0)
-  by_labels = {5: [celeba], 8: [rafd_set], 5 + 8 + 2: [celeba, rafd_set]}
-  if labels not in by_labels:
-    raise ValueError(
-        f"{g_path}: the generator takes {labels} label channels; the "
-        f"releases take 5 (CelebA), 8 (RaFD) or 15 (both): give --config "
-        f"with the data.sets it was trained on")
-  with config.unlocked():
-    config.data.sets = by_labels[labels]
-    config.model.g_conv_dim = int(conv_dim)
-    config.model.g_repeat_num = repeat
-  return config
-
-
-def translate_faces(setup, state, crops, dataset: int = 0,
-                    crop_size: int = 0):
-  """The grid (PIL image): one row per face of `crops`, and row labels."""
-  task = setup.task
-  layout = task.layout
-  if not 0 <= dataset < layout.num_sets:
-    raise ValueError(f"--dataset={dataset}: the run has "
-                     f"{layout.num_sets} data set(s)")
-  block = layout.blocks[dataset]
-  values = 0 if block.format == "rafd" else np.zeros(block.size, np.float32)
-  label = layout.encode(dataset, values)
-  pre = sets_lib.FacePreprocess(setup.config.data.image_size)
-  faces, labels = photos.labelled_faces(crops, common.warn)
-  examples = [(dataset, pre((0, {"image": f.crop, "label": label,
-                                 "dataset": dataset,
-                                 "crop_size": crop_size})))
-              for f in faces]
-  if not examples:
-    raise ValueError("no face to translate in " + ", ".join(crops.paths[:5]))
-  return task.translation_grid(jax.device_get(state.gen), examples, labels)
-
-
 def main(argv):
   paths = photos.expand_paths(([_IMAGE.value] if _IMAGE.value else [])
                               + argv[1:])
@@ -120,13 +64,15 @@ def main(argv):
   try:
     config = _CONFIG.value
     if _WEIGHTS.value and config is None:
-      config = config_for_weights(_WEIGHTS.value)
+      config = stargan_convert.release_config(
+          _WEIGHTS.value, runs.default_config("stargan"))
     setup, state, step = runs.load("stargan", _WORKDIR.value,
                                       _WEIGHTS.value, config,
                                       which=_WHICH.value, task_class=tasks.get)
     crops = _FACES.crops(paths, setup.config.data.get("align", "box"),
                          int(setup.config.data.image_size))
-    grid = translate_faces(setup, state, crops, _DATASET.value, _CROP.value)
+    grid = stargan_eval.translate_faces(setup, state, crops, common.warn,
+                                        _DATASET.value, _CROP.value)
   except (FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   if jax.process_index() == 0:

@@ -24,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 from facejax.convert import torch_pickle
+from facejax.data.formats import rafd
 
 _BUFFERS = (".running_mean", ".running_var", ".num_batches_tracked")
 
@@ -151,3 +152,35 @@ def load(init_from: str, gen_params: Any, disc_params: Any,
     disc = discriminator_from_torch(torch_pickle.read_state_dict(d_path),
                                     disc_params, d_repeat_num)
   return gen, disc
+
+
+# The released models' label blocks, by the generator's label channels.
+CELEBA_RELEASE = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
+
+
+def release_config(weights: str, config):
+  """`config` (configs/stargan.py's, changed in place and returned) shaped
+  like an official generator file: its label blocks and the generator's
+  width and depth, read from the file."""
+  g_path, _ = checkpoint_paths(weights)
+  sd = torch_pickle.read_state_dict(g_path)
+  if "main.0.weight" not in sd:
+    raise ValueError(f"{g_path}: no main.0.weight; not a StarGAN generator")
+  conv_dim, in_channels = sd["main.0.weight"].shape[:2]
+  labels = in_channels - 3
+  repeat = len({k.split(".")[1] for k in sd
+                if k.startswith("main.") and ".main." in k})
+  celeba, rafd_set = (dict(s) for s in config.data.sets)
+  celeba.update(attributes=CELEBA_RELEASE, crop_size=0)
+  rafd_set.update(classes=rafd.EXPRESSIONS, crop_size=0)
+  by_labels = {5: [celeba], 8: [rafd_set], 5 + 8 + 2: [celeba, rafd_set]}
+  if labels not in by_labels:
+    raise ValueError(
+        f"{g_path}: the generator takes {labels} label channels; the "
+        f"releases take 5 (CelebA), 8 (RaFD) or 15 (both): give --config "
+        f"with the data.sets it was trained on")
+  with config.unlocked():
+    config.data.sets = by_labels[labels]
+    config.model.g_conv_dim = int(conv_dim)
+    config.model.g_repeat_num = repeat
+  return config

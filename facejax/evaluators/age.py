@@ -1,4 +1,5 @@
-"""Age estimators (age regressor, DEX) scored on a whole split.
+"""Age estimators (age regressor, DEX): scored on a whole split, and run on
+photos from a trained run (`run_predictor`, launch.predict).
 
 MAE, RMSE, CS@5 (share within 5 years), the predict-the-training-mean
 baseline and a per-decade error table; `report` prints them as
@@ -14,6 +15,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from facejax import mesh as mesh_lib
+from facejax import runs
 from facejax.data import pipeline
 from facejax.data.sources import DataError
 from facejax.evaluators import reports
@@ -105,3 +107,32 @@ def report(run, state, split: str, step: int, out_dir: str,
     scatter_plot(pred, age, png, f"{name}: MAE {result['mae']:.2f}")
     print(f"\nwrote {png}")
   return result
+
+
+# The other models' photo commands, for a workdir that is not an age model.
+_COMMAND_OF = {"swinface": "launch.analyze",
+               "stargan": "launch.stargan",
+               "age_transformer": "launch.age_transformer",
+               "kinship": "launch.kinship", "caricature": "launch.caricature"}
+
+
+def run_predictor(workdir: str, which: str, task_class):
+  """(uint8 [B, H, W, 3] -> ages, input size, alignment template) of a
+  trained age regressor or DEX run, through its own preprocessing;
+  `task_class` is facejax.tasks.get."""
+  task = runs.read_config(workdir).get("task")
+  if task not in ("age_regression", "dex"):
+    other = _COMMAND_OF.get(task)
+    raise ValueError(f"{workdir!r} is a {task!r} run; launch.predict takes "
+                     "an age regressor or DEX run"
+                     + (f" (use {other} for this one)" if other else ""))
+  setup, state, _ = runs.restore(workdir, which=which, task_class=task_class)
+  pre = setup.task.preprocess(train=False)
+
+  def predict(images):
+    x = np.stack([pre((0, {"image": im, "age": np.float32(0)}))["image"]
+                  for im in images])
+    out = setup.predict(state, mesh_lib.shard_images(x, setup.mesh))
+    return np.asarray(jax.device_get(out))[:len(x)]
+  config = setup.config
+  return predict, int(config.data.image_size), config.data.get("align", "box")

@@ -38,6 +38,17 @@ def expand_paths(args: Sequence[str]) -> list[str]:
   return paths
 
 
+def image_paths(arg: str) -> list[str]:
+  """The file, or a folder's image files (sorted); errors name `arg`."""
+  if not os.path.exists(arg):
+    raise ValueError(f"{arg}: no such file or folder")
+  paths = expand_paths([arg])
+  if not paths:
+    raise ValueError(f"{arg}: folder holds no image files "
+                     f"({', '.join(sources.IMAGE_EXTENSIONS)})")
+  return paths
+
+
 @dataclasses.dataclass
 class FaceCrop:
   """One face of one photo (or the photo's problem when `error` is set)."""
