@@ -343,5 +343,5 @@ def spectral_sigma(kernel: jax.Array, steps: int, u0: jax.Array
 
 
 __all__ = ["Generator", "MsDiscriminator", "SelfAttention", "LayerNorm",
-           "adain", "instance_norm", "check_geometry", "count",
+           "adain", "instance_norm", "check_geometry",
            "spectral_sigma"]

@@ -1,6 +1,5 @@
 """Kinship verification: data, sampler, losses, GRL, metrics, sharding,
-learning (facejax.data.kinship, facejax.kinship_losses,
-facejax.models.kinship, facejax.tasks.kinship)."""
+learning (facejax.data.kinship, facejax.models.kinship, facejax.tasks.kinship)."""
 
 import json
 import os

@@ -1,6 +1,5 @@
 """Kinship verification: data, sampler, losses, GRL, metrics, sharding,
-learning (facejax.data.kinship, facejax.kinship_losses,
-facejax.models.kinship, facejax.tasks.kinship)."""
+learning (facejax.data.kinship, facejax.models.kinship, facejax.tasks.kinship)."""
 
 import collections
 import os
@@ -8,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from facejax import kinship_losses as L
+from facejax.tasks import kinship as L
 from facejax import mesh as mesh_lib
 from facejax.evaluators import verification
 from facejax.data import kinship as kd
