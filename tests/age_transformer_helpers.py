@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_age_transformer.py and tests/e2e/test_age_transformer.py."""
+"""Helpers and fixtures shared by tests/unit/test_age_transformer.py and
+tests/e2e/test_age_transformer.py."""
 
 import os
 import numpy as np

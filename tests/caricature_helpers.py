@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_caricature.py and tests/e2e/test_caricature.py."""
+"""Helpers and fixtures shared by tests/unit/test_caricature.py and
+tests/e2e/test_caricature.py."""
 
 
 

@@ -106,10 +106,12 @@ def dex_workdir(age_data, tmp_path_factory):
 
 # The slowest files first, so that neither xdist worker is left with a long
 # file at the end while the other idles (whole files per worker).
-_SLOWEST_FILES = ("e2e.test_age_transformer", "e2e.test_caricature",
-                  "e2e.test_swinface", "e2e.test_stargan", "e2e.test_kinship",
-                  "e2e.test_multiprocess", "e2e.test_formats",
-                  "e2e.test_reliability", "unit.test_caricature",
+_SLOWEST_FILES = ("e2e.test_caricature", "e2e.test_age_transformer",
+                  "e2e.test_multiprocess", "e2e.test_swinface",
+                  "e2e.test_formats", "unit.test_caricature",
+                  "e2e.test_kinship", "e2e.test_reliability",
+                  "unit.test_swinface", "e2e.test_stargan", "e2e.test_resume",
+                  "unit.test_performance", "unit.test_kinship",
                   "e2e.test_launch")
 
 

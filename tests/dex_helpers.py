@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_dex.py and tests/e2e/test_dex.py."""
+"""Helpers and fixtures shared by tests/unit/test_dex.py and
+tests/e2e/test_dex.py."""
 
 import os
 import numpy as np

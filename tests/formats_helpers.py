@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_formats.py and tests/e2e/test_formats.py."""
+"""Helpers and fixtures shared by tests/unit/test_formats.py and
+tests/e2e/test_formats.py."""
 
 import pytest
 import release_fixtures as rf

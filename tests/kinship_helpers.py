@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_kinship.py and tests/e2e/test_kinship.py."""
+"""Helpers and fixtures shared by tests/unit/test_kinship.py and
+tests/e2e/test_kinship.py."""
 
 import os
 import pytest

@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_reliability.py and tests/e2e/test_reliability.py."""
+"""Helpers and fixtures shared by tests/unit/test_reliability.py and
+tests/e2e/test_reliability.py."""
 
 import os
 from facejax import config_lib

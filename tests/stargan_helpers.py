@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_stargan.py and tests/e2e/test_stargan.py."""
+"""Helpers and fixtures shared by tests/unit/test_stargan.py and
+tests/e2e/test_stargan.py."""
 
 import os
 from flax import traverse_util

@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_swinface.py and tests/e2e/test_swinface.py."""
+"""Helpers and fixtures shared by tests/unit/test_swinface.py and
+tests/e2e/test_swinface.py."""
 
 import os
 import numpy as np

@@ -288,7 +288,7 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   from facejax import runs  # pylint: disable=g-import-not-at-top
-  from unit import test_torch_import  # pylint: disable=g-import-not-at-top
+  from unit import test_convert  # pylint: disable=g-import-not-at-top
   parts = _torch_state_dicts(np.random.default_rng(0))
   entries = {}
   for part, sd in parts.items():
@@ -298,7 +298,7 @@ def test_age_edit_cli_with_hrfae_legacy_checkpoint_and_no_workdir(tmp_path):
       entries[f"{part}_state_dict.{key}"] = (
           value.ravel(), 0, value.shape, strides, value.dtype)
   weights = str(tmp_path / "checkpoint")
-  test_torch_import.write_torch_legacy(weights, entries)
+  test_convert.write_torch_legacy(weights, entries)
   face = np.asarray(Image.fromarray(skdata.astronaut()[10:250, 105:345]))
   photo = str(tmp_path / "face.png")
   Image.fromarray(face).save(photo)

@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by tests/unit/test_age_estimators.py and tests/e2e/test_age_estimators.py."""
+"""Helpers and fixtures shared by tests/unit/test_frozen.py and
+tests/e2e/test_frozen.py."""
 
 import ml_collections
 from facejax.tasks import frozen as ae

@@ -7,7 +7,7 @@ import pytest
 from facejax.tasks import frozen as ae
 from facejax.data import transforms
 import dex_helpers as dex_tests
-from age_estimators_helpers import _cfg
+from frozen_helpers import _cfg
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 3.0, 10.0])

@@ -9,7 +9,7 @@ from facejax.tasks import frozen as ae
 from facejax.data import sources
 from facejax.data import images as images_lib
 from facejax import tasks
-from age_estimators_helpers import _cfg
+from frozen_helpers import _cfg
 
 
 def _valid_images(age_data, n=32):
