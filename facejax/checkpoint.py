@@ -25,6 +25,14 @@ from absl import logging
 import grain
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import multihost
+
+
+def sync_processes(name: str, timeout_s: int = 3600) -> None:
+  """A barrier of every process, with a timeout (orbax's barrier on JAX's
+  distributed client; the loop meets here after compiling, because gloo
+  gives peers only 30 s to reach their first collective)."""
+  multihost.sync_global_processes(name, timeout=timeout_s)
 
 
 class WorkdirMismatchError(ValueError):

@@ -83,3 +83,27 @@ def test_models_know_no_files_training_or_tasks(rel):
 @pytest.mark.parametrize("rel", MODULES)
 def test_the_library_imports_no_launch_and_no_torch(rel):
   assert not _hits(rel, ("launch", "torch", "torchvision")), rel
+
+
+# The bottom of the directions: what every other module may use.
+BOTTOM = ("config_lib", "mesh", "runtime", "checkpoint", "optim", "metrics")
+
+
+@pytest.mark.parametrize("rel", [f"{m}.py" for m in BOTTOM])
+def test_the_bottom_layer_imports_no_other_facejax_module(rel):
+  allowed = tuple(f"facejax.{m}" for m in BOTTOM)
+  others = [n for n in _hits(rel, ("facejax",))
+            if n != "facejax" and not n.startswith(allowed)]
+  assert not others, (rel, others)
+
+
+@pytest.mark.parametrize("rel", [m for m in MODULES
+                                 if m.startswith("evaluators" + os.sep)])
+def test_evaluators_import_no_task(rel):
+  assert not _hits(rel, ("facejax.tasks", "launch")), rel
+
+
+@pytest.mark.parametrize("rel", MODULES)
+def test_only_checkpoint_talks_to_orbax(rel):
+  if rel != "checkpoint.py":
+    assert not _hits(rel, ("orbax",)), rel
