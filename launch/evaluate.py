@@ -8,7 +8,8 @@ r"""Evaluates a trained model, or official weights, on a split.
 Age estimators (age regressor, DEX): prints MAE/RMSE and a per-decade
 error table; writes eval_<split>.json and a predicted-vs-true scatter plot
 eval_<split>.png into the workdir. Other tasks (the GANs) print and write
-their own report (`Task.report`), e.g. edited-age error per target age.
+their own report (`facejax.evaluators.<model>.report`), e.g. edited-age
+error per target age.
 
   python -m launch.evaluate --workdir=runs/swinface_s2 \
       --verification_bin=/data/faces_emore/lfw.bin,/data/faces_emore/cfp_fp.bin
@@ -31,7 +32,9 @@ import jax
 from ml_collections import config_flags
 
 from facejax.data.sources import DataError
+from facejax import evaluators
 from facejax.evaluators import age as age_eval
+from facejax.evaluators import swinface as swinface_eval
 from launch import common
 from facejax import runs
 from facejax import tasks
@@ -81,15 +84,16 @@ def main(argv):
   try:
     setup, state, step, workdir = _load()
     if _BINS.value:
-      if not hasattr(setup.task, "verification_bins"):
+      if setup.config.task != "swinface":
         common.fail(f"--verification_bin: the {setup.config.task!r} task "
                     "has no face embedding to verify with (swinface has)")
-      table = setup.task.verification_bins(setup, state, _BINS.value)
+      table = swinface_eval.verification_bins(setup, state, _BINS.value)
       if jax.process_index() == 0:
         print(f"checkpoint step {step}, 10-fold verification\n\n{table}")
       return
-    table = setup.task.report(setup, state, _SPLIT.value, workdir)
-    if table is not None:  # the task's own report
+    own = evaluators.report_module(setup.config.task)
+    if own is not None:  # the task's own report
+      table = own.report(setup, state, _SPLIT.value, workdir)
       if jax.process_index() == 0:
         print(f"{_SPLIT.value}, checkpoint step {step}\n\n{table}")
       return

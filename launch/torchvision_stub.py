@@ -54,7 +54,7 @@ def _placeholder(qualname: str) -> type:
     del self, args, kwargs
     raise RuntimeError(
         f"{qualname} comes from the torchvision stand-in in "
-        "tests/torchvision_stub.py and is not implemented; install a real "
+        "launch/torchvision_stub.py and is not implemented; install a real "
         "torchvision matching torch to use it.")
 
   name = qualname.rsplit(".", 1)[-1]

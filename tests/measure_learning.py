@@ -26,17 +26,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LEARNING_TESTS = {
-    "regressor": "tests/test_train.py::"
+    "regressor": "tests/e2e/test_train.py::"
                  "test_smoke_training_beats_the_mean_baseline",
-    "dex": "tests/test_dex.py::test_smoke_training_beats_the_mean_baseline",
-    "age_transformer": "tests/test_age_transformer.py::"
+    "dex": "tests/e2e/test_dex.py::test_smoke_training_beats_the_mean_baseline",
+    "age_transformer": "tests/e2e/test_age_transformer.py::"
                        "test_edited_age_moves_toward_target",
-    "stargan": "tests/test_stargan.py::"
+    "stargan": "tests/e2e/test_stargan.py::"
                "test_translations_show_the_requested_attribute",
-    "swinface": "tests/test_swinface.py::"
+    "swinface": "tests/e2e/test_swinface.py::"
                 "test_smoke_training_learns_recognition_and_analysis",
-    "kinship": "tests/test_kinship.py::test_learning_on_held_out_families",
-    "caricature": "tests/test_caricature.py::"
+    "kinship": "tests/e2e/test_kinship.py::test_learning_on_held_out_families",
+    "caricature": "tests/e2e/test_caricature.py::"
                   "test_learning_closes_domain_gap_and_keeps_identity",
 }
 ISA_FLAGS = {"native": "", "AVX2": "--xla_cpu_max_isa=AVX2"}

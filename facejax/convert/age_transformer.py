@@ -29,6 +29,7 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+from flax import traverse_util
 
 from facejax.convert import torch_pickle
 
@@ -42,16 +43,6 @@ def _flatten(tree, prefix=()) -> dict[tuple[str, ...], Any]:
       out.update(_flatten(v, prefix + (k,)))
     else:
       out[prefix + (k,)] = v
-  return out
-
-
-def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
   return out
 
 
@@ -206,7 +197,7 @@ def _gen(parts, template, where: str) -> dict:
   if missing:
     raise ValueError(f"{where}: generator variables not filled: "
                      f"{missing[:8]}")
-  return _unflatten(flat)
+  return traverse_util.unflatten_dict(flat)
 
 
 def _disc(sd, template, where: str) -> dict:
@@ -220,7 +211,7 @@ def _disc(sd, template, where: str) -> dict:
   if missing:
     raise ValueError(f"{where}: discriminator variables not filled: "
                      f"{missing[:8]}")
-  return _unflatten(dis.out)
+  return traverse_util.unflatten_dict(dis.out)
 
 
 def convert(parts: Mapping[str, Mapping[str, np.ndarray]], template: dict,

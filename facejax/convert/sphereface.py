@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from absl import logging
 import numpy as np
+from flax import traverse_util
 
 from facejax.convert import torch_pickle
 
@@ -29,16 +30,6 @@ def _flat(tree, prefix=()):
       out.update(_flat(v, prefix + (k,)))
     else:
       out[prefix + (k,)] = v
-  return out
-
-
-def _unflat(flat):
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
   return out
 
 
@@ -104,7 +95,7 @@ def convert(state_dict: Mapping[str, np.ndarray], params: Any,
     new[path] = value
     used.add(key)
   skipped = sorted(set(state_dict) - used)
-  return _unflat(new), skipped
+  return traverse_util.unflatten_dict(new), skipped
 
 
 def load(path: str, params: Any, input_size: tuple[int, int]) -> Any:

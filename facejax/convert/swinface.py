@@ -183,5 +183,5 @@ def _copy(tree):
 
 def load_checkpoint(path: str, variables: dict) -> dict:
   """`convert` of a SwinFace .pt/.safetensors file (torch not needed)."""
-  from facejax.convert import torch_pickle as torch_import  # pylint: disable=g-import-not-at-top
-  return convert(torch_import.read_state_dict(path), variables)
+  from facejax.convert import torch_pickle  # pylint: disable=g-import-not-at-top
+  return convert(torch_pickle.read_state_dict(path), variables)

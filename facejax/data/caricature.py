@@ -182,7 +182,7 @@ class DomainSource:
             f"{len(set(self.identities.tolist()) - {-1})} identities)")
 
 
-class PairSource:
+class DomainPairSource:
   """Unpaired two-domain records: record i = (photo i, a caricature).
 
   Length is the larger domain's; the other domain is walked in a fixed
@@ -411,7 +411,7 @@ def open_domains(cfg, split: str) -> tuple[DomainSource, DomainSource]:
 # ---------------------------------------------------------------------------
 
 
-class FacePreprocess:
+class DomainFacePreprocess:
   """A domain record -> {'image' f32 [S,S,3] in [-1,1], 'identity', 'mask'}.
 
   With landmarks, a 5-point similarity warp to the template at
@@ -446,10 +446,30 @@ class FacePreprocess:
     return out
 
 
-class PairPreprocess:
-  """PairSource record -> {'photo', 'cari', 'photo_id', 'cari_id', 'mask'}."""
+def data_root(cfg) -> str:
+  """`cfg.root`, or the synthetic photo/caricature set its keys describe
+  (written on first use) when it is empty."""
+  if cfg.root:
+    return cfg.root
+  # Imported here: the synthetic writer imports this module.
+  from facejax.data.synthetic import caricature as synthetic_cari  # pylint: disable=g-import-not-at-top
+  return synthetic_cari.ensure_caricature(
+      cfg.synthetic_dir, num_identities=cfg.synthetic_identities,
+      photos=cfg.synthetic_photos, caricatures=cfg.synthetic_caricatures,
+      size=cfg.synthetic_size, seed=cfg.synthetic_seed)
 
-  def __init__(self, face: FacePreprocess):
+
+def face_preprocess(cfg, train: bool, seed: int) -> "DomainFacePreprocess":
+  """The face preprocessing of data config `cfg` (flip only in training)."""
+  return DomainFacePreprocess(cfg.image_size, flip=train and cfg.flip,
+                              seed=seed, crop_fraction=cfg.crop_fraction,
+                              align_size=cfg.align_size)
+
+
+class DomainPairPreprocess:
+  """DomainPairSource record -> {'photo', 'cari', 'photo_id', 'cari_id', 'mask'}."""
+
+  def __init__(self, face: DomainFacePreprocess):
     self.face = face
 
   def __call__(self, item: tuple[int, dict]) -> dict:

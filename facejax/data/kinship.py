@@ -145,7 +145,7 @@ def read_families(path: str) -> dict[tuple[int, int], tuple[int, int]]:
   return out
 
 
-class PairSource:
+class KinPairSource:
   """Random-access source of kinship pairs (grain protocol, picklable).
 
   Records: image_a_path, image_b_path, label (is_kin), relation, family
@@ -184,9 +184,9 @@ class PairSource:
             "gender_a": np.int32(g_a), "gender_b": np.int32(g_b),
             "group_a": np.int32(s_a), "group_b": np.int32(s_b)}
 
-  def positives(self) -> "PairSource":
+  def positives(self) -> "KinPairSource":
     keep = [k for k, p in enumerate(self.pairs) if p.is_kin]
-    out = PairSource.__new__(PairSource)
+    out = KinPairSource.__new__(KinPairSource)
     out.pairs = [self.pairs[k] for k in keep]
     out.image_root = self.image_root
     out.members = [self.members[k] for k in keep]
@@ -201,7 +201,7 @@ LABEL_KEYS = ("label", "relation", "family", "gender_a", "gender_b",
 
 
 @dataclasses.dataclass(frozen=True)
-class PairPreprocess:
+class KinPairPreprocess:
   """Pair record -> {'image_a', 'image_b', labels..., 'mask'} (picklable).
 
   Both images go through the same `transforms.Preprocess` (each with its
@@ -292,8 +292,8 @@ class KinshipOrder:
 class _LoadKinshipBatch:
   """Step -> this process's block of that step's global batch."""
 
-  def __init__(self, source: PairSource, order: KinshipOrder,
-               preprocess: PairPreprocess, slice_: pipeline.ProcessSlice):
+  def __init__(self, source: KinPairSource, order: KinshipOrder,
+               preprocess: KinPairPreprocess, slice_: pipeline.ProcessSlice):
     self.source, self.order = source, order
     self.preprocess, self.slice = preprocess, slice_
 
@@ -307,12 +307,12 @@ class _LoadKinshipBatch:
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
-def kinship_train_dataset(source: PairSource, preprocess: PairPreprocess,
+def kinship_train_dataset(source: KinPairSource, preprocess: KinPairPreprocess,
                           global_batch: int, seed: int, num_workers: int = 0,
                           start_step: int = 0) -> grain.IterDataset:
   """Endless training batches of positive pairs from distinct families.
 
-  `source` should hold positive pairs (PairSource.positives()); the
+  `source` should hold positive pairs (KinPairSource.positives()); the
   iterator's state is the step, as in pipeline.train_dataset.
   """
   if not len(source):
@@ -327,18 +327,18 @@ def kinship_train_dataset(source: PairSource, preprocess: PairPreprocess,
 
 
 def load_split(root: str, list_file: str, check_files: bool = True
-               ) -> PairSource:
-  """PairSource of `root/txt/<list_file>` (or a path given directly)."""
+               ) -> KinPairSource:
+  """KinPairSource of `root/txt/<list_file>` (or a path given directly)."""
   if list_file.lower().endswith(".csv"):
     # RFIW's pair csvs beside FIW's FIDs/ (facejax.data.formats.rfiw).
     from facejax.data.formats import rfiw  # pylint: disable=g-import-not-at-top
     path = list_file if os.path.isabs(list_file) else os.path.join(
         root, list_file)
     images = rfiw.image_root(root)
-    return PairSource(rfiw.read_pair_csv(path, images), images,
+    return KinPairSource(rfiw.read_pair_csv(path, images), images,
                       rfiw.read_mid_genders(images), check_files=check_files)
   path = list_file if os.path.isabs(list_file) else os.path.join(
       root, "txt", list_file)
   families = read_families(os.path.join(root, "families.csv"))
-  return PairSource(read_pairs(path), os.path.join(root, "images"),
+  return KinPairSource(read_pairs(path), os.path.join(root, "images"),
                     families, check_files=check_files)

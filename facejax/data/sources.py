@@ -140,6 +140,24 @@ class AgeCsvSource(AgeSource):
     return f"{self.csv_path}:{self.lines[i]}"
 
 
+class ConcatSource:
+  """Records of several sources one after another (picklable): mixed
+  evaluation splits of StarGAN, SwinFace and SphereFace."""
+
+  def __init__(self, sources):
+    self.sources = list(sources)
+    self.ends = np.cumsum([len(s) for s in self.sources]).tolist()
+
+  def __len__(self) -> int:
+    return self.ends[-1] if self.ends else 0
+
+  def __getitem__(self, i: int) -> dict:
+    for k, end in enumerate(self.ends):
+      if i < end:
+        return self.sources[k][i - (self.ends[k - 1] if k else 0)]
+    raise IndexError(i)
+
+
 class SubsetSource:
   """A view of `source` restricted to `indices` (keeps `ages` if known)."""
 

@@ -16,7 +16,7 @@ zero) and the mask says which block is valid. Two kinds of block:
   the block is a one-hot class vector (softmax cross-entropy).
 
 Host side (numpy/PIL, picklable for grain workers): `open_sets` reads the
-config's `data.sets`, `LabelLayout` builds label vectors, `FacePreprocess`
+config's `data.sets`, `LabelLayout` builds label vectors, `AttributeFacePreprocess`
 crops/flips/resizes as the reference (centre crop, resize, [-1, 1]).
 Device side (JAX): `masked_cls_loss`, `block_accuracy`, `sample_targets`.
 """
@@ -166,6 +166,19 @@ class LabelLayout:
         trg[:, j] = 1.0 - trg[:, j]
       out.append((name, j, trg))
     return out
+
+
+def dummy_batch(layout: LabelLayout, image_size: int,
+                batch_size: int) -> dict[str, np.ndarray]:
+  """A batch of blank images labelled as examples of data set 0
+  (benchmarks, shape inference)."""
+  label = np.zeros((batch_size, layout.label_dim), np.float32)
+  if layout.mask_dim:
+    label[:, layout.cls_dim] = 1.0
+  return {"image": np.zeros((batch_size, image_size, image_size, 3),
+                            np.float32),
+          "label": label, "dataset": np.zeros((batch_size,), np.int32),
+          "mask": np.ones((batch_size,), np.float32)}
 
 
 def make_block(name: str, fmt: str, names: Sequence[str], offset: int,
@@ -435,21 +448,6 @@ class RafdFormatSource:
             "crop_size": np.int32(self.crop_size)}
 
 
-class ConcatSource:
-  """Several sources one after another (mixed evaluation batches)."""
-
-  def __init__(self, sources: Sequence):
-    self.sources = list(sources)
-    self.starts = np.cumsum([0] + [len(s) for s in self.sources])
-
-  def __len__(self) -> int:
-    return int(self.starts[-1])
-
-  def __getitem__(self, i: int) -> dict:
-    k = int(np.searchsorted(self.starts, i, side="right") - 1)
-    return self.sources[k][i - int(self.starts[k])]
-
-
 # ---------------------------------------------------------------------------
 # Config -> layout and sources.
 # ---------------------------------------------------------------------------
@@ -567,7 +565,7 @@ def open_source(data_cfg, layout: LabelLayout, k: int, split: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class FacePreprocess:
+class AttributeFacePreprocess:
   """Record -> {'image' [S,S,3] in [-1,1], 'label', 'dataset', 'mask'}.
 
   As the reference's get_loader: (random horizontal flip,) centre crop of

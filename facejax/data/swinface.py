@@ -17,8 +17,8 @@ Training batches are mixed like the reference (32 recognition + 32 age +
 32 CelebA + 32 expression per device): `data.mix` gives each source's
 share of every batch; each source walks its own seeded order
 (`pipeline.GlobalOrder`), so batches are a function of the step.
-Parsing reuses `sources.AgeCsvSource` and `attribute_sets`' CelebA/RaFD
-readers.
+Parsing reuses `sources.AgeCsvSource` and facejax.data.stargan's
+CelebA/RaFD readers.
 """
 
 import csv
@@ -175,7 +175,7 @@ def identity_source(folders, num_attrs: int) -> LabelledSource:
       identity_mask=np.ones(n, np.float32)))
 
 
-class PairSource:
+class VerificationPairSource:
   """Verification pairs: half same identity, half different (seeded)."""
 
   def __init__(self, folders, num_pairs: int, seed: int, num_attrs: int):

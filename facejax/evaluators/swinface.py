@@ -81,12 +81,11 @@ def report(setup, state, split: str, out_dir: str) -> str:
   return text
 
 
-def verification_bins(setup, state, paths, preprocess) -> str:
+def verification_bins(setup, state, paths) -> str:
   """insightface's 10-fold accuracy on verification .bin files (lfw.bin,
-  cfp_fp.bin, agedb_30.bin): the table SwinFace's paper reports.
-
-  `preprocess`: the task's evaluation transforms.Preprocess.
-  """
+  cfp_fp.bin, agedb_30.bin): the table SwinFace's paper reports, through
+  the task's evaluation preprocessing."""
+  preprocess = setup.task.face_preprocess(train=False)
   from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import verification_bin  # pylint: disable=g-import-not-at-top
   lines = ["| set | pairs | accuracy | std | threshold |",

@@ -45,6 +45,17 @@ def _im2col_conv(x, kernel, strides, padding):
   return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
 
 
+class PReLU(nn.Module):
+  """Parametric ReLU with one learned slope per channel (init 0.25, as
+  torch.nn.PReLU(num_parameters=C)); the parameter is named `alpha`."""
+
+  @nn.compact
+  def __call__(self, x):
+    alpha = self.param("alpha", nn.initializers.constant(0.25),
+                       (x.shape[-1],))
+    return jnp.where(x >= 0, x, alpha * x)
+
+
 class Conv(nn.Module):
   """2-D convolution, NHWC, explicit padding [(top, bottom), (left, right)]."""
   features: int

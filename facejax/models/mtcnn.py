@@ -19,15 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-class PReLU(nn.Module):
-  """Parametric ReLU with one learned slope per channel."""
-
-  @nn.compact
-  def __call__(self, x):
-    alpha = self.param("alpha", nn.initializers.constant(0.25),
-                       (x.shape[-1],))
-    return jnp.where(x >= 0, x, alpha * x)
+from facejax.models import layers
 
 
 def ceil_max_pool(x, window: int, stride: int):
@@ -56,7 +48,7 @@ class PNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, valid_hw=None):
-    x = PReLU(name="prelu1")(nn.Conv(10, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu1")(nn.Conv(10, (3, 3), padding="VALID",
                                      name="conv1")(x))
     if valid_hw is not None:
       rows = jnp.arange(x.shape[1])[None, :, None]
@@ -65,9 +57,9 @@ class PNet(nn.Module):
                 & (cols < valid_hw[:, 1, None, None] - 2))
       x = jnp.where(inside[..., None], x, -jnp.inf)
     x = ceil_max_pool(x, 2, 2)
-    x = PReLU(name="prelu2")(nn.Conv(16, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu2")(nn.Conv(16, (3, 3), padding="VALID",
                                      name="conv2")(x))
-    x = PReLU(name="prelu3")(nn.Conv(32, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu3")(nn.Conv(32, (3, 3), padding="VALID",
                                      name="conv3")(x))
     prob = jax.nn.softmax(nn.Conv(2, (1, 1), name="conv4_1")(x), axis=-1)
     offsets = nn.Conv(4, (1, 1), name="conv4_2")(x)
@@ -79,15 +71,15 @@ class RNet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = PReLU(name="prelu1")(nn.Conv(28, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu1")(nn.Conv(28, (3, 3), padding="VALID",
                                      name="conv1")(x))
     x = ceil_max_pool(x, 3, 2)
-    x = PReLU(name="prelu2")(nn.Conv(48, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu2")(nn.Conv(48, (3, 3), padding="VALID",
                                      name="conv2")(x))
     x = ceil_max_pool(x, 3, 2)
-    x = PReLU(name="prelu3")(nn.Conv(64, (2, 2), padding="VALID",
+    x = layers.PReLU(name="prelu3")(nn.Conv(64, (2, 2), padding="VALID",
                                      name="conv3")(x))
-    x = PReLU(name="prelu4")(nn.Dense(128, name="dense4")(
+    x = layers.PReLU(name="prelu4")(nn.Dense(128, name="dense4")(
         _flatten_width_first(x)))
     prob = jax.nn.softmax(nn.Dense(2, name="dense5_1")(x), axis=-1)
     return prob[:, 1], nn.Dense(4, name="dense5_2")(x)
@@ -103,18 +95,18 @@ class ONet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = PReLU(name="prelu1")(nn.Conv(32, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu1")(nn.Conv(32, (3, 3), padding="VALID",
                                      name="conv1")(x))
     x = ceil_max_pool(x, 3, 2)
-    x = PReLU(name="prelu2")(nn.Conv(64, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu2")(nn.Conv(64, (3, 3), padding="VALID",
                                      name="conv2")(x))
     x = ceil_max_pool(x, 3, 2)
-    x = PReLU(name="prelu3")(nn.Conv(64, (3, 3), padding="VALID",
+    x = layers.PReLU(name="prelu3")(nn.Conv(64, (3, 3), padding="VALID",
                                      name="conv3")(x))
     x = ceil_max_pool(x, 2, 2)
-    x = PReLU(name="prelu4")(nn.Conv(128, (2, 2), padding="VALID",
+    x = layers.PReLU(name="prelu4")(nn.Conv(128, (2, 2), padding="VALID",
                                      name="conv4")(x))
-    x = PReLU(name="prelu5")(nn.Dense(256, name="dense5")(
+    x = layers.PReLU(name="prelu5")(nn.Dense(256, name="dense5")(
         _flatten_width_first(x)))
     prob = jax.nn.softmax(nn.Dense(2, name="dense6_1")(x), axis=-1)
     offsets = nn.Dense(4, name="dense6_2")(x)

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from facejax.models import layers
+
 VARIANTS = {
     # widths per stage, residual units per stage, feature dim
     "sphere20": ((64, 128, 256, 512), (1, 2, 4, 1), 512),
@@ -35,13 +37,6 @@ def to_reference_input(images: jax.Array) -> jax.Array:
   return images[..., ::-1] * (127.5 / 128.0)
 
 
-class PReLU(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    a = self.param("alpha", nn.initializers.constant(0.25), (x.shape[-1],))
-    return jnp.where(x >= 0, x, a * x)
-
-
 class SphereFace(nn.Module):
   """SphereFace-20 trunk + fc5; `__call__` -> fc5 feature [B, feature_dim]."""
   widths: Sequence[int] = (64, 128, 256, 512)
@@ -54,15 +49,15 @@ class SphereFace(nn.Module):
     for s, (w, n) in enumerate(zip(self.widths, self.units), 1):
       x = nn.Conv(w, (3, 3), (2, 2), padding=1, kernel_init=_XAVIER,
                   name=f"conv{s}_1")(x)
-      x = PReLU(name=f"relu{s}_1")(x)
+      x = layers.PReLU(name=f"relu{s}_1")(x)
       for u in range(n):
         i = 2 + 2 * u
         y = nn.Conv(w, (3, 3), padding=1, kernel_init=_RES_INIT,
                     name=f"conv{s}_{i}")(x)
-        y = PReLU(name=f"relu{s}_{i}")(y)
+        y = layers.PReLU(name=f"relu{s}_{i}")(y)
         y = nn.Conv(w, (3, 3), padding=1, kernel_init=_RES_INIT,
                     name=f"conv{s}_{i + 1}")(y)
-        y = PReLU(name=f"relu{s}_{i + 1}")(y)
+        y = layers.PReLU(name=f"relu{s}_{i + 1}")(y)
         x = x + y
     x = x.reshape(x.shape[0], -1)
     return nn.Dense(self.feature_dim, kernel_init=_XAVIER, name="fc5")(x)

@@ -14,7 +14,7 @@ Faithful to the official PyTorch model (see the reference doc):
 
 Kernels are HWIO. The transposed conv stores the kernel of the
 equivalent ordinary convolution over the zero-dilated input (PyTorch's
-(in, out, k, k) weight flipped spatially); `stargan_import` converts.
+(in, out, k, k) weight flipped spatially); facejax.convert.stargan converts.
 """
 
 from typing import Any

@@ -70,7 +70,7 @@ class Task(base.SupervisedTask):
     path = self.config.model.get("init_from", "")
     if not path:
       return variables
-    from facejax.convert import imagenet as torch_import  # pylint: disable=g-import-not-at-top
+    from facejax.convert import imagenet  # pylint: disable=g-import-not-at-top
     arch = "vgg" if self.config.model.backbone.startswith("vgg") else "resnet"
     logging.info("importing %s weights from %s", arch, path)
     kwargs = {}
@@ -80,7 +80,7 @@ class Task(base.SupervisedTask):
       m = self.config.model
       kwargs["head_affine"] = (float(m.get("age_scale", 30.0)),
                                float(m.get("age_shift", 50.0)))
-    return torch_import.load_pretrained(path, variables, arch, **kwargs)
+    return imagenet.load_pretrained(path, variables, arch, **kwargs)
 
   # --- train / eval ------------------------------------------------------
   def loss_fn(self, params, batch_stats, batch, rng):

@@ -38,7 +38,6 @@ import optax
 
 from facejax.tasks import frozen as frozen_lib
 from facejax.evaluators import image_grid
-from facejax.evaluators import reports
 from facejax import optim
 from facejax.data import pipeline
 from facejax.data import age as age_data
@@ -282,10 +281,10 @@ class Task(base.Task):
 
   def import_pretrained(self, state: GanState) -> GanState:
     """config.model.init_from: the official HRFAE checkpoint (host arrays)."""
-    from facejax.convert import age_transformer as hrfae_import  # pylint: disable=g-import-not-at-top
+    from facejax.convert import age_transformer as convert_lib  # pylint: disable=g-import-not-at-top
     path = self.config.model.init_from
     logging.info("importing HRFAE weights from %s", path)
-    imported = hrfae_import.load_hrfae(path, {
+    imported = convert_lib.load_hrfae(path, {
         "gen": {"params": state.gen, **state.gen_stats},
         "disc": {"params": state.disc, **state.disc_stats}})
     gen, disc = imported["gen"], imported.get("disc")
@@ -519,28 +518,13 @@ class Task(base.Task):
     return path
 
   # --- evaluation report -------------------------------------------------
-  def edit_metrics(self, setup, state, source, ages: Sequence[float],
-                   frozen=None) -> dict[str, Any]:
-    """Per-target-age numbers over a split (host floats).
-
-    For every target age: the mean age estimate of the edited image and
-    mean |age estimate - target| of the edited and of the unedited image (by the evaluation estimator, config.eval.estimator,
-    and by the training estimator), and identity cosine similarity between
-    evaluation-estimator features of input and edit. Plus the
-    reconstruction L1 at target = source age (model domain, [0, 1] scale).
-
-    Returns:
-      {'ages': [...], 'eval_err': [...], 'eval_age': [...],
-       'train_age': [...], 'eval_err_unedited': [...],
-       'train_err': [...], 'identity': [...], 'recon_l1': float,
-       'recon_identity': float, 'count': int, 'eval_estimator': str,
-       'eval_corr': Pearson correlation of target and evaluation-estimator
-       age over all (face, target) pairs}.
-    """
+  def edit_metric_fn(self, ages: Sequence[float]):
+    """The jitted per-batch sums behind the edit metrics
+    (facejax.evaluators.age_transformer.edit_metrics):
+    `fn(state, frozen, eval_variables, batch) -> {name: sum over the batch}`
+    for every target age in `ages`; compiled once per set of ages."""
     ev = self.eval_estimator()
     est = self.estimator()
-    frozen = setup.frozen if frozen is None else frozen
-    ev_vars = ev.variables if ev is not None else None
     ages = [float(a) for a in ages]
 
     def per_batch(state, frozen, ev_vars, batch):
@@ -583,67 +567,14 @@ class Task(base.Task):
       return sums
 
     # One compile per set of target ages (the report reuses the test's).
-    per_batch = self._metric_fns.setdefault(tuple(ages), jax.jit(per_batch))
-    from facejax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-    totals = None
-    for batch in pipeline.eval_batches(source, self.preprocess(train=False),
-                                       setup.eval_batch,
-                                       self.config.data.num_workers):
-      sums = per_batch(state, frozen, ev_vars,
-                       mesh_lib.shard_batch(batch, setup.mesh))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals,
-                                                        sums)
-    t = {k: float(v) for k, v in jax.device_get(totals).items()}
-    n = max(t["count"], 1.0)
-    per_age = lambda name: [t[f"{name}_{k}"] / n if f"{name}_{k}" in t
-                            else float("nan") for k in range(len(ages))]
-    return {
-        "ages": ages, "count": int(t["count"]),
-        "eval_corr": _pooled_corr(ages, per_age("eval_age"),
-                                  per_age("eval_age_sq")),
-        "eval_err": per_age("eval_err"),
-        "eval_age": per_age("eval_age"),
-        "train_age": per_age("train_age"),
-        "eval_err_unedited": per_age("eval_err_unedited"),
-        "train_err": per_age("train_err"),
-        "train_err_unedited": per_age("train_err_unedited"),
-        "identity": per_age("identity"),
-        "recon_l1": t["recon_l1"] / n,
-        "recon_identity": t.get("recon_identity", float("nan")) / n,
-        "eval_estimator": (frozen_lib.describe(ev) if ev is not None
-                           else ""),
-        "train_estimator": frozen_lib.describe(est)}
+    return self._metric_fns.setdefault(tuple(ages), jax.jit(per_batch))
 
-  def report(self, setup, state, split: str, out_dir: str) -> str:
-    """Markdown table per target age; also written to out_dir."""
-    src = self.source(split)
-    r = self.edit_metrics(setup, state, src, self.config.eval.ages)
-    name = os.path.basename(split).replace(".csv", "")
-    fmt = lambda v: "n/a" if np.isnan(v) else f"{v:.2f}"
-    lines = [f"## Age transformer on {name} ({r['count']} faces)", ""]
-    if r["eval_estimator"]:
-      lines.append(f"Evaluation estimator (not used in training): "
-                   f"{r['eval_estimator']}.")
-    else:
-      lines.append("Evaluation estimator: **not set** (config key "
-                   "eval.estimator.workdir, e.g. a trained age_regression "
-                   "workdir); its columns show n/a.")
-    lines += [f"Training estimator: {r['train_estimator']}.", "",
-              "| target age | eval est. \\|age - target\\| (edited) | "
-              "(unedited) | train est. \\|age - target\\| (edited) | "
-              "(unedited) | identity cos |",
-              "|---|---|---|---|---|---|"]
-    for k, age in enumerate(r["ages"]):
-      lines.append(
-          f"| {age:.0f} | {fmt(r['eval_err'][k])} | "
-          f"{fmt(r['eval_err_unedited'][k])} | {fmt(r['train_err'][k])} | "
-          f"{fmt(r['train_err_unedited'][k])} | {fmt(r['identity'][k])} |")
-    lines += ["", f"Reconstruction at the source age: L1 "
-              f"{r['recon_l1']:.4f} (RGB in [0, 1]), identity cos "
-              f"{fmt(r['recon_identity'])}."]
-    text = "\n".join(lines) + "\n"
-    reports.write_report(out_dir, f"age_edit_{name}", text)
-    return text
+  def estimator_names(self) -> tuple[str, str]:
+    """(evaluation estimator, training estimator) as reports name them;
+    '' when no evaluation estimator is configured."""
+    ev = self.eval_estimator()
+    return (frozen_lib.describe(ev) if ev is not None else "",
+            frozen_lib.describe(self.estimator()))
 
   # --- data --------------------------------------------------------------
   def _preprocess(self, size: int, train: bool) -> transforms.Preprocess:
@@ -696,18 +627,6 @@ class Task(base.Task):
                                     tr.diff)
     return {"identity_age_gap": float(np.mean(np.abs(
         targets - np.round(eval_src.ages))))}
-
-
-def _pooled_corr(targets, mean_age, mean_sq) -> float:
-  """Correlation of (target, age) over all faces x targets, from per-target
-  means of age and age^2 (every target has the same faces)."""
-  t, a, a2 = (np.asarray(v, np.float64) for v in (targets, mean_age, mean_sq))
-  var_t = np.mean(t * t) - np.mean(t) ** 2
-  var_a = np.mean(a2) - np.mean(a) ** 2
-  cov = np.mean(t * a) - np.mean(t) * np.mean(a)
-  if not (var_t > 0 and var_a > 0):
-    return float("nan")
-  return float(cov / np.sqrt(var_t * var_a))
 
 
 def _load_estimator(cfg: ml_collections.ConfigDict, key: str,

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from facejax.data import stargan as sets_lib
+from facejax.data import sources
 from facejax.models import age_regressor
 from facejax.models import attribute_classifier as model_lib
 from facejax.tasks import base
@@ -48,13 +49,8 @@ class Task(base.SupervisedTask):
             "labels": self.layout.to_json()}
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-    s = self.config.data.image_size
-    label = np.zeros((batch_size, self.layout.label_dim), np.float32)
-    if self.layout.mask_dim:
-      label[:, self.layout.cls_dim] = 1.0
-    return {"image": np.zeros((batch_size, s, s, 3), np.float32),
-            "label": label, "dataset": np.zeros((batch_size,), np.int32),
-            "mask": np.ones((batch_size,), np.float32)}
+    return sets_lib.dummy_batch(self.layout, self.config.data.image_size,
+                                batch_size)
 
   def last_block_prefixes(self) -> tuple[str, ...]:
     last = getattr(self.model.backbone, "last_block", ())
@@ -120,16 +116,16 @@ class Task(base.SupervisedTask):
 
   def source(self, split: str):
     self.data_root()
-    return sets_lib.ConcatSource([
+    return sources.ConcatSource([
         sets_lib.open_source(self.config.data, self.layout, k, split)
         for k in range(self.layout.num_sets)])
 
   def balance(self, src):
     return src
 
-  def preprocess(self, train: bool) -> sets_lib.FacePreprocess:
+  def preprocess(self, train: bool) -> sets_lib.AttributeFacePreprocess:
     d = self.config.data
-    return sets_lib.FacePreprocess(d.image_size, flip=train and d.flip,
+    return sets_lib.AttributeFacePreprocess(d.image_size, flip=train and d.flip,
                                    seed=self.config.seed)
 
   def baseline(self, train_src, eval_src) -> dict[str, float]:

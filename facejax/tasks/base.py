@@ -41,8 +41,6 @@ Hooks (defaulted here; override where the task needs them):
   predict(state, images) -> pytree     inference on [B, H, W, 3] images
       (`implements('predict')` says whether a task has one)
   on_eval(state, frozen, step, workdir)   after each eval: sample grids
-  report(run, state, split, out_dir) -> str | None   a task's own evaluation
-      report for launch/evaluate (None: the generic metrics table)
   xla_cpu_options() -> dict[str, str]  per-executable XLA options on CPU
   inference_config(config, from_weights, frozen_networks)   classmethod:
       config changes before a trained model is rebuilt for inference
@@ -50,6 +48,10 @@ Hooks (defaulted here; override where the task needs them):
 A task with one set of parameters and one optimizer subclasses
 `SupervisedTask` and writes model-level functions instead of the state
 form (see there).
+
+A task is never handed the loop's run (`facejax.train.loop.Setup`): the
+evaluation reports that need one (sharded inference over a split) are
+`facejax.evaluators.<name>.report(run, state, split, out_dir)`.
 """
 
 import abc
@@ -190,13 +192,6 @@ class Task(abc.ABC):
   def on_eval(self, state, frozen, step: int, workdir: str) -> None:
     """Called after each evaluation (sample grids and the like)."""
     del state, frozen, step, workdir
-
-  def report(self, run, state, split: str, out_dir: str) -> str | None:
-    """The task's own evaluation report of `split` (Markdown), written to
-    out_dir; None where the generic metrics table serves. `run` is the
-    `facejax.train.loop.Setup` the state was restored with."""
-    del run, state, split, out_dir
-    return None
 
   def xla_cpu_options(self) -> dict[str, str]:
     """Per-executable XLA options for the train/eval steps on CPU."""

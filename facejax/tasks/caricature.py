@@ -34,8 +34,8 @@ FID-small when eval.fid_features='identity'.
 
 Evaluation: within-domain reconstruction L1, identity cosine per
 direction, and the translator's own discriminators' accuracy at telling
-translated from real images. `report()` (facejax.evaluators.caricature)
-writes the table: FID-small, the identity cosine, cross-domain
+translated from real images. facejax.evaluators.caricature.report
+(launch.evaluate) writes the table: FID-small, the identity cosine, cross-domain
 verification (TAR at FAR 0.1% / 1%, ROC AUC) of translated vs real
 target-domain images, and a probe discriminator's held-out cross-entropy
 (facejax.evaluators.probe), with the untranslated baselines.
@@ -49,12 +49,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from facejax.evaluators import caricature as caricature_eval
 from facejax.evaluators import image_grid
 from facejax import optim
 from facejax.data import caricature as data_lib
 from facejax.data import pipeline
-from facejax.data.synthetic import caricature as synthetic_cari
 from facejax.models import layers
 from facejax.models import caricature as model_lib
 from facejax.tasks import base as task_base
@@ -410,13 +408,7 @@ class Task(task_base.Task):
 
   # --- data --------------------------------------------------------------
   def data_root(self) -> str:
-    d = self.config.data
-    if d.root:
-      return d.root
-    return synthetic_cari.ensure_caricature(
-        d.synthetic_dir, num_identities=d.synthetic_identities,
-        photos=d.synthetic_photos, caricatures=d.synthetic_caricatures,
-        size=d.synthetic_size, seed=d.synthetic_seed)
+    return data_lib.data_root(self.config.data)
 
   def domains(self, split: str):
     """(photo, caricature) DomainSources of 'train' | 'valid' | 'test'
@@ -426,20 +418,16 @@ class Task(task_base.Task):
     return data_lib.open_domains(cfg, split)
 
   def source(self, split: str):
-    return data_lib.PairSource(*self.domains(split), seed=self.config.seed)
+    return data_lib.DomainPairSource(*self.domains(split), seed=self.config.seed)
 
   def balance(self, src):
     return src
 
-  def face_preprocess(self, train: bool) -> data_lib.FacePreprocess:
-    d = self.config.data
-    return data_lib.FacePreprocess(d.image_size, flip=train and d.flip,
-                                   seed=self.config.seed,
-                                   crop_fraction=d.crop_fraction,
-                                   align_size=d.align_size)
+  def face_preprocess(self, train: bool) -> data_lib.DomainFacePreprocess:
+    return data_lib.face_preprocess(self.config.data, train, self.config.seed)
 
-  def preprocess(self, train: bool) -> data_lib.PairPreprocess:
-    return data_lib.PairPreprocess(self.face_preprocess(train))
+  def preprocess(self, train: bool) -> data_lib.DomainPairPreprocess:
+    return data_lib.DomainPairPreprocess(self.face_preprocess(train))
 
   def train_dataset(self, start_step: int = 0, train_src=None):
     d = self.config.data
@@ -488,8 +476,3 @@ class Task(task_base.Task):
       images = [pre((i, src[i]))["image"] for i in range(n)]
       self.style_grid(gen, stats, images, direction, e.styles).save(
           os.path.join(out, f"{direction}_step_{step}.png"))
-
-  # --- evaluation (facejax.evaluators.caricature) ----------------------
-  def report(self, setup, state, split: str, out_dir: str) -> str:
-    """The Markdown evaluation table (also written to out_dir)."""
-    return caricature_eval.report(setup, state, split, out_dir)

@@ -12,11 +12,12 @@ task's `frozen` argument (never optimised, never baked in as constants):
   classifiers          StarGAN's evaluation: an attribute_classifier run
                        (`load_classifier`)
 
-Age estimators. An estimator turns images into a distribution over the ages 0..100. The age
-transformer (HRFAE) trains its generator with the cross-entropy of a frozen
-DEX classifier on the edited image against the target age; a regressor
-(e.g. the ResNet34 age regressor) can stand in for DEX by spreading its
-continuous prediction over the age bins with a Gaussian (`soft_age_labels`).
+Age estimators. An estimator turns images into a distribution over the
+ages 0..100. The age transformer (HRFAE) trains its generator with the
+cross-entropy of a frozen DEX classifier on the edited image against the
+target age; a regressor (e.g. the ResNet34 age regressor) can stand in for
+DEX by spreading its continuous prediction over the age bins with a
+Gaussian (`soft_age_labels`).
 
   est = load_estimator(config.age_loss)
   frozen = est.variables                      # passed to the jitted step
@@ -276,12 +277,12 @@ def _load_dex_weights(path: str) -> FrozenEstimator:
   fixes the input size), so smaller DEX-format files work too.
   """
   from facejax.convert import dex as dex_import  # pylint: disable=g-import-not-at-top
-  from facejax.convert import torch_pickle as torch_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import torch_pickle  # pylint: disable=g-import-not-at-top
   from facejax.models import vgg  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise ValueError(f"age_loss.weights: no file at {path!r}")
   try:
-    state_dict = torch_import.read_state_dict(path)
+    state_dict = torch_pickle.read_state_dict(path)
     geo = dex_import.dex_geometry(state_dict)
     model = vgg.DEX(backbone=vgg.VGG(
         block_sizes=geo["block_sizes"], channels=geo["channels"],

@@ -27,7 +27,7 @@ statistics (its recognition embedding), loaded by facejax.tasks.frozen.
 With a frozen backbone the projection head trains with any loss and
 verification uses the cosine of the projections.
 
-Evaluation (`report`, launch.evaluate; facejax.evaluators.kinship): the
+Evaluation (launch.evaluate; facejax.evaluators.kinship.report): the
 RFIW protocol -- the threshold
 maximising Youden's J (TPR - FPR) on the validation list, then accuracy per
 relation and over all pairs (micro), ROC AUC, TAR at FAR 1e-2 / 1e-3,
@@ -134,7 +134,7 @@ def hcl(e_a: jax.Array, e_b: jax.Array, is_kin: jax.Array,
         tau: float = 0.08, alpha_neg: float = 0.0, alpha_pos: float = 0.0,
         hard: jax.Array | bool = False,
         mask: jax.Array | None = None) -> jax.Array:
-  """Hard contrastive loss (scalar); see the module docstring.
+  """Hard contrastive loss (scalar); see the comment above the losses.
 
   Args:
     e_a, e_b: [B, D] embeddings.
@@ -629,11 +629,6 @@ class Task(base.Task):
             "acc_best": verification.hist_best_accuracy(pos, neg),
             "count": float(sums["count"])}
 
-  # --- evaluation (facejax.evaluators.kinship) -------------------------
-  def report(self, setup, state, split: str, out_dir: str) -> str:
-    """RFIW protocol on `split` (threshold from the validation list)."""
-    return kinship_eval.report(setup, state, split, out_dir)
-
   # --- data --------------------------------------------------------------
   def data_root(self) -> str:
     cfg = self.config.data
@@ -644,7 +639,7 @@ class Task(base.Task):
                             num_families=cfg.synthetic_families,
                             size=cfg.synthetic_size, seed=cfg.synthetic_seed)
 
-  def source(self, split: str) -> kin_data.PairSource:
+  def source(self, split: str) -> kin_data.KinPairSource:
     cfg = self.config.data
     name = {"train": cfg.train_file, "valid": cfg.val_file,
             "val": cfg.val_file, "test": cfg.test_file}.get(split, split)
@@ -655,10 +650,10 @@ class Task(base.Task):
   def balance(self, src):
     return src
 
-  def preprocess(self, train: bool) -> kin_data.PairPreprocess:
+  def preprocess(self, train: bool) -> kin_data.KinPairPreprocess:
     cfg = self.config.data
     aug = transforms.Augment(flip=True) if train and cfg.flip else None
-    return kin_data.PairPreprocess(transforms.Preprocess(
+    return kin_data.KinPairPreprocess(transforms.Preprocess(
         image_size=cfg.image_size, normalize=cfg.normalize,
         crop_fraction=cfg.crop_fraction, augment=aug, seed=self.config.seed,
         label_keys=()))

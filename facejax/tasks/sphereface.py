@@ -25,28 +25,11 @@ import numpy as np
 
 from facejax import optim
 from facejax.data import caricature as data_lib
-from facejax.data.synthetic import caricature as synthetic_cari
+from facejax.data import sources
 from facejax.models import sphereface as model_lib
 from facejax.tasks import base
 from facejax.train import state as state_lib
 from facejax.train import steps as steps_lib
-
-
-class ConcatSource:
-  """Records of several sources one after another (picklable)."""
-
-  def __init__(self, sources):
-    self.sources = list(sources)
-    self.ends = np.cumsum([len(s) for s in self.sources]).tolist()
-
-  def __len__(self) -> int:
-    return self.ends[-1] if self.ends else 0
-
-  def __getitem__(self, i: int) -> dict:
-    for k, end in enumerate(self.ends):
-      if i < end:
-        return self.sources[k][i - (self.ends[k - 1] if k else 0)]
-    raise IndexError(i)
 
 
 def resize_to(images: jax.Array, input_size) -> jax.Array:
@@ -173,13 +156,7 @@ class Task(base.Task):
 
   # --- data --------------------------------------------------------------
   def data_root(self) -> str:
-    d = self.config.data
-    if d.root:
-      return d.root
-    return synthetic_cari.ensure_caricature(
-        d.synthetic_dir, num_identities=d.synthetic_identities,
-        photos=d.synthetic_photos, caricatures=d.synthetic_caricatures,
-        size=d.synthetic_size, seed=d.synthetic_seed)
+    return data_lib.data_root(self.config.data)
 
   def _domains(self, split: str):
     d = self.config.data
@@ -191,17 +168,13 @@ class Task(base.Task):
   def source(self, split: str):
     photo, cari = self._domains(split)
     picked = {"photo": photo, "cari": cari}
-    return ConcatSource([picked[d] for d in self.config.data.domains])
+    return sources.ConcatSource([picked[d] for d in self.config.data.domains])
 
   def balance(self, src):
     return src
 
-  def preprocess(self, train: bool) -> data_lib.FacePreprocess:
-    d = self.config.data
-    return data_lib.FacePreprocess(d.image_size, flip=train and d.flip,
-                                   seed=self.config.seed,
-                                   crop_fraction=d.crop_fraction,
-                                   align_size=d.align_size)
+  def preprocess(self, train: bool) -> data_lib.DomainFacePreprocess:
+    return data_lib.face_preprocess(self.config.data, train, self.config.seed)
 
   def baseline(self, train_src, eval_src) -> dict[str, float]:
     del train_src, eval_src

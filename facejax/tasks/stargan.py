@@ -22,7 +22,8 @@ or 'constant'.
 Evaluation: reconstruction L1 and the discriminator's opinion always;
 with `eval.classifier_workdir` (an `attribute_classifier` workdir on the
 same data sets) the classifier's accuracy on the requested attribute of
-translated images, vs on the untranslated inputs. `report()` gives the
+translated images, vs on the untranslated inputs.
+facejax.evaluators.stargan.report (launch.evaluate) gives the
 per-attribute table; `on_eval` writes workdir/samples/step_N.png.
 """
 
@@ -38,9 +39,8 @@ import optax
 from PIL import Image
 
 from facejax.evaluators import image_grid
-from facejax.evaluators import reports
-from facejax import mesh as mesh_lib
 from facejax.data import stargan as sets_lib
+from facejax.data import sources
 from facejax.data import pipeline
 from facejax.models import stargan as model_lib
 from facejax.tasks import base as task_base
@@ -121,13 +121,8 @@ class Task(task_base.Task):
     return meta
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-    s = self.config.data.image_size
-    label = np.zeros((batch_size, self.layout.label_dim), np.float32)
-    if self.layout.mask_dim:
-      label[:, self.layout.cls_dim] = 1.0  # examples of data set 0
-    return {"image": np.zeros((batch_size, s, s, 3), np.float32),
-            "label": label, "dataset": np.zeros((batch_size,), np.int32),
-            "mask": np.ones((batch_size,), np.float32)}
+    return sets_lib.dummy_batch(self.layout, self.config.data.image_size,
+                                batch_size)
 
   def describe(self, state) -> str:
     return (f"StarGAN: G {state_lib.count_params(state.gen):,} + D "
@@ -157,10 +152,10 @@ class Task(task_base.Task):
     return bool(self.config.model.get("init_from", ""))
 
   def import_pretrained(self, state: GanState) -> GanState:
-    from facejax.convert import stargan as stargan_import  # pylint: disable=g-import-not-at-top
+    from facejax.convert import stargan as stargan_convert  # pylint: disable=g-import-not-at-top
     m = self.config.model
     logging.info("importing StarGAN weights from %s", m.init_from)
-    gen, disc = stargan_import.load(m.init_from, state.gen, state.disc,
+    gen, disc = stargan_convert.load(m.init_from, state.gen, state.disc,
                                     m.g_repeat_num, m.d_repeat_num)
     return self._state(gen, disc)
 
@@ -330,14 +325,14 @@ class Task(task_base.Task):
 
   def source(self, split: str):
     """All data sets' `split` one after another (mixed eval batches)."""
-    return sets_lib.ConcatSource(self.sources(split))
+    return sources.ConcatSource(self.sources(split))
 
   def balance(self, src):
     return src
 
-  def preprocess(self, train: bool) -> sets_lib.FacePreprocess:
+  def preprocess(self, train: bool) -> sets_lib.AttributeFacePreprocess:
     d = self.config.data
-    return sets_lib.FacePreprocess(d.image_size, flip=train and d.flip,
+    return sets_lib.AttributeFacePreprocess(d.image_size, flip=train and d.flip,
                                    seed=self.config.seed)
 
   def train_dataset(self, start_step: int = 0, train_src=None):
@@ -429,7 +424,11 @@ class Task(task_base.Task):
     os.makedirs(out, exist_ok=True)
     grid.save(os.path.join(out, f"step_{step}.png"))
 
-  def _report_step(self, state, frozen, batch):
+  def has_classifier(self, frozen) -> bool:
+    """Whether `frozen` holds the attribute classifier (evaluation)."""
+    return isinstance(frozen, frozen_lib.Classifier)
+
+  def report_step(self, state, frozen, batch):
     """Per example of a batch translated to `batch['target']`.
 
     Returns rec [B] (L1 of the cycle reconstruction) and, with a
@@ -445,101 +444,6 @@ class Task(task_base.Task):
         logits = self._classify(frozen, images)
         out[key] = sets_lib.block_correct(logits, c_trg, self.layout)
     return out
-
-  def report(self, setup, state, split: str, out_dir: str) -> str:
-    """Per target attribute: classifier accuracy and reconstruction L1.
-
-    For each data set and each of its test-time target settings (hair
-    colour set / attribute flipped / expression), every image of the
-    split (up to eval.max_images per set) is translated; the separately
-    trained classifier is asked for the targeted attribute in the
-    translation and, as the baseline, in the untranslated input.
-    One compiled program serves every batch and target (padded batches).
-    """
-    frozen = setup.frozen
-    has_clf = isinstance(frozen, frozen_lib.Classifier)
-    step_fn = setup.compile(self._report_step)
-    limit = self.config.eval.max_images
-    rows = []
-    for k, src in enumerate(self.sources(split)):
-      if limit and len(src) > limit:
-        src = _Head(src, limit)
-      block = self.layout.blocks[k]
-      stats = {}
-      for batch in pipeline.eval_batches(src, self.preprocess(False),
-                                         setup.eval_batch,
-                                         self.config.data.num_workers):
-        for name, j, c_trg in self.layout.target_settings(
-            k, batch["label"]):
-          inputs = {"image": batch["image"], "label": batch["label"],
-                    "target": c_trg, "mask": batch["mask"]}
-          out = jax.device_get(step_fn(
-              state, frozen, mesh_lib.shard_batch(inputs, setup.mesh)))
-          keep = out["mask"] > 0
-          s = stats.setdefault(name, {"n": 0, "rec": 0.0, "hit": 0,
-                                      "base": 0})
-          s["n"] += int(keep.sum())
-          s["rec"] += float(out["rec"][keep].sum())
-          if has_clf:
-            s["hit"] += int(out["hit"][keep, j].sum())
-            s["base"] += int(out["base"][keep, j].sum())
-      for name, s in stats.items():
-        rows.append((block.name, name, s))
-    return _report_table(rows, split, int(jax.device_get(state.step)),
-                         has_clf, out_dir)
-
-
-def _report_table(rows, split: str, step: int, has_clf: bool,
-                  out_dir: str) -> str:
-  """The Markdown table (also written to out_dir with a JSON summary)."""
-  lines = [f"StarGAN {split} split, step {step}"
-           + ("" if has_clf else " (no eval.classifier_workdir: "
-              "classifier columns empty)"), "",
-           "| data set | target | images | classifier: translated | "
-           "classifier: input | rec L1 |",
-           "|---|---|---|---|---|---|"]
-  summary = {}
-  for set_name, name, s in rows:
-    n = max(s["n"], 1)
-    hit = f"{s['hit'] / n:.3f}" if has_clf else "-"
-    base = f"{s['base'] / n:.3f}" if has_clf else "-"
-    lines.append(f"| {set_name} | {name} | {s['n']} | {hit} | {base} | "
-                 f"{s['rec'] / n:.4f} |")
-    summary[f"{set_name}:{name}"] = {
-        "images": s["n"], "translated_acc": s["hit"] / n if has_clf
-        else None, "input_acc": s["base"] / n if has_clf else None,
-        "rec_l1": s["rec"] / n}
-  if has_clf and rows:
-    for set_name in dict.fromkeys(r[0] for r in rows):
-      mine = [s for name, _, s in rows if name == set_name]
-      tot = sum(s["n"] for s in mine)
-      hit = sum(s["hit"] for s in mine) / max(tot, 1)
-      base = sum(s["base"] for s in mine) / max(tot, 1)
-      lines.append(f"| {set_name} | mean | {tot} | {hit:.3f} | "
-                   f"{base:.3f} | |")
-      summary[f"{set_name}:mean"] = {"translated_acc": hit,
-                                     "input_acc": base}
-    tot = sum(s["n"] for _, _, s in rows)
-    hit = sum(s["hit"] for _, _, s in rows) / max(tot, 1)
-    base = sum(s["base"] for _, _, s in rows) / max(tot, 1)
-    lines.append(f"| all | mean | {tot} | {hit:.3f} | {base:.3f} | |")
-    summary["all"] = {"translated_acc": hit, "input_acc": base}
-  table = "\n".join(lines) + "\n"
-  reports.write_report(out_dir, f"stargan_{split}", table, summary)
-  return table
-
-
-class _Head:
-  """The first `n` records of a source."""
-
-  def __init__(self, source, n: int):
-    self.source, self.n = source, n
-
-  def __len__(self) -> int:
-    return self.n
-
-  def __getitem__(self, i: int) -> dict:
-    return self.source[i]
 
 
 def make_grid(rows: list[list[np.ndarray]], titles: list[str],

@@ -25,6 +25,7 @@ import optax
 from facejax import optim
 from facejax.evaluators import swinface as swinface_eval
 from facejax.data import stargan
+from facejax.data import sources
 from facejax.data import swinface as swinface_data
 from facejax.data.formats import raf_db
 from facejax.data import transforms
@@ -163,8 +164,8 @@ class Task(base.Task):
           stats, loaded.batch_stats or {}, path)
       logging.info("stage 1 weights from %s (step %d)", path, step)
     else:
-      from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
-      variables = swinface_import.load_checkpoint(
+      from facejax.convert import swinface as swinface_convert  # pylint: disable=g-import-not-at-top
+      variables = swinface_convert.load_checkpoint(
           path, {"params": params["model"], "batch_stats": stats})
       params = dict(params, model=variables["params"])
       stats = variables["batch_stats"]
@@ -352,7 +353,7 @@ class Task(base.Task):
     if split == "train":
       ident = swinface_data.identity_source(train_ids, NUM_ATTRS)
     else:
-      ident = swinface_data.PairSource(valid_ids, int(d.identity.num_pairs),
+      ident = swinface_data.VerificationPairSource(valid_ids, int(d.identity.num_pairs),
                                    self.config.seed + (split == "test"),
                                    NUM_ATTRS)
     if d.age.get("format", "age_csv") != "age_csv":
@@ -379,13 +380,11 @@ class Task(base.Task):
       raise ValueError(f"split {split!r}: train | valid | test")
     srcs = self._sources(split)
     if split == "train":
-      return srcs[0] if self.stage == 1 else stargan.ConcatSource(
-          srcs)
+      return srcs[0] if self.stage == 1 else sources.ConcatSource(srcs)
     cap = int(self.config.data.eval_max_per_source)
-    from facejax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
-    srcs = [s if len(s) <= cap else sources_lib.SubsetSource(s, range(cap))
+    srcs = [s if len(s) <= cap else sources.SubsetSource(s, range(cap))
             for s in srcs]
-    return stargan.ConcatSource(srcs[:1] if self.stage == 1 else srcs)
+    return sources.ConcatSource(srcs[:1] if self.stage == 1 else srcs)
 
   def balance(self, src):
     return src
@@ -397,7 +396,7 @@ class Task(base.Task):
     return tuple(d.classes) or stargan.rafd_classes(
         self._roots()["expression"], d.train_dir, "data.expression")
 
-  def _base_preprocess(self, train: bool, k: int = 0):
+  def face_preprocess(self, train: bool, k: int = 0):
     d = self.config.data
     aug = None
     if train and d.augment.enabled:
@@ -410,7 +409,7 @@ class Task(base.Task):
         label_keys=())
 
   def preprocess(self, train: bool):
-    return swinface_data.MultitaskPreprocess(self._base_preprocess(train),
+    return swinface_data.MultitaskPreprocess(self.face_preprocess(train),
                                          NUM_ATTRS, pairs=not train)
 
   def train_dataset(self, start_step: int = 0, train_src=None):
@@ -421,7 +420,7 @@ class Task(base.Task):
       raise ValueError(f"config key data.mix: one share per source "
                        f"{swinface_data.KINDS}, got {mix}")
     counts = swinface_data.share_counts(d.batch_size, mix, "data.mix")
-    pres = [swinface_data.MultitaskPreprocess(self._base_preprocess(True, k),
+    pres = [swinface_data.MultitaskPreprocess(self.face_preprocess(True, k),
                                           NUM_ATTRS)
             for k in range(len(srcs))]
     return swinface_data.mixed_dataset(srcs, pres, counts, self.config.seed,
@@ -464,16 +463,6 @@ class Task(base.Task):
       out["mean_age_mae"] = float(
           np.abs(y_ev[w_ev > 0] - y_tr[w_tr > 0].mean()).mean())
     return out
-
-  # --- evaluation (facejax.evaluators.swinface) ------------------------
-  def verification_bins(self, setup, state, paths) -> str:
-    """insightface's 10-fold accuracy on verification .bin files."""
-    return swinface_eval.verification_bins(setup, state, paths,
-                                           self._base_preprocess(False))
-
-  def report(self, setup, state, split: str, out_dir: str) -> str:
-    """Per-task metrics and channel attention (swinface_<split>.*)."""
-    return swinface_eval.report(setup, state, split, out_dir)
 
 
 def _merge(current: Any, loaded: Any, path: str) -> Any:

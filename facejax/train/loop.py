@@ -59,7 +59,7 @@ TASK_METHODS = (
     # hooks (defaulted by base.Task)
     "step_args", "balance", "train_dataset", "baseline", "has_import",
     "import_pretrained", "load_frozen", "learning_rate", "predict",
-    "on_eval", "report", "xla_cpu_options")
+    "on_eval", "xla_cpu_options")
 TASK_ATTRIBUTES = ("best_metric", "progress_keys", "finite_keys",
                    "step_kinds")
 
@@ -177,9 +177,7 @@ class Setup:
     if key not in self._compiled:
       self._compiled[key] = jitted.lower(state, batch, self.frozen).compile()
       if jax.process_count() > 1:
-        from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
-        multihost.sync_global_processes(
-            f"facejax_compiled_{len(self._compiled)}", timeout=3600)
+        ckpt_lib.sync_processes(f"facejax_compiled_{len(self._compiled)}")
     return self._compiled[key](state, batch, self.frozen)
 
   def _shardings(self, tree):

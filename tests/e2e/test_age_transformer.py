@@ -17,6 +17,7 @@ import pytest
 from facejax import mesh as mesh_lib
 from facejax.tasks import age_transformer
 from facejax import tasks
+from facejax.evaluators import age_transformer as age_edits
 from helpers import ROOT, fast_compiles, flat, learning_seed, record_learning
 from age_transformer_helpers import ONE_DEVICE, SIZE, STEPS, _config, _torch_state_dicts
 
@@ -196,8 +197,8 @@ def test_edited_age_moves_toward_target(trained, restored):
   ages = tuple(setup.task.config.eval.ages)   # 20, 30, 40, 50, 60
   pick = [ages.index(a) for a in (20, 40, 60)]
   sel = lambda m, key: np.asarray(m[key])[pick]
-  before = task.edit_metrics(setup, setup.init_state(), src, ages)
-  after = task.edit_metrics(setup, state, src, ages)
+  before = age_edits.edit_metrics(setup, setup.init_state(), src, ages)
+  after = age_edits.edit_metrics(setup, state, src, ages)
   err_before = np.mean(sel(before, "eval_err"))
   err_after = np.mean(sel(after, "eval_err"))
   unedited = np.mean(sel(after, "eval_err_unedited"))
@@ -231,7 +232,7 @@ def test_report_and_sample_grid(trained, restored):
   setup, state = restored
   assert os.path.isfile(os.path.join(workdir, "samples",
                                      f"step_{STEPS}.png"))
-  text = setup.task.report(setup, state, "valid", workdir)
+  text = age_edits.report(setup, state, "valid", workdir)
   print(text)
   for age in config.eval.ages:
     assert f"| {age} |" in text

@@ -159,7 +159,7 @@ def test_translate_cli_grid(trained, tmp_path):
 def test_report_on_valid_subjects(trained, tmp_path):
   """launch.evaluate's table on the valid subjects (disjoint from test)."""
   setup, _, state, *_ = trained
-  table = setup.task.report(setup, state, "valid", str(tmp_path))
+  table = caricature_eval.report(setup, state, "valid", str(tmp_path))
   print(table)
   assert f"valid subjects, step {STEPS}" in table
   assert os.path.isfile(tmp_path / "caricature_valid.md")

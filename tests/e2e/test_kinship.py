@@ -31,7 +31,7 @@ def learned(fiw, tmp_path_factory):
   result = tasks.train_and_evaluate(config, workdir)
   from facejax import runs  # pylint: disable=g-import-not-at-top
   setup, state, _ = runs.restore(workdir, task_class=tasks.get)
-  text = setup.task.report(setup, state, "test", workdir)
+  text = kinship_eval.report(setup, state, "test", workdir)
   pixel = kinship_eval.pixel_baseline_auc(setup.task.source("test"))
   return workdir, result, text, pixel, time.time() - t0
 

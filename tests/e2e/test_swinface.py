@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from facejax.models import swinface
 from facejax import tasks
+from facejax.evaluators import swinface as swinface_eval
 from helpers import ROOT, learning_seed, record_learning
 from swinface_helpers import ONE, _config, _official_state_dict
 
@@ -50,10 +51,10 @@ def test_smoke_training_learns_recognition_and_analysis(smoke_run):
 
 def test_report_and_analyze(smoke_run, tmp_path):
   workdir, _ = smoke_run
-  from facejax.evaluators import swinface as swinface_analysis  # pylint: disable=g-import-not-at-top
+
   from facejax import runs  # pylint: disable=g-import-not-at-top
   setup, state, _ = runs.restore(workdir, which="latest", task_class=tasks.get)
-  text = setup.task.report(setup, state, "valid", str(tmp_path))
+  text = swinface_eval.report(setup, state, "valid", str(tmp_path))
   assert "verification accuracy" in text and "| hair |" in text
   assert os.path.getsize(tmp_path / "swinface_valid.png") > 1000
   images = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(
@@ -62,7 +63,7 @@ def test_report_and_analyze(smoke_run, tmp_path):
   from facejax.data.faces import photos  # pylint: disable=g-import-not-at-top
   crops = photos.FaceCrops(images[:3], faces.make_detector("none"), "none",
                            32, batch_size=2, progress=False)
-  rows = list(swinface_analysis.analyze(setup, state, crops,
+  rows = list(swinface_eval.analyze(setup, state, crops,
                                         npy_dir=str(tmp_path)))
   assert len(rows) == 3 and rows[0]["expression"] in (
       setup.task.expression_classes())
@@ -98,13 +99,13 @@ def test_verification_bin_ten_fold_on_held_out_identities(smoke_run,
     issame.append(same)
   path = tmp_path / "lfw.bin"
   write_verification_bin(path, images, issame)
-  table = setup.task.verification_bins(setup, state, [str(path)])
+  table = swinface_eval.verification_bins(setup, state, [str(path)])
   row = [r for r in table.splitlines() if r.startswith("| lfw.bin")][0]
   reported = float(row.split("|")[3])
   # The same protocol by hand: decode, preprocess, embed x and flip(x).
   from facejax.data.formats import verification_bin  # pylint: disable=g-import-not-at-top
   decoded, same = verification_bin.read_bin(str(path))
-  pre = setup.task._base_preprocess(False)
+  pre = setup.task.face_preprocess(False)
   def embed(batch_images):
     x = np.stack([pre((0, {"image": im, "age": 0.0}))["image"]
                   for im in batch_images])
@@ -131,7 +132,7 @@ def test_analyze_cli_with_official_weights_and_no_workdir(tmp_path):
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   from facejax.data import transforms  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
-  from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import swinface as swinface_convert  # pylint: disable=g-import-not-at-top
   split = swinface.split_channels([32, 64, 128, 128], 64)
   sd = _official_state_dict(16, (2, 2, 1, 1), (1, 2, 2, 4), 4, 16, split,
                             64, 32, 32, np.random.default_rng(0))
@@ -154,7 +155,7 @@ def test_analyze_cli_with_official_weights_and_no_workdir(tmp_path):
   v = jax.eval_shape(lambda: model.init(
       {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x))
   v = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v)
-  new = swinface_import.convert(sd, v)
+  new = swinface_convert.convert(sd, v)
   pre = transforms.Preprocess(image_size=32, normalize=cfg.data.normalize,
                               label_keys=())
   image = pre((0, {"image": skdata.astronaut()}))["image"][None]

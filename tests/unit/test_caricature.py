@@ -232,7 +232,7 @@ def test_synthetic_two_domain_data_alignment_and_errors(tmp_path):
   with pytest.raises(DataError, match="both the valid and the test split"):
     data_lib.open_domains(_data_cfg(root, valid_list=str(overlap)), "valid")
   # Caricatures look different (the stylised domain) from the photos.
-  pre = data_lib.FacePreprocess(32)
+  pre = data_lib.DomainFacePreprocess(32)
   p = np.stack([pre((i, photo[i]))["image"] for i in range(len(photo))])
   c = np.stack([pre((i, cari[i]))["image"] for i in range(len(cari))])
   assert p.shape == (6, 32, 32, 3) and p.min() >= -1 and p.max() <= 1
@@ -250,8 +250,8 @@ def test_synthetic_two_domain_data_alignment_and_errors(tmp_path):
   np.testing.assert_allclose(data_lib.similarity(src, dst)[:, :2], 1.7 * rot,
                              atol=1e-9)
   # Paired training records and batches.
-  pair = data_lib.PairSource(photo, cari)
-  ex = data_lib.PairPreprocess(pre)((0, pair[0]))
+  pair = data_lib.DomainPairSource(photo, cari)
+  ex = data_lib.DomainPairPreprocess(pre)((0, pair[0]))
   assert ex["photo"].shape == ex["cari"].shape == (32, 32, 3)
   # Errors name the file and line.
   lm = os.path.join(root, "FacialPoints", "S0001", "C00001.txt")

@@ -226,7 +226,7 @@ def test_unknown_format_names_the_choices():
 
 
 def test_rafd_release_names_parsed_and_split_by_person(tmp_path, capsys):
-  from facejax.data import stargan as attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data import stargan as stargan_data  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import rafd  # pylint: disable=g-import-not-at-top
   truth = rf.rafd(str(tmp_path))
   for name, want in truth.items():
@@ -235,9 +235,9 @@ def test_rafd_release_names_parsed_and_split_by_person(tmp_path, capsys):
             got.ethnicity, got.gaze) == (
                 want["camera"], want["subject"], want["expression"],
                 want["gender"], want["ethnicity"], want["gaze"])
-  classes = attribute_sets.rafd_classes(str(tmp_path), "train", "k")
+  classes = stargan_data.rafd_classes(str(tmp_path), "train", "k")
   assert classes == rf.RAFD_EXPRESSIONS  # 'contemptuous' included
-  parts = {s: attribute_sets.RafdFormatSource(str(tmp_path), s, classes, 0,
+  parts = {s: stargan_data.RafdFormatSource(str(tmp_path), s, classes, 0,
                                               None, 0, "k", {"test_fraction":
                                                              0.25})
            for s in ("train", "test")}
@@ -258,7 +258,7 @@ def test_rafd_release_names_parsed_and_split_by_person(tmp_path, capsys):
 
 def test_rafd_class_in_data_but_not_in_config_is_an_error(tmp_path):
   """StarGAN's train/<class>/ layout with RaFD's 8th expression."""
-  from facejax.data import stargan as attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data import stargan as stargan_data  # pylint: disable=g-import-not-at-top
   for c in rf.RAFD_EXPRESSIONS:
     folder = tmp_path / "train" / c
     folder.mkdir(parents=True)
@@ -267,18 +267,18 @@ def test_rafd_class_in_data_but_not_in_config_is_an_error(tmp_path):
   with pytest.raises(sources.DataError, match=r"class folder\(s\) "
                      r"\['contemptuous'\] are not in the classes.*"
                      r"data\.sets\[1\]\.classes"):
-    attribute_sets.RafdFormatSource(str(tmp_path), "train", seven, 1, None,
+    stargan_data.RafdFormatSource(str(tmp_path), "train", seven, 1, None,
                                     0, "data.sets[1]")
-  src = attribute_sets.RafdFormatSource(
+  src = stargan_data.RafdFormatSource(
       str(tmp_path), "train",
-      attribute_sets.rafd_classes(str(tmp_path), "train", "k"), 1, None, 0)
+      stargan_data.rafd_classes(str(tmp_path), "train", "k"), 1, None, 0)
   assert len(src) == 8
 
 
 def test_fiw_unrelated_and_nonfaces_are_not_identities(tmp_path):
-  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as swinface_data  # pylint: disable=g-import-not-at-top
   members = rf.fiw(str(tmp_path))
-  folders = multitask.identity_folders(str(tmp_path / "FIDs"), "k")
+  folders = swinface_data.identity_folders(str(tmp_path / "FIDs"), "k")
   got = {name.replace(os.sep, "/"): len(paths) for name, paths in folders}
   assert got == {m[len("FIDs/"):] if m.startswith("FIDs/") else m: len(v)
                  for m, v in members.items()}
@@ -308,12 +308,12 @@ def test_webcaricature_view_files_keep_names_with_spaces(tmp_path):
 
 
 def test_celeba_drive_layout_with_the_official_partition(tmp_path):
-  from facejax.data import stargan as attribute_sets  # pylint: disable=g-import-not-at-top
+  from facejax.data import stargan as stargan_data  # pylint: disable=g-import-not-at-top
   truth = rf.celeba_drive(str(tmp_path))
   attrs = ("Black_Hair", "Eyeglasses", "Male", "Young")
   got = {}
   for split in ("train", "test"):
-    src = attribute_sets.CelebaFormatSource(
+    src = stargan_data.CelebaFormatSource(
         str(tmp_path), "img_align_celeba", "list_attr_celeba.txt", attrs,
         split, 5, 1234, 0, None, 0, partition="official")
     for path, values in zip(src.paths, src.values):
@@ -324,7 +324,7 @@ def test_celeba_drive_layout_with_the_official_partition(tmp_path):
   assert got == {n: "test" if t["partition"] == 2 else "train"
                  for n, t in truth.items()}
   # The reference protocol: a seeded `test_count` share.
-  ref = attribute_sets.CelebaFormatSource(
+  ref = stargan_data.CelebaFormatSource(
       str(tmp_path), "img_align_celeba", "list_attr_celeba.txt", attrs,
       "test", 5, 1234, 0, None, 0)
   assert len(ref) == 5
@@ -405,11 +405,11 @@ def test_ten_fold_accuracy_matches_a_brute_force_count():
 
 
 def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
-  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as swinface_data  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import raf_db  # pylint: disable=g-import-not-at-top
   truth = rf.raf_db(str(tmp_path))
   for split in ("train", "test"):
-    src = multitask.expression_source(str(tmp_path), split, 40, {}, 7,
+    src = swinface_data.expression_source(str(tmp_path), split, 40, {}, 7,
                                       "data.expression")
     names = [os.path.basename(p).replace("_aligned", "") for p in src.paths]
     assert sorted(names) == sorted(n for n, t in truth.items()
@@ -420,12 +420,12 @@ def test_raf_db_basic_feeds_swinface_expressions(tmp_path):
   assert raf_db.CLASSES[3] == "happiness"  # label 4
   with pytest.raises(sources.DataError, match=r"RAF-DB has 7 classes; the "
                      r"Expression head has 8"):
-    multitask.expression_source(str(tmp_path), "train", 40, {}, 8, "k")
+    swinface_data.expression_source(str(tmp_path), "train", 40, {}, 8, "k")
   os.remove(tmp_path / "basic" / "Image" / "aligned" /
             "train_00004_aligned.jpg")
   with pytest.raises(sources.DataError, match=r"list_patition_label\.txt:4: "
                      r"1 image\(s\) not found"):
-    multitask.expression_source(str(tmp_path), "train", 40, {}, 7, "k")
+    swinface_data.expression_source(str(tmp_path), "train", 40, {}, 7, "k")
 
 
 def test_errors_name_the_keys_where_the_release_is_configured(releases,
@@ -448,10 +448,10 @@ def test_errors_name_the_keys_where_the_release_is_configured(releases,
 def test_celeba_identities_feed_swinface_recognition(tmp_path):
   """data.identity.root at CelebA (Drive layout): identity_CelebA.txt gives
   the people; a malformed line names file and line."""
-  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as swinface_data  # pylint: disable=g-import-not-at-top
   from facejax.data.sources import DataError  # pylint: disable=g-import-not-at-top
   rf.celeba_drive(str(tmp_path), n=30)
-  ids = multitask.identity_folders(str(tmp_path), "data.identity")
+  ids = swinface_data.identity_folders(str(tmp_path), "data.identity")
   # The fixture's identity of image i is 1 + i // 3.
   assert len(ids) == len({1 + i // 3 for i in range(1, 31)})
   name, paths = ids[0]
@@ -461,7 +461,7 @@ def test_celeba_identities_feed_swinface_recognition(tmp_path):
   with open(tmp_path / "Anno" / "identity_CelebA.txt", "a") as f:
     f.write("000031.jpg x\n")
   with pytest.raises(DataError, match=r"identity_CelebA\.txt:31: expected"):
-    multitask.identity_folders(str(tmp_path), "data.identity")
+    swinface_data.identity_folders(str(tmp_path), "data.identity")
 
 
 def test_rfiw_pair_lists_member_and_face_level(tmp_path):
@@ -492,13 +492,13 @@ def test_rfiw_pair_lists_member_and_face_level(tmp_path):
 
 
 def test_recordio_identities_and_exact_pixels(tmp_path, capsys):
-  from facejax.data import swinface as multitask  # pylint: disable=g-import-not-at-top
+  from facejax.data import swinface as swinface_data  # pylint: disable=g-import-not-at-top
   from facejax.data import images as images_lib  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import recordio  # pylint: disable=g-import-not-at-top
   truth = rf.insightface_rec(str(tmp_path))
   offsets = recordio.read_idx(str(tmp_path / "train.idx"))
   key_at = {off: k for k, off in offsets.items()}
-  folders = multitask.identity_folders(str(tmp_path), "data.identity")
+  folders = swinface_data.identity_folders(str(tmp_path), "data.identity")
   assert len(folders) == 6 and all(len(n) == 4 for _, n in folders)
   assert "train.rec: 24 images of 6 identities" in capsys.readouterr().out
   for ident, (_, names) in enumerate(folders):

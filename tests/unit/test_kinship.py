@@ -36,7 +36,7 @@ def test_readers_and_errors(fiw, tmp_path):
       kd.read_pairs(str(bad))
   bad.write_text("0 F0001/MID1/nope.jpg F0001/MID2/nope.jpg fd 1\n")
   with pytest.raises(DataError, match="bad.txt:1: image"):
-    kd.PairSource(kd.read_pairs(str(bad)), fiw)
+    kd.KinPairSource(kd.read_pairs(str(bad)), fiw)
 
 
 def test_sampler_distinct_families_and_all_relations(fiw):
@@ -57,7 +57,7 @@ def test_sampler_distinct_families_and_all_relations(fiw):
   with pytest.raises(ValueError, match="data.batch_size"):
     kd.KinshipOrder(pos.families, pos.relations, 0, 64)
   # Two processes: each reads its half of the same global batch.
-  pre = kd.PairPreprocess(kt.transforms.Preprocess(16, "unit",
+  pre = kd.KinPairPreprocess(kt.transforms.Preprocess(16, "unit",
                                                    label_keys=()))
   ds = iter(kd.kinship_train_dataset(pos, pre, batch, seed=3))
   first = next(ds)

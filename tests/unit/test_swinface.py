@@ -169,7 +169,7 @@ def test_sharded_data_x_model_equals_single_device():
 
 
 def test_importer_documented_names_and_shapes():
-  from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import swinface as swinface_convert  # pylint: disable=g-import-not-at-top
   assert swinface.split_channels([192, 384, 768, 768], 512) == [47, 93, 186,
                                                                 186]
   cfg = _config(**{"model.fam_dim": 64, "model.tss_dim": 32}).model
@@ -182,7 +182,7 @@ def test_importer_documented_names_and_shapes():
   v = jax.eval_shape(lambda: model.init(
       {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x))
   v = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v)
-  new = swinface_import.convert(sd, v)
+  new = swinface_convert.convert(sd, v)
   p, bs = new["params"], new["batch_stats"]
   np.testing.assert_array_equal(
       p["swin"]["layers_1_blocks_1"]["attn"]["qkv"]["kernel"],
@@ -213,7 +213,7 @@ def test_importer_documented_names_and_shapes():
   bad = dict(sd)
   bad["state_dict_tss.nets.0.feature.0.weight"] = np.zeros((5, 5))
   with pytest.raises(ValueError, match="shape mismatches"):
-    swinface_import.convert(bad, v)
+    swinface_convert.convert(bad, v)
 
 
 def test_backbone_matches_timm_swin():
@@ -222,7 +222,7 @@ def test_backbone_matches_timm_swin():
   from launch import torchvision_stub  # pylint: disable=g-import-not-at-top
   torchvision_stub.install()
   swin_timm = pytest.importorskip("timm.models.swin_transformer")
-  from facejax.convert import swinface as swinface_import  # pylint: disable=g-import-not-at-top
+  from facejax.convert import swinface as swinface_convert  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   ref = swin_timm.SwinTransformer(
       img_size=32, patch_size=2, embed_dim=16, depths=(2, 2, 2, 2),
@@ -252,7 +252,7 @@ def test_backbone_matches_timm_swin():
   v = jax.eval_shape(lambda: model.init(
       {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x))
   v = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v)
-  new = swinface_import.convert(sd, v)
+  new = swinface_convert.convert(sd, v)
   backbone = swin.SwinBackbone(**model.backbone)
   fms, tokens = backbone.apply({"params": new["params"]["swin"]}, x)
   with torch.no_grad():
