@@ -24,7 +24,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from facejax import config_lib
-from facejax import scaling
+from facejax.evaluators import scaling
 from facejax import tasks
 from launch import common
 
