@@ -11,9 +11,6 @@ five landmarks onto the ArcFace template); a photo without a face is an
 error, never scored. --detector=none for FIW's face crops as released.
 """
 
-import json
-import os
-
 from absl import app
 from absl import flags
 import jax
@@ -21,7 +18,6 @@ import numpy as np
 
 from facejax import mesh as mesh_lib
 from facejax.evaluators import kinship as kinship_eval
-from facejax.evaluators import verification
 from facejax.data import kinship as kin_data
 from facejax.data.sources import DataError
 from launch import common
@@ -33,16 +29,6 @@ _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                            "Which checkpoint to use.")
 _FACES = common.FaceFlags(rows=False)
 flags.mark_flag_as_required("workdir")
-
-
-def _threshold(setup, state, workdir: str) -> tuple[float, str]:
-  path = os.path.join(workdir, kinship_eval.THRESHOLD_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      return float(json.load(f)["threshold"]), path
-  val = kinship_eval.scores(setup, state, setup.task.source("valid"))
-  return (verification.youden_threshold(val["score"], val["label"]),
-          "Youden's J on the validation list")
 
 
 def faces_of(setup, paths: list[str]) -> list[np.ndarray]:
@@ -96,7 +82,8 @@ def main(argv):
       raise ValueError(f"{_WORKDIR.value!r} holds a {setup.config.task!r} "
                        f"run, not a kinship run")
     res = classify(setup, state, *faces_of(setup, argv[1:3]))
-    threshold, where = _threshold(setup, state, _WORKDIR.value)
+    threshold, where = kinship_eval.stored_threshold(setup, state,
+                                                       _WORKDIR.value)
   except (DataError, FileNotFoundError, ValueError) as e:
     common.fail(str(e))
   if jax.process_index() == 0:

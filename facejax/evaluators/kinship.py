@@ -6,6 +6,7 @@ then accuracy per relation and over all pairs (micro), ROC AUC, TAR at FAR
 demographic group, a Markdown table and a ROC PNG.
 """
 
+import json
 import os
 
 import jax
@@ -39,6 +40,19 @@ def scores(setup, state, source, fn=None) -> dict[str, np.ndarray]:
     keep = out.pop("mask") > 0
     parts.append({k: np.asarray(v)[keep] for k, v in out.items()})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def stored_threshold(setup, state, workdir: str) -> tuple[float, str]:
+  """(threshold, where it came from): the one `report` stored in
+  `workdir` (THRESHOLD_FILE), else Youden's J on the validation list,
+  scored now (the run's data must be on this machine)."""
+  path = os.path.join(workdir, THRESHOLD_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return float(json.load(f)["threshold"]), path
+  val = scores(setup, state, setup.task.source("valid"))
+  return (verification.youden_threshold(val["score"], val["label"]),
+          "Youden's J on the validation list")
 
 
 def report(setup, state, split: str, out_dir: str) -> str:

@@ -199,6 +199,17 @@ class Task(task_base.Task):
     return state
 
   # --- frozen identity network -------------------------------------------
+  @classmethod
+  def inference_config(cls, config, from_weights: bool,
+                       frozen_networks: bool) -> None:
+    """Translating never reads the identity network: without
+    `frozen_networks` its run need not be on this machine."""
+    del from_weights
+    if not frozen_networks:
+      config.identity.source = "none"
+      config.loss.identity_w = 0.0
+      config.eval.fid_features = "random"
+
   def load_frozen(self):
     """The frozen identity network's variables (frozen_lib.load_identity);
     sets how to embed with them, its name and input size."""
