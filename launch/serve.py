@@ -41,6 +41,8 @@ _WINDOW = flags.DEFINE_float("batch_window_ms", 5.0, "How long a request "
 _MAX_UPLOAD = flags.DEFINE_float("max_upload_mb", 20.0, "Largest request "
                                  "body, in MiB.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 16, "Images per request.")
+_MAX_PIXELS = flags.DEFINE_integer("max_pixels", 40_000_000, "Pixels per "
+                                   "decoded photo.")
 _MAX_FACES = flags.DEFINE_integer("max_faces", 8, "Faces answered per image.")
 _WARM_UP = flags.DEFINE_bool("warm_up", True, "Compile every batch size "
                              "before taking requests.")
@@ -99,6 +101,7 @@ def main(argv):
             flush=True)
       m.warm_up()
   limits = photos.Limits(max_images=_MAX_IMAGES.value,
+                         max_pixels=_MAX_PIXELS.value,
                          max_faces=_MAX_FACES.value)
   application = app_lib.create_app(
       served, limits, _DETECTOR.value, _MIN_FACE.value, _WINDOW.value,

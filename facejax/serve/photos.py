@@ -10,7 +10,6 @@ import base64
 import binascii
 import dataclasses
 import io
-import warnings
 
 import cv2
 import numpy as np
@@ -64,28 +63,24 @@ def decode(data: str, where: str, limits: Limits) -> np.ndarray:
     raw = base64.b64decode(data, validate=True)
   except (binascii.Error, ValueError):
     raise BadInput(f"{where}: not valid base64") from None
-  with warnings.catch_warnings():
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limits.max_pixels
-    try:
-      with Image.open(io.BytesIO(raw)) as probe:  # header only
-        w, h = probe.size
-      if w * h > limits.max_pixels:
-        raise BadInput(f"{where}: {w}x{h} pixels is more than the "
-                       f"server's limit of {limits.max_pixels:,}", 413)
-      image = images_lib.decode(io.BytesIO(raw))
-    except BadInput:
-      raise
-    except (Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
-      raise BadInput(f"{where}: too many pixels ({e})", 413) from None
-    except Exception as e:  # PIL raises many types for bad files.
-      kind = ("not an image file" if isinstance(e, Image.UnidentifiedImageError)
-              else f"cannot decode image ({type(e).__name__}: {e})")
-      raise BadInput(f"{where}: {kind}") from None
-    finally:
-      Image.MAX_IMAGE_PIXELS = saved
+  # The header first: a decompression bomb is refused before decoding.
+  # (PIL's own limit, Image.MAX_IMAGE_PIXELS, is process-wide: not changed
+  # here, where requests decode on several threads.)
+  try:
+    with Image.open(io.BytesIO(raw)) as probe:
+      w, h = probe.size
+    if w * h > limits.max_pixels:
+      raise BadInput(f"{where}: {w}x{h} pixels is more than the server's "
+                     f"limit of {limits.max_pixels:,} (--max_pixels)", 413)
+    image = images_lib.decode(io.BytesIO(raw))
+  except BadInput:
+    raise
+  except Image.DecompressionBombError as e:
+    raise BadInput(f"{where}: too many pixels ({e})", 413) from None
+  except Exception as e:  # PIL raises many types for bad files.
+    kind = ("not an image file" if isinstance(e, Image.UnidentifiedImageError)
+            else f"cannot decode image ({type(e).__name__}: {e})")
+    raise BadInput(f"{where}: {kind}") from None
   return np.asarray(image)
 
 
