@@ -65,6 +65,7 @@ def server(regressor_workdir, tmp_path_factory):
          *[f"--workdir={name}={w}" for name, w in workdirs.items()]],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
   url = f"http://127.0.0.1:{port}"
+  start = time.time()
   try:
     deadline = time.time() + 240
     while True:
@@ -80,6 +81,7 @@ def server(regressor_workdir, tmp_path_factory):
         pytest.fail(f"launch.serve did not answer /healthz in 240 s:\n"
                     f"{_tail(log)}")
       time.sleep(0.5)
+    print(f"launch.serve answered /healthz after {time.time() - start:.1f} s")
     yield url
   finally:
     proc.terminate()
@@ -326,7 +328,21 @@ def test_models_not_loaded_are_left_out(browser, server, photos):
   notes = page.locator("[data-testid=not-loaded]:visible").all_inner_texts()
   assert any("Kinship is not loaded" in n for n in notes), notes
   assert page.locator("#kin-compare").is_hidden()
-  _upload(page, [photos["astronaut"]])
+  # Dropped on the zone this time, as a user drags a file in.
+  with open(photos["astronaut"], "rb") as f:
+    data = base64.b64encode(f.read()).decode()
+  page.locator("#dropzone").evaluate(
+      """(zone, data) => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const drop = new DataTransfer();
+        drop.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
+        zone.dispatchEvent(new DragEvent("drop", {
+            dataTransfer: drop, bubbles: true, cancelable: true}));
+      }""", data)
+  page.wait_for_selector("[data-testid=photo-result][data-state=done]",
+                         timeout=ANSWER_MS)
+  assert "dropped.jpg" in page.locator(
+      "[data-testid=photo-result]").inner_text()
   face = page.locator("[data-testid=face]").first
   assert face.locator("[data-endpoint]").evaluate_all(
       "els => els.map(e => e.dataset.endpoint)") == ["age"]

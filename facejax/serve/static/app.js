@@ -11,6 +11,7 @@ const SECTIONS = [
   {endpoint: "edit", title: "Attribute edits"},
   {endpoint: "caricature", title: "Caricatures"},
 ];
+const IMAGE_SECTIONS = new Set(["age_edit", "edit", "caricature"]);
 // What to give `launch.serve` for an endpoint that is not loaded.
 const HOW_TO_LOAD = {
   analyze: "--workdir swinface=RUN or --weights swinface=FILE",
@@ -275,7 +276,11 @@ class PhotoCard {
 
   failed(endpoint, title, message) {
     if (!this.failures.has(message)) this.failures.set(message, []);
-    this.failures.get(message).push(title);
+    const titles = this.failures.get(message);
+    titles.push(title);
+    // In the order the sections appear, whichever failed first.
+    const order = SECTIONS.map((s) => s.title);
+    titles.sort((a, b) => order.indexOf(a) - order.indexOf(b));
     this.errors.textContent = "";
     for (const [msg, titles] of this.failures) {
       this.errors.append(el("p", {}, el("strong", {}, `${titles.join(", ")}: `),
@@ -340,6 +345,9 @@ class PhotoCard {
            ` Face ${index + 1}`,
            el("span", {class: "detail"}, face.score === null ? ""
               : ` detector score ${face.score.toFixed(3)}`)));
+    // Numbers on the left, images on the right.
+    const facts = el("div", {class: "face-facts"});
+    const images = el("div", {class: "face-images"});
     for (const {endpoint, title} of this.endpoints) {
       const body = el("div", {class: "section-body"},
                       el("p", {class: "pending"}, "analysing\u2026"));
@@ -347,8 +355,9 @@ class PhotoCard {
                                  "data-endpoint": endpoint},
                          el("h5", {}, title), body);
       sections[endpoint] = section;
-      node.append(section);
+      (IMAGE_SECTIONS.has(endpoint) ? images : facts).append(section);
     }
+    node.append(el("div", {class: "face-body"}, facts, images));
     this.faceList.append(node);
     // Answers or failures that came before the faces were drawn.
     for (const {endpoint} of this.endpoints) {
