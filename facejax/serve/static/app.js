@@ -215,6 +215,10 @@ class PhotoCard {
     this.answers = {};  // endpoint -> the photo's result
     this.failures = new Map();  // message -> [section titles]
     this.faces = null;  // face cards: [{node, sections: {endpoint: node}}]
+    // Boxes are drawn in photo pixels (the SVG's viewBox) and the SVG is
+    // stretched over the <img>, so they follow its displayed size.
+    this.overlay = svg("svg", {class: "boxes", "data-testid": "boxes",
+                               preserveAspectRatio: "none"});
     this.img = el("img", {src: dataUrl, alt: name, "data-testid": "photo"});
     // A file the browser cannot show either: say so instead of an icon.
     this.img.addEventListener("error", () => {
@@ -222,8 +226,6 @@ class PhotoCard {
                               "(the browser cannot display this file)"));
       this.overlay.remove();
     });
-    this.overlay = svg("svg", {class: "boxes", "data-testid": "boxes",
-                               preserveAspectRatio: "none"});
     this.status = el("p", {class: "status busy", "data-testid": "photo-status"},
                      "analysing\u2026");
     this.errors = el("div", {class: "error", "data-testid": "photo-error",
@@ -239,8 +241,7 @@ class PhotoCard {
         el("div", {class: "photo-row"},
            el("figure", {class: "photo-figure"}, this.img, this.overlay),
            el("div", {class: "photo-side"}, this.status, this.summary,
-              this.message,
-              this.errors)),
+              this.message, this.errors)),
         this.faceList);
   }
 
@@ -320,12 +321,14 @@ class PhotoCard {
         group.append(svg("circle", {cx: x, cy: y, r: Math.max(1, unit * 0.6),
                                     fill: color, "data-testid": "landmark"}));
       }
+      // The number on a tab above the box's corner (inside at the top).
       const size = Math.max(10, unit * 4);
-      group.append(svg("rect", {x: x0, y: Math.max(0, y0 - size * 1.2),
-                                width: size * (String(i + 1).length * 0.6 + 0.6),
-                                height: size * 1.2, fill: color}));
-      const label = svg("text", {x: x0 + size * 0.3,
-                                 y: Math.max(0, y0 - size * 1.2) + size,
+      const top = Math.max(0, y0 - size * 1.2);
+      const digits = String(i + 1).length;
+      group.append(svg("rect", {x: x0, y: top, height: size * 1.2,
+                                width: size * (0.6 * digits + 0.6),
+                                fill: color}));
+      const label = svg("text", {x: x0 + size * 0.3, y: top + size,
                                  fill: "#fff", "font-size": size,
                                  "font-weight": "bold"});
       label.textContent = String(i + 1);
@@ -426,8 +429,9 @@ function fillSection(endpoint, section, face) {
   } else if (endpoint === "caricature") {
     body.append(el("div", {class: "strip", "data-testid": "caricatures"},
         tile(face.input, "input", "the face as the model sees it"),
-        ...face.edits.map((e) => tile(e.image, `style ${e.style + 1}`,
-                                      `${face.direction}, style ${e.style + 1}`))));
+        ...face.edits.map((e) => tile(
+            e.image, `style ${e.style + 1}`,
+            `${face.direction}, style ${e.style + 1}`))));
   }
 }
 
