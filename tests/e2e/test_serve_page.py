@@ -138,7 +138,8 @@ def _open(browser, url):
 
 
 def _upload(page, paths):
-  """Drops `paths` on the page and waits until every photo is answered."""
+  """Chooses `paths` in the file input and waits until every photo is
+  answered."""
   before = page.locator("[data-testid=photo-result]").count()
   page.set_input_files("#photo-input", paths)
   page.wait_for_function(
