@@ -7,7 +7,7 @@ r"""Serves the given models as a JSON API and a page to try them on photos.
 Then open http://127.0.0.1:8080/ (drop photos on the page) or call the
 API: POST /v1/analyze, /v1/age, /v1/age_edit, /v1/edit, /v1/caricature,
 /v1/kinship with {"images": [<base64 image>, ...]}; GET /v1/models says
-what is loaded, GET /docs shows the schema. `--workdir` takes a training
+what is loaded, GET /openapi.json is the schema. `--workdir` takes a training
 workdir (its model is read from config.json; NAME=RUN checks it), and
 `--weights NAME=FILE` an official checkpoint of swinface, dex,
 age_transformer or stargan. Requests arriving together are batched
@@ -109,7 +109,7 @@ def main(argv):
   for endpoint, m in served.items():
     print(f"/v1/{endpoint}: {m.name} (step {m.step}) from {m.source}")
   print(f"serving on http://{_HOST.value}:{_PORT.value}/ (API schema: "
-        f"/docs; Ctrl-C stops)", flush=True)
+        f"/openapi.json; Ctrl-C stops)", flush=True)
   uvicorn.run(application, host=_HOST.value, port=_PORT.value,
               log_level="warning")
   sys.exit(0)

@@ -8,7 +8,7 @@ request. Each photo's faces are found by the detector and each face cropped
 as its model was trained; detection and every model run through a
 `Batcher`, so concurrent requests share batches. The page at / drives the
 same API. Bad input is a 4xx with a message (`{"detail": ...}`); the
-OpenAPI schema is at /openapi.json and browsable at /docs.
+OpenAPI schema is at /openapi.json.
 """
 
 import contextlib
@@ -224,8 +224,10 @@ def create_app(models: dict[str, models_lib.Model],
     for b in [service.detect, *service.batchers.values()]:
       await b.stop()
 
+  # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and
+  # nothing here may reach the internet; the schema is /openapi.json.
   app = fastapi.FastAPI(
-      title="facejax", lifespan=lifespan,
+      title="facejax", lifespan=lifespan, docs_url=None, redoc_url=None,
       description="Face analysis, age estimation and editing, attribute "
       "editing, caricatures and kinship, one JSON API. Images are base64 "
       "strings; every face in every image is answered.")

@@ -107,3 +107,12 @@ def test_evaluators_import_no_task(rel):
 def test_only_checkpoint_talks_to_orbax(rel):
   if rel != "checkpoint.py":
     assert not _hits(rel, ("orbax",)), rel
+
+
+@pytest.mark.parametrize("rel", MODULES)
+def test_only_serve_needs_the_serving_extras(rel):
+  """fastapi and uvicorn are optional (requirements-serve.txt): training
+  and the commands import neither, nor the server package."""
+  if not rel.startswith("serve" + os.sep):
+    assert not _hits(rel, ("fastapi", "starlette", "uvicorn",
+                           "facejax.serve")), rel
