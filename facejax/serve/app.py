@@ -11,7 +11,9 @@ same API. Bad input is a 4xx with a message (`{"detail": ...}`); the
 OpenAPI schema is at /openapi.json.
 """
 
+import asyncio
 import contextlib
+import hashlib
 import importlib.resources
 import json
 import time
@@ -26,6 +28,9 @@ import pydantic
 from facejax.serve import batcher as batcher_lib
 from facejax.serve import models as models_lib
 from facejax.serve import photos as photos_lib
+
+# Detections remembered by the photo's hash (boxes and landmarks only).
+_DETECTIONS_KEPT = 256
 
 Image64 = Annotated[str, pydantic.Field(
     description="An image file (JPEG, PNG, ...) as base64, or a data: URL.")]
@@ -123,6 +128,7 @@ class Service:
     self.detect = batcher_lib.Batcher(self.detector, max_batch, window_s,
                                       "detect")
     self.started = time.time()
+    self._detections: dict[bytes, asyncio.Future] = {}
 
   def model(self, endpoint: str) -> models_lib.Model:
     if endpoint not in self.models:
@@ -144,8 +150,25 @@ class Service:
     decoded = await run_in_threadpool(
         lambda: [photos_lib.decode(im, f"{field}[{i}]", self.limits)
                  for i, im in enumerate(images)])
-    found = await self.detect.submit(decoded)
+    found = await asyncio.gather(*[self._faces(hashlib.sha256(
+        im.encode()).digest(), photo) for im, photo in zip(images, decoded)])
     return list(zip(decoded, found))
+
+  async def _faces(self, key: bytes, photo):
+    """The faces of one photo, detected once for every request that sends
+    the same bytes (the page sends each photo to every endpoint at once):
+    later requests share the detection in progress or its result."""
+    task = self._detections.get(key)
+    if task is None:
+      task = asyncio.ensure_future(self.detect.submit([photo]))
+      self._detections[key] = task
+      while len(self._detections) > _DETECTIONS_KEPT:
+        self._detections.pop(next(iter(self._detections)))
+    try:
+      return (await asyncio.shield(task))[0]
+    except Exception:
+      self._detections.pop(key, None)  # A failure is not remembered.
+      raise
 
   def margin(self) -> float:
     # A whole photo taken as the face is cropped as it is, not grown.
