@@ -86,7 +86,7 @@ def main(argv):
   served = {}
   for name, workdir, weights in specs:
     try:
-      print(f"loading {name or workdir} from {workdir or weights} ...",
+      print(f"loading {workdir or f'{name} weights from {weights}'} ...",
             flush=True)
       m = models.load(name, workdir, weights, _MAX_BATCH.value)
     except (FileNotFoundError, ValueError) as e:
