@@ -110,6 +110,7 @@ _SLOWEST_FILES = ("e2e.test_caricature", "e2e.test_age_transformer",
                   "e2e.test_multiprocess", "e2e.test_swinface",
                   "e2e.test_formats", "unit.test_caricature",
                   "e2e.test_kinship", "e2e.test_reliability",
+                  "e2e.test_serve_page", "e2e.test_serve",
                   "unit.test_swinface", "e2e.test_stargan", "e2e.test_resume",
                   "unit.test_performance", "unit.test_kinship",
                   "e2e.test_launch")

@@ -350,7 +350,10 @@ def test_serve_without_models_says_how():
 
 def test_load_on_loopback(workdirs):
   """200 requests from 16 concurrent clients to a real server: no errors,
-  batches of more than one face, latency and throughput printed."""
+  batches of more than one face, more requests per second than one client
+  gets; latency and throughput printed. Measured on a 2-core AMD EPYC
+  (AVX-512), quiet: 1 client 18.9 req/s; 16 clients 30.9 req/s, p50 87
+  ms, p99 330 ms, mean batch 2.35 (age model), 1.62 (detector)."""
   proc, url = _start_server([f"--workdir={workdirs['age_regressor']}",
                              "--max_batch=8", "--batch_window_ms=10"])
   try:
@@ -361,25 +364,31 @@ def test_load_on_loopback(workdirs):
     small = np.array(Image.open(io.BytesIO(astronaut_jpeg())).resize(
         (256, 256)))
     bodies = []
-    for k in range(201):
+    for k in range(430):
       small[0, 0] = (k % 256, k // 256, 0)
       buf = io.BytesIO()
       Image.fromarray(small).save(buf, format="JPEG", quality=92)
       bodies.append({"images": [_b64(buf.getvalue())]})
-    with httpx.Client(timeout=120) as c:  # compiles the detector's shapes
-      assert c.post(url + "/v1/age", json=bodies[200]).status_code == 200
-      before = c.get(url + "/v1/models").json()
-
     def one(k):
       with httpx.Client(timeout=120) as c:
         t = time.perf_counter()
         r = c.post(url + "/v1/age", json=bodies[k])
         return r.status_code, time.perf_counter() - t
 
-    t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
+      # Warm-up, the same load untimed: the detector compiles the batch
+      # shapes this load makes (the server compiled the model's at
+      # start-up), which a server that has run a while no longer does.
+      warm = list(pool.map(one, range(200, 400)))
+      assert [c for c, _ in warm] == [200] * 200
+      with httpx.Client(timeout=30) as c:
+        before = c.get(url + "/v1/models").json()
+      t0 = time.perf_counter()
       results = list(pool.map(one, range(200)))
-    wall = time.perf_counter() - t0
+      wall = time.perf_counter() - t0
+    t0 = time.perf_counter()  # The same requests from one client.
+    alone = [one(k) for k in range(400, 430)]
+    alone_rate = len(alone) / (time.perf_counter() - t0)
     with httpx.Client(timeout=30) as c:
       after = c.get(url + "/v1/models").json()
   finally:
@@ -398,9 +407,14 @@ def test_load_on_loopback(workdirs):
        before["detector"]["batches"])):
     calls = now["calls"] - was["calls"]
     batches[name] = (now["items"] - was["items"]) / max(calls, 1)
-  print(f"\nload test: 200 requests, 16 clients: {200 / wall:.1f} req/s, "
+  print(f"\nload test: 1 client {alone_rate:.1f} req/s; 200 requests from "
+        f"16 clients: {200 / wall:.1f} req/s, "
         f"p50 {np.percentile(latency, 50) * 1000:.0f} ms, p99 "
         f"{np.percentile(latency, 99) * 1000:.0f} ms; mean batch: age model "
-        f"{batches['age model']:.2f}, detector {batches['detector']:.2f}")
+        f"{batches['age model']:.2f}, detector {batches['detector']:.2f}; "
+        f"slowest {np.sort(latency)[-4:].round(2).tolist()} s")
   assert codes == [200] * 200, sorted(set(codes))
+  assert [c for c, _ in alone] == [200] * 30
+  # Batching: more clients, more requests answered per second.
+  assert 200 / wall > alone_rate
   assert batches["age model"] > 1.0 and batches["detector"] > 1.0
