@@ -309,6 +309,47 @@ def test_a_photo_is_detected_once_for_every_endpoint(client):
   assert detector()["items"] - before["items"] == 1
 
 
+def test_official_dex_weights_serve_as_the_predict_command(tmp_path):
+  """--weights dex=FILE: a DEX-format file (random weights under the
+  documented names) answers /v1/age as `launch.predict --weights` would:
+  MTCNN, the box crop at the file's input size, the expected age."""
+  from dex_helpers import GEO, _dex_state_dict, _save_state_dict  # pylint: disable=g-import-not-at-top
+  from facejax.tasks import frozen  # pylint: disable=g-import-not-at-top
+  weights = _save_state_dict(_dex_state_dict(GEO, seed=3),
+                             str(tmp_path / "dex.pth"))
+  model = models_lib.load("dex", weights=weights, max_batch=MAX_BATCH)
+  assert (model.endpoint, model.size, model.step) == ("age", 64, 0)
+  app = app_lib.create_app({"age": model})
+  with fastapi_testclient.TestClient(app) as c:
+    faces = c.post("/v1/age", json={"images": [_b64(astronaut_jpeg())]}
+                   ).json()["results"][0]["faces"]
+    assert c.get("/v1/models").json()["models"]["age"]["source"] == (
+        os.path.abspath(weights))
+  path = str(tmp_path / "astronaut.jpg")
+  with open(path, "wb") as f:
+    f.write(astronaut_jpeg())
+  crops = photo_files.FaceCrops([path], faces_lib.make_detector("mtcnn"),
+                                "box", 64, progress=False)
+  est = frozen.load_estimator({"estimator": "dex", "weights": weights})
+  expected = [float(est.age(est.variables,
+                            f.crop[None].astype(np.float32) / 255.0)[0])
+              for batch in crops for f in batch]
+  np.testing.assert_allclose([f["age"] for f in faces], expected, atol=0.01)
+  assert all(0.0 <= a <= 100.0 for a in expected)
+
+
+def test_model_flags_errors_name_the_flag(tmp_path, workdirs):
+  with pytest.raises(ValueError, match="official weights are read for "
+                     "swinface, dex, age_transformer, stargan"):
+    models_lib.load("kinship", weights=str(tmp_path / "k.pt"))
+  with pytest.raises(FileNotFoundError, match="--weights dex=.*no such file"):
+    models_lib.load("dex", weights=str(tmp_path / "missing.pth"))
+  with pytest.raises(ValueError, match="holds a 'age_regressor' run"):
+    models_lib.load("stargan", workdir=workdirs["age_regressor"])
+  with pytest.raises(FileNotFoundError, match="not a facejax training"):
+    models_lib.load("", workdir=str(tmp_path))
+
+
 # --- A real server on loopback --------------------------------------------
 
 def _free_port() -> int:
