@@ -110,6 +110,12 @@ def test_models_and_health(client, workdirs):
   assert {"/v1/analyze", "/v1/age", "/v1/age_edit", "/v1/edit",
           "/v1/caricature", "/v1/kinship", "/v1/models"} <= set(
               schema["paths"])
+  # FastAPI's /docs page loads scripts from a CDN: not served.
+  assert client.get("/docs").status_code == 404
+  page = client.get("/")
+  assert page.status_code == 200 and "/static/app.js" in page.text
+  assert "http" not in client.get("/static/app.js").text.replace(
+      "http://www.w3.org/2000/svg", "")  # nothing fetched from elsewhere
 
 
 def test_age_matches_the_predict_command(client, astronaut, workdirs,
