@@ -48,21 +48,6 @@ _WARM_UP = flags.DEFINE_bool("warm_up", True, "Compile every batch size "
                              "before taking requests.")
 
 
-def _specs() -> list[tuple[str, str, str]]:
-  """(name, workdir, weights) per model flag."""
-  out = []
-  for w in _WORKDIRS.value:
-    name, _, path = w.rpartition("=")
-    out.append((name, path, ""))
-  for w in _WEIGHTS.value:
-    name, sep, path = w.partition("=")
-    if not sep:
-      raise ValueError(f"--weights {w}: give NAME=FILE (NAME one of "
-                       "swinface, dex, age_transformer, stargan)")
-    out.append((name, "", path))
-  return out
-
-
 def main(argv):
   if len(argv) > 1:
     common.fail(f"unexpected arguments {argv[1:]}; models go in --workdir "
@@ -75,31 +60,19 @@ def main(argv):
   except ImportError as e:
     common.fail(f"{e.name} is not installed: pip install -r "
                 "requirements-serve.txt")
-  specs = _specs() if _WORKDIRS.value or _WEIGHTS.value else []
-  if not specs:
+  if not _WORKDIRS.value and not _WEIGHTS.value:
     common.fail("no model to serve: give --workdir=RUN (a training workdir "
                 "of swinface, age_regressor, dex, age_transformer, stargan, "
                 "caricature or kinship) and/or --weights=NAME=FILE (official "
                 "weights of swinface, dex, age_transformer or stargan); "
                 "repeat the flag for several models")
   common.start_jax()
-  served = {}
-  for name, workdir, weights in specs:
-    try:
-      print(f"loading {workdir or f'{name} weights from {weights}'} ...",
-            flush=True)
-      m = models.load(name, workdir, weights, _MAX_BATCH.value)
-    except (FileNotFoundError, ValueError) as e:
-      common.fail(str(e))
-    if m.endpoint in served:
-      common.fail(f"/v1/{m.endpoint} is served by {served[m.endpoint].name} "
-                  f"from {served[m.endpoint].source} already; give one "
-                  f"model per endpoint")
-    served[m.endpoint] = m
-    if _WARM_UP.value:
-      print(f"compiling {m.name} for batches of up to {m.max_batch} ...",
-            flush=True)
-      m.warm_up()
+  try:
+    served = models.load_all(_WORKDIRS.value, _WEIGHTS.value,
+                             _MAX_BATCH.value, _WARM_UP.value,
+                             lambda line: print(line, flush=True))
+  except (FileNotFoundError, ValueError) as e:
+    common.fail(str(e))
   limits = photos.Limits(max_images=_MAX_IMAGES.value,
                          max_pixels=_MAX_PIXELS.value,
                          max_faces=_MAX_FACES.value)

@@ -470,3 +470,38 @@ def load(spec_name: str, workdir: str = "", weights: str = "",
       frozen_networks=spec_name != "age_transformer", task_class=tasks.get)
   return from_setup(spec_name, setup, state, os.path.abspath(weights), step,
                     max_batch)
+
+
+def load_all(workdirs: list[str], weights: list[str], max_batch: int = 8,
+             warm_up: bool = False, report=print) -> dict[str, Model]:
+  """endpoint -> Model of launch.serve's flags, one model per endpoint.
+
+  Args:
+    workdirs: 'RUN' or 'NAME=RUN' per training workdir.
+    weights: 'NAME=FILE' per official weights file.
+    max_batch: items per batch at most.
+    warm_up: compile every batch size now.
+    report: told what is being loaded and compiled.
+  """
+  specs = [(w.rpartition("=")[0], w.rpartition("=")[2], "")
+           for w in workdirs]
+  for w in weights:
+    name, sep, path = w.partition("=")
+    if not sep:
+      raise ValueError(f"--weights {w}: give NAME=FILE (NAME one of "
+                       f"{', '.join(WEIGHTS)})")
+    specs.append((name, "", path))
+  served = {}
+  for name, workdir, path in specs:
+    report(f"loading {workdir or f'{name} weights from {path}'} ...")
+    m = load(name, workdir, path, max_batch)
+    if m.endpoint in served:
+      raise ValueError(f"/v1/{m.endpoint} is served by "
+                       f"{served[m.endpoint].name} from "
+                       f"{served[m.endpoint].source} already; give one "
+                       "model per endpoint")
+    served[m.endpoint] = m
+    if warm_up:
+      report(f"compiling {m.name} for batches of up to {m.max_batch} ...")
+      m.warm_up()
+  return served

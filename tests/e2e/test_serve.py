@@ -354,6 +354,12 @@ def test_model_flags_errors_name_the_flag(tmp_path, workdirs):
     models_lib.load("stargan", workdir=workdirs["age_regressor"])
   with pytest.raises(FileNotFoundError, match="not a facejax training"):
     models_lib.load("", workdir=str(tmp_path))
+  with pytest.raises(ValueError, match="--weights dex.pth: give NAME=FILE"):
+    models_lib.load_all([], ["dex.pth"])
+  reg = workdirs["age_regressor"]
+  with pytest.raises(ValueError, match="/v1/age is served by age_regressor "
+                     f"from {reg} already"):
+    models_lib.load_all([reg, f"age_regressor={reg}"], [], report=print)
 
 
 # --- A real server on loopback --------------------------------------------
