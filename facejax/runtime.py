@@ -204,3 +204,45 @@ def configure_runtime(compilation_cache_dir: str = "") -> None:
   if compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+# Instruction sets that decide which CPU kernels are fast (as /proc/cpuinfo
+# and lscpu spell them), in the order they are reported.
+CPU_FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
+                         "avx512bw", "avx512vl", "avx512_vnni",
+                         "avx512_bf16", "avx512_fp16", "amx_tile",
+                         "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+
+
+def cpu_description() -> dict:
+  """The host CPU: model name, logical cores and its relevant instruction
+  sets (`CPU_FLAGS_OF_INTEREST` present).
+
+  Read from /proc/cpuinfo on Linux (x86 'flags', Arm 'Features'); elsewhere
+  `platform.processor()` and no flags. Benchmarks print it beside their
+  tables: kernel choices and speed ratios depend on the instruction set.
+  """
+  model, flags = "", set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware") and not model:
+          model = value.strip()
+        elif key in ("flags", "features") and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  model = model or platform.processor() or platform.machine() or "unknown"
+  return {"model": model, "cores": os.cpu_count() or 0,
+          "machine": platform.machine(),
+          "flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
+          "flags_source": "/proc/cpuinfo" if flags else "unavailable"}
+
+
+def cpu_summary(desc: dict | None = None) -> str:
+  """One line of `cpu_description()`: model, cores, instruction sets."""
+  d = desc or cpu_description()
+  sets = " ".join(d["flags"]) if d["flags"] else "instruction sets unknown"
+  return f"CPU: {d['model']}, {d['cores']} cores ({d['machine']}): {sets}"

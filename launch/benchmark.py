@@ -9,7 +9,8 @@ launch/benchmark_suite.py):
 
   python -m launch.benchmark --suite [--only=age_regressor,stargan]
 
-Reports compile time, median/spread of step time after warm-up, images/s,
+Reports the host CPU (model, instruction sets) under every table and in
+the JSON, compile time, median/spread of step time after warm-up, images/s,
 FLOPs per step from XLA's cost analysis, achieved GFLOP/s (and as a
 fraction of a large f32 matmul measured in the same run), and peak memory
 where the backend reports it. Writes benchmark.md and benchmark.jsonl.
@@ -24,6 +25,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from facejax import runtime
 from launch import benchmark_suite as suite_lib
 from launch import common
 
@@ -68,6 +70,8 @@ def main(argv):
                 f"{', '.join(names)}", code=2)
   common.start_jax()
   if _SUITE.value:
+    # Which machine: the tables end with this line too.
+    print(runtime.cpu_summary(), flush=True)
     peak = suite_lib.matmul_peak_gflops() if _PEAK.value else None
     rows, text, failed = suite_lib.run_suite(
         peak, only=_ONLY.value, batch_size=_BATCH.value,

@@ -21,6 +21,7 @@ from facejax import mesh as mesh_lib
 from facejax import runtime
 from facejax.train import loop
 from facejax import tasks
+from launch import torch_gan_twins
 from launch import torch_twins
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,6 +160,9 @@ def benchmark(config, steps: int, warmup: int, peak: float | None,
       "peak_memory_source": "measured" if measured else "XLA estimate",
       "loss_finite": all(bool(np.isfinite(float(metrics[k])))
                          for k in setup.task.finite_keys),
+      # The host CPU and its instruction sets: speeds and ratios depend
+      # on them (printed under every table).
+      "cpu": runtime.cpu_description(),
   }
   result.update(loader_throughput(setup, loader_batches))
   if peak:
@@ -191,7 +195,7 @@ def loader_throughput(setup, batches: int) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-  """The rows as a Markdown table."""
+  """The rows as a Markdown table, the host CPU line(s) under it."""
   head = ("| model | batch | size | devices | compile s | step s (p10-p90) "
           "| img/s | loader img/s | GFLOP/step | GFLOP/s | % peak "
           "| peak MB |\n"
@@ -213,39 +217,64 @@ def markdown(rows: list[dict]) -> str:
         f"{r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | "
         f"{'' if frac is None else f'{100 * frac:.0f}%'} | "
         f"{'' if mem is None else f'{mem:.0f}'} |")
+  cpus = []
+  for r in rows:
+    line = runtime.cpu_summary(r["cpu"]) if r.get("cpu") else ""
+    if line and line not in cpus:
+      cpus.append(line)
+  lines += [""] + cpus if cpus else []
   return "\n".join(lines)
 
 
-def _twin_rows(config, row: dict, steps: int, torch_compile: bool,
-               default_malloc: bool) -> list[dict]:
-  """The PyTorch twin's timings on the same batch and size, if any."""
+def _twin_rows(config, row: dict, steps: int, warmup: int,
+               torch_compile: bool, default_malloc: bool) -> list[dict]:
+  """The PyTorch twin's timings on the same batch and size, if any.
+
+  A GAN twin runs facejax's warm-up and timed global steps (the same mix
+  of D-only and D + G steps); with several kinds of step the ratio is of
+  the means (the per-step cost), as facejax's images/s.
+  """
   name = torch_twins.twin_name(config)
   if name not in torch_twins.TWINS:
     return [{"twin": None, "note": "no PyTorch twin in a PyPI package"}]
   if torch_twins.work_note(config):  # a different job: not re-timed
     return [{"twin": name, "note": torch_twins.work_note(config)}]
-  missing = torch_twins.available()
+  missing = torch_twins.available(name)
   if missing:
     return [{"twin": name, "note": f"skipped: {missing}"}]
+  gan = torch_twins.is_gan(name)
   out = []
   modes = ["eager"] + (["torch.compile"] if torch_compile else [])
+  if gan and torch_compile:
+    modes.remove("torch.compile")
+    out.append({"twin": name, "note": "torch.compile not timed: the GAN "
+                "twins run eager only"})
   if default_malloc and runtime.host_heap_kept():
     modes.append(torch_twins.DEFAULT_MALLOC_MODE)
   args = (name, row["batch_size"], row["image_size"], steps)
+  kw = {"warmup": warmup, "config": config} if gan else {}
+  # Both sides' parameter counts, printed beside the ratio (GAN twins are
+  # our own modules: equal counts are the check that they match).
+  fj_params = torch_gan_twins.facejax_param_counts(config) if gan else None
+  mean = gan and row.get("step_kinds", 1) > 1
   for mode in modes:
     try:
       if mode == torch_twins.DEFAULT_MALLOC_MODE:
-        t = torch_twins.time_in_fresh_process(*args)
+        t = torch_twins.time_in_fresh_process(*args, **kw)
       else:
         t = torch_twins.time_train_step(
-            *args, compile_mode=mode == "torch.compile")
+            *args, compile_mode=mode == "torch.compile", **kw)
     except Exception as e:  # torch.compile needs a working C++ toolchain
       first = (str(e).splitlines() or [""])[0]
       out.append({"twin": name, "note": f"{mode} failed: "
                   f"{type(e).__name__}: {first}"})
       continue
     t["twin"] = name
-    t["facejax_speedup"] = t["step_s_median"] / row["step_s_median"]
+    if fj_params:
+      t["facejax_params"] = fj_params
+    key = "step_s_mean" if mean else "step_s_median"
+    t["ratio_of"] = key.removeprefix("step_s_")
+    t["facejax_speedup"] = t[key] / row[key]
     out.append(t)
   return out
 
@@ -316,22 +345,33 @@ def run_suite(peak: float | None, *, only: Sequence[str] = (),
       print(twin_lines[-1], flush=True)
       continue
     row["suite_name"] = name
-    row["torch"] = _twin_rows(config, row, steps, torch_compile,
+    row["torch"] = _twin_rows(config, row, steps, warmup, torch_compile,
                               default_malloc)
     rows.append(row)
     print(markdown([row]), flush=True)
     for t in row["torch"]:
       if "step_s_median" in t:
+        of = t.get("ratio_of", "median")
+        # GANs with several kinds of step compare the means (the mix).
+        means = (f"; means {t['step_s_mean']:.3f} vs "
+                 f"{row['step_s_mean']:.3f}" if of == "mean" else "")
+        params = ""
+        if t.get("params"):
+          fmt = lambda p: ", ".join(f"{k} {v:,}" for k, v in p.items())
+          params = (f"; params {fmt(t['params'])}, facejax "
+                    f"{fmt(t.get('facejax_params') or {})}")
         twin_lines.append(
             f"- {name}: PyTorch {t['mode']} ({t['twin']}, {t['threads']} "
-            f"threads) {t['step_s_median']:.3f} s/step "
+            f"threads{params}) {t['step_s_median']:.3f} s/step "
             f"({t['step_s_p10']:.3f}-{t['step_s_p90']:.3f}); facejax "
-            f"{row['step_s_median']:.3f} s/step = "
+            f"{row['step_s_median']:.3f} s/step{means} = "
             f"**{t['facejax_speedup']:.2f}x** PyTorch")
       else:
         twin_lines.append(f"- {name}: {t['note']}")
       # Also now: a long suite that is stopped keeps what it measured.
       print(twin_lines[-1], flush=True)
+  if not rows:  # no table (--check, or every row failed): the CPU still
+    twin_lines.insert(0, runtime.cpu_summary())
   text = markdown(rows) + "\n\nPyTorch side by side (same batch and "
   text += "size, Adam step):\n" + "\n".join(twin_lines)
   return rows, text, failed
