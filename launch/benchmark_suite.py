@@ -236,7 +236,7 @@ def _twin_rows(config, row: dict, steps: int, warmup: int,
   """
   name = torch_twins.twin_name(config)
   if name not in torch_twins.TWINS:
-    return [{"twin": None, "note": "no PyTorch twin in a PyPI package"}]
+    return [{"twin": None, "note": "no PyTorch twin (launch/torch_twins.py)"}]
   if torch_twins.work_note(config):  # a different job: not re-timed
     return [{"twin": name, "note": torch_twins.work_note(config)}]
   missing = torch_twins.available(name)

@@ -17,8 +17,9 @@ does at global step i:
   L1 reconstruction, cross-entropy of a frozen age estimator, LSGAN) every
   step. The frozen estimator is a randomly initialised DEX of facejax's
   `age_loss.random_init` variant: the suite row's 'vgg16' is VGG-16 (13
-  convs, fc6/fc7 4096, 101 ages) at 224 px, as facejax's row. Adam with torch's L2 weight
-  decay (facejax adds the decay to the gradient before Adam too).
+  convs, fc6/fc7 4096, 101 ages) at 224 px, as facejax's row. Adam with
+  torch's L2 weight decay (facejax too adds the decay to the gradient
+  before Adam).
 * Caricature (SATNet = MUNIT + SAGAN + spectral norm): two generators and
   two multi-scale discriminators (photo, caricature); the D update (hinge
   or LSGAN over the scales) and the G update (adversarial, image / style /
