@@ -82,7 +82,12 @@ def benchmark(config, steps: int, warmup: int, peak: float | None,
   state = setup.init_state(import_weights=False)
   rng = np.random.default_rng(0)
   batch = setup.task.dummy_batch(setup.local_batch)
-  batch = {k: rng.normal(size=v.shape).astype(v.dtype) if k == "image"
+  # Noise in every image of the batch (also kinship's image_a/b, HRFAE's
+  # image_b, the caricature's photo/cari): all-zero images gave the
+  # caricature step NaN gradients (the std of a constant map) and so
+  # NaN losses after its first step.
+  is_image = lambda v: v.ndim >= 4 and np.issubdtype(v.dtype, np.floating)
+  batch = {k: rng.normal(size=v.shape).astype(v.dtype) if is_image(v)
            else (rng.uniform(0, 100, v.shape).astype(v.dtype)
                  if k == "age" else v) for k, v in batch.items()}
   batch = mesh_lib.shard_batch(batch, setup.mesh)
