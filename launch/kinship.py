@@ -16,9 +16,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from facejax import mesh as mesh_lib
 from facejax.evaluators import kinship as kinship_eval
-from facejax.data import kinship as kin_data
 from facejax.data.sources import DataError
 from launch import common
 from facejax import runs
@@ -49,27 +47,6 @@ def faces_of(setup, paths: list[str]) -> list[np.ndarray]:
   return [found[p] for p in paths]
 
 
-def classify(setup, state, face_a: np.ndarray, face_b: np.ndarray) -> dict:
-  """Score (and relation prediction) of one pair of face crops."""
-  pre = setup.task.preprocess(train=False).preprocess
-  ex = {k: np.asarray(0, np.int32) for k in kin_data.LABEL_KEYS}
-  ex["label"] = np.float32(0)
-  ex.update(image_a=pre((0, {"image": face_a}))["image"],
-            image_b=pre((0, {"image": face_b}))["image"],
-            mask=np.float32(1.0))
-  # Fill a whole (device-divisible) batch with the pair; read row 0.
-  n = setup.eval_batch
-  batch = {k: np.repeat(np.asarray(v)[None], n, axis=0)
-           for k, v in ex.items()}
-  out = jax.device_get(setup.compile(setup.task.score_fn)(
-      state, setup.frozen, mesh_lib.shard_batch(batch, setup.mesh)))
-  res = {"score": float(out["score"][0])}
-  if "relation_pred" in out:
-    names = {v: k for k, v in kin_data.RELATION_LABELS.items()}
-    res["relation"] = names[int(out["relation_pred"][0])]
-  return res
-
-
 def main(argv):
   if len(argv) != 3:
     common.fail("usage: python -m launch.kinship --workdir=W "
@@ -81,7 +58,8 @@ def main(argv):
     if setup.config.task != "kinship":
       raise ValueError(f"{_WORKDIR.value!r} holds a {setup.config.task!r} "
                        f"run, not a kinship run")
-    res = classify(setup, state, *faces_of(setup, argv[1:3]))
+    (res,) = kinship_eval.score_pairs(
+        setup, state, [tuple(faces_of(setup, argv[1:3]))])
     threshold, where = kinship_eval.stored_threshold(setup, state,
                                                        _WORKDIR.value)
   except (DataError, FileNotFoundError, ValueError) as e:

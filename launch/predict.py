@@ -18,7 +18,6 @@ without a face are reported, not scored; exit status 1 if a file failed.
 
 from absl import app
 from absl import flags
-import jax
 import numpy as np
 
 from facejax.tasks import frozen
@@ -39,12 +38,8 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
 def _dex_predictor(weights: str):
   """uint8 [B, H, W, 3] -> ages, and the input size, of DEX weights."""
   estimator = frozen.load_estimator({"estimator": "dex",
-                                             "weights": weights})
-  age_fn = jax.jit(estimator.age)
-  def predict(images):
-    return np.asarray(age_fn(estimator.variables,
-                             images.astype(np.float32) / 255.0))
-  return predict, estimator.image_size, "box"
+                                     "weights": weights})
+  return frozen.photo_ages(estimator), estimator.image_size, "box"
 
 
 def main(argv):

@@ -42,6 +42,18 @@ def fast_compiles():
     jax.config.update("jax_disable_most_optimizations", False)
 
 
+def setup_on(config, mesh):
+  """(setup, initial state) of `config` on `mesh` (a config's mesh
+  tuple), leaving `config` as it is: the sharded == single-device tests
+  build the same config on two meshes."""
+  from facejax import tasks  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.mesh = mesh
+  setup = tasks.setup(config)
+  return setup, setup.init_state()
+
+
 # --- learning tests: seeds and measured values ------------------------------
 # Every learning test seeds its runs (init, data order, target sampling) from
 # `learning_seed`. FACEJAX_LEARNING_SEED shifts all of them at once, so that

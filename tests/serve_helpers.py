@@ -11,8 +11,15 @@ already spend; the answers' values are checked only where the regressor
 (trained) gives them.
 """
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
 
 from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
@@ -79,3 +86,48 @@ def astronaut_jpeg() -> bytes:
   buf = io.BytesIO()
   Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=92)
   return buf.getvalue()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], log: str, timeout: float = 240):
+  """The base URL of `python -m launch.serve <args>` on a free port, one
+  CPU device, once it answers /healthz; its output goes to `log` (a file,
+  so a chatty server never blocks on a full pipe). Stopped on exit."""
+  port = free_port()
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu",
+             PYTHONPATH=ROOT)
+  with open(log, "w") as out:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launch.serve", f"--port={port}", *args],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+  url = f"http://127.0.0.1:{port}"
+  tail = lambda: open(log, errors="replace").read()[-4000:]
+  try:
+    deadline = time.time() + timeout
+    while True:
+      if proc.poll() is not None:
+        raise AssertionError(f"launch.serve exited with {proc.returncode}:"
+                             f"\n{tail()}")
+      try:
+        if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+          break
+      except httpx.TransportError:
+        pass  # Not listening yet.
+      if time.time() > deadline:
+        raise AssertionError(f"launch.serve did not answer /healthz in "
+                             f"{timeout:.0f} s:\n{tail()}")
+      time.sleep(0.5)
+    yield url
+  finally:
+    proc.terminate()
+    try:
+      proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()

@@ -127,6 +127,14 @@ def run_predictor(workdir: str, which: str, task_class):
                      "an age regressor or DEX run"
                      + (f" (use {other} for this one)" if other else ""))
   setup, state, _ = runs.restore(workdir, which=which, task_class=task_class)
+  config = setup.config
+  return (predictor(setup, state), int(config.data.image_size),
+          config.data.get("align", "box"))
+
+
+def predictor(setup, state):
+  """uint8 [B, H, W, 3] face crops -> ages of a restored age regressor or
+  DEX run, through its own preprocessing."""
   pre = setup.task.preprocess(train=False)
 
   def predict(images):
@@ -134,5 +142,4 @@ def run_predictor(workdir: str, which: str, task_class):
                   for im in images])
     out = setup.predict(state, mesh_lib.shard_images(x, setup.mesh))
     return np.asarray(jax.device_get(out))[:len(x)]
-  config = setup.config
-  return predict, int(config.data.image_size), config.data.get("align", "box")
+  return predict

@@ -42,6 +42,37 @@ def scores(setup, state, source, fn=None) -> dict[str, np.ndarray]:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def score_pairs(setup, state, pairs, fn=None, size: int = 0) -> list[dict]:
+  """Score (and most likely relation) of each (face a, face b) crop pair.
+
+  The pairs are padded to `size` rows (default: the setup's eval batch;
+  a multiple of the device count) by repeating the last one; `fn` is the
+  task's `score_fn` compiled with `setup.compile` (compiled here if not
+  given).
+  """
+  task = setup.task
+  fn = fn or setup.compile(task.score_fn)
+  pre = task.preprocess(train=False).preprocess
+  size = size or setup.eval_batch
+  image = lambda face: np.asarray(pre((0, {"image": face}))["image"])
+  rows = [image(f) for pair in pairs for f in pair]
+  rows += rows[-2:] * (size - len(pairs))
+  batch = {k: np.zeros((size,), np.int32) for k in kin_data.LABEL_KEYS}
+  batch.update(label=np.zeros((size,), np.float32),
+               mask=np.ones((size,), np.float32),
+               image_a=np.stack(rows[0::2]), image_b=np.stack(rows[1::2]))
+  out = jax.device_get(fn(state, setup.frozen,
+                          mesh_lib.shard_batch(batch, setup.mesh)))
+  names = {v: k for k, v in kin_data.RELATION_LABELS.items()}
+  results = []
+  for i in range(len(pairs)):
+    r = {"score": float(out["score"][i])}
+    if "relation_pred" in out:
+      r["relation"] = names[int(out["relation_pred"][i])]
+    results.append(r)
+  return results
+
+
 def stored_threshold(setup, state, workdir: str) -> tuple[float, str]:
   """(threshold, where it came from): the one `report` stored in
   `workdir` (THRESHOLD_FILE), else Youden's J on the validation list,

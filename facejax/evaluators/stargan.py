@@ -14,18 +14,23 @@ from facejax.data.faces import photos
 from facejax.evaluators import reports
 
 
-def translate_faces(setup, state, crops, warn, dataset: int = 0,
-                    crop_size: int = 0):
-  """The grid (PIL image): one row per face of `crops`, labelled; `warn`
-  is told about photos without a usable face."""
-  task = setup.task
-  layout = task.layout
+def input_label(layout, dataset: int) -> np.ndarray:
+  """The label of a photo taken as an example of data set `dataset`: its
+  first class (RaFD format) or every attribute 0 (CelebA format)."""
   if not 0 <= dataset < layout.num_sets:
     raise ValueError(f"--dataset={dataset}: the run has "
                      f"{layout.num_sets} data set(s)")
   block = layout.blocks[dataset]
   values = 0 if block.format == "rafd" else np.zeros(block.size, np.float32)
-  label = layout.encode(dataset, values)
+  return layout.encode(dataset, values)
+
+
+def translate_faces(setup, state, crops, warn, dataset: int = 0,
+                    crop_size: int = 0):
+  """The grid (PIL image): one row per face of `crops`, labelled; `warn`
+  is told about photos without a usable face."""
+  task = setup.task
+  label = input_label(task.layout, dataset)
   pre = sets_lib.AttributeFacePreprocess(setup.config.data.image_size)
   faces, labels = photos.labelled_faces(crops, warn)
   examples = [(dataset, pre((0, {"image": f.crop, "label": label,

@@ -118,6 +118,26 @@ def _softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
+def face_predictions(out: dict, classes, probabilities: bool = False
+                     ) -> dict:
+  """One face's answers from its row of the network's outputs: age,
+  expression, gender and the attributes' probabilities (with
+  `probabilities`, also gender's and every expression's)."""
+  gender = _softmax(out["Gender"])
+  expression = _softmax(out["Expression"])
+  answers = {
+      "age": round(float(out["Age"]), 2),
+      "expression": classes[int(np.argmax(out["Expression"]))],
+      "gender": "male" if gender[1] > 0.5 else "female",
+      "attributes": {n: round(float(_softmax(out[n])[1]), 4)
+                     for n in swinface.BINARY_TASKS if n != "Gender"}}
+  if probabilities:
+    answers["gender_male_probability"] = round(float(gender[1]), 4)
+    answers["expression_probabilities"] = {
+        c: round(float(p), 4) for c, p in zip(classes, expression)}
+  return answers
+
+
 def analyze(setup, state, batches: Iterable[list[photos.FaceCrop]],
             npy_dir: str = "", names: dict | None = None) -> Iterator[dict]:
   """One row of predictions per face (problems as rows with 'error').
@@ -145,12 +165,7 @@ def analyze(setup, state, batches: Iterable[list[photos.FaceCrop]],
         yield face.row()
         continue
       out = outputs[i]
-      yield face.row(
-          age=round(float(out["Age"]), 2),
-          expression=classes[int(np.argmax(out["Expression"]))],
-          gender=("male" if _softmax(out["Gender"])[1] > 0.5 else "female"),
-          attributes={n: round(float(_softmax(out[n])[1]), 4)
-                      for n in swinface.BINARY_TASKS if n != "Gender"})
+      yield face.row(**face_predictions(out, classes))
       if npy_dir:
         name = (names or {}).get(face.path, os.path.basename(face.path))
         np.save(os.path.join(npy_dir, f"{name}.face{face.face}.npy"),

@@ -25,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 import jax
 import pydantic
 
+from facejax.data.faces import align
 from facejax.serve import batcher as batcher_lib
 from facejax.serve import models as models_lib
 from facejax.serve import photos as photos_lib
@@ -170,9 +171,12 @@ class Service:
       self._detections.pop(key, None)  # A failure is not remembered.
       raise
 
-  def margin(self) -> float:
-    # A whole photo taken as the face is cropped as it is, not grown.
-    return 0.0 if self.detector_name == "none" else 0.4
+  def crop(self, photo, face, model: models_lib.Model):
+    """The face cropped as `model` was trained (facejax.data.faces.align);
+    a whole photo taken as the face (--detector=none) is not grown."""
+    margin = 0.0 if self.detector_name == "none" else 0.4
+    return align.crop(photo, model.align, model.size, face.box,
+                      face.landmarks, margin)
 
   async def faces_answered(self, endpoint: str, images: list[str],
                            items_of, answer_of) -> dict:
@@ -186,8 +190,7 @@ class Service:
     per_face, items = [], []
     for photo, faces in found:
       for face in faces:
-        c = photos_lib.crop(photo, face, model.align, model.size,
-                            self.margin())
+        c = self.crop(photo, face, model)
         face_items = items_of(model, c)
         per_face.append((face, c, len(face_items)))
         items += face_items
@@ -365,10 +368,8 @@ def create_app(models: dict[str, models_lib.Model],
         results.append({"faces": faces, "kin": None, "message":
                         f"no face found in photo {' and '.join(missing)}"})
         continue
-      items.append((photos_lib.crop(pa, fa[0], model.align, model.size,
-                                    service.margin()),
-                    photos_lib.crop(pb, fb[0], model.align, model.size,
-                                    service.margin())))
+      items.append((service.crop(pa, fa[0], model),
+                    service.crop(pb, fb[0], model)))
       results.append({"faces": faces})
     scored = iter(await service.batchers["kinship"].submit(items)
                   if items else [])

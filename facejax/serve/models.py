@@ -12,6 +12,7 @@ model has an importer, an official weights file (`runs.load`), exactly as
 the photo commands load them.
 """
 
+import abc
 import base64
 import dataclasses
 import io
@@ -25,11 +26,15 @@ from PIL import Image
 from facejax import mesh as mesh_lib
 from facejax import runs
 from facejax import tasks
-from facejax.data import kinship as kin_data
 from facejax.data import stargan as stargan_data
+from facejax.evaluators import age as age_eval
+from facejax.evaluators import image_grid
 from facejax.evaluators import kinship as kinship_eval
+from facejax.evaluators import stargan as stargan_eval
+from facejax.evaluators import swinface as swinface_eval
 from facejax.models import swinface as swinface_model
 from facejax.tasks import caricature as caricature_task
+from facejax.tasks import frozen
 
 # config name -> the endpoint that serves it (one model per endpoint).
 ENDPOINTS = {"swinface": "analyze", "age_regressor": "age", "dex": "age",
@@ -44,11 +49,10 @@ WEIGHTS = ("swinface", "dex", "age_transformer", "stargan")
 def png_data_url(image: np.ndarray, signed: bool = False) -> str:
   """An RGB float image ([0, 1], or [-1, 1] if `signed`) as a PNG data
   URL, ready for an <img src>."""
-  x = (np.asarray(image, np.float32) + 1.0) * 0.5 if signed else image
-  pixels = (np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0 + 0.5
-            ).astype(np.uint8)
+  x = np.asarray(image, np.float32)
   buf = io.BytesIO()
-  Image.fromarray(pixels).save(buf, format="PNG")
+  Image.fromarray(image_grid.to_uint8((x + 1.0) * 0.5 if signed else x)
+                  ).save(buf, format="PNG")
   return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -76,7 +80,7 @@ def pad(x: np.ndarray, size: int) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class Model:
+class Model(abc.ABC):
   """A loaded model: what its endpoint needs to crop faces and run.
 
   name: the config's name (swinface, age_regressor, ...).
@@ -94,14 +98,13 @@ class Model:
   size: int
   max_batch: int = 8
 
+  @abc.abstractmethod
   def run(self, items: list) -> list:
     """One batch: a result per item, in order."""
-    raise NotImplementedError(f"{type(self).__name__} must define run")
 
+  @abc.abstractmethod
   def example_item(self) -> Any:
     """An item of the right shapes (for `warm_up`)."""
-    raise NotImplementedError(f"{type(self).__name__} must define "
-                              "example_item")
 
   def info(self) -> dict:
     """What GET /v1/models says of this model."""
@@ -140,18 +143,14 @@ class AgeModel(_SetupModel):
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
-    self._pre = self.task.preprocess(train=False)
+    self._predict = age_eval.predictor(self.setup, self.state)
 
   def example_item(self):
     return self._blank_crop()
 
   def run(self, items):
-    x = np.stack([self._pre((0, {"image": c, "age": np.float32(0)}))["image"]
-                  for c in items])
-    x, n = self._padded(x)
-    out = self.setup.predict(self.state, mesh_lib.shard_images(x, self.setup.mesh))
-    return [{"age": round(float(a), 2)}
-            for a in np.asarray(jax.device_get(out))[:n]]
+    x, n = self._padded(np.stack(items))
+    return [{"age": round(float(a), 2)} for a in self._predict(x)[:n]]
 
 
 class DexWeightsModel(Model):
@@ -159,27 +158,19 @@ class DexWeightsModel(Model):
   age over 0..100)."""
 
   def __init__(self, weights: str, max_batch: int):
-    from facejax.tasks import frozen  # pylint: disable=g-import-not-at-top
-    self._est = frozen.load_estimator({"estimator": "dex",
+    estimator = frozen.load_estimator({"estimator": "dex",
                                        "weights": weights})
-    self._age = jax.jit(self._est.age)
+    self._predict = frozen.photo_ages(estimator)
     super().__init__("dex", "age", weights, 0, "box",
-                     int(self._est.image_size), max_batch)
+                     int(estimator.image_size), max_batch)
 
   def example_item(self):
     return self._blank_crop()
 
   def run(self, items):
-    x = np.stack(items).astype(np.float32) / 255.0
-    n = len(x)
-    x = pad(x, bucket(n, self.max_batch, 1))
-    ages = np.asarray(self._age(self._est.variables, x))[:n]
-    return [{"age": round(float(a), 2)} for a in ages]
-
-
-def _softmax(x):
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
+    n = len(items)
+    ages = self._predict(pad(np.stack(items), bucket(n, self.max_batch, 1)))
+    return [{"age": round(float(a), 2)} for a in ages[:n]]
 
 
 class AnalyzeModel(_SetupModel):
@@ -208,21 +199,11 @@ class AnalyzeModel(_SetupModel):
     out = {k: np.asarray(v) for k, v in out.items()}
     rows = []
     for i in range(n):
-      gender = _softmax(out["Gender"][i])
-      expression = _softmax(out["Expression"][i])
+      row = {k: v[i] for k, v in out.items()}
       rows.append({
-          "age": round(float(out["Age"][i]), 2),
-          "gender": "male" if gender[1] > 0.5 else "female",
-          "gender_male_probability": round(float(gender[1]), 4),
-          "expression": self.expressions[int(np.argmax(expression))],
-          "expression_probabilities": {
-              c: round(float(p), 4)
-              for c, p in zip(self.expressions, expression)},
-          "attributes": {
-              name: round(float(_softmax(out[name][i])[1]), 4)
-              for name in swinface_model.BINARY_TASKS if name != "Gender"},
-          "embedding": [round(float(v), 6) for v in out["embedding"][i]],
-      })
+          **swinface_eval.face_predictions(row, self.expressions,
+                                           probabilities=True),
+          "embedding": [round(float(v), 6) for v in row["embedding"]]})
     return rows
 
 
@@ -259,15 +240,8 @@ class EditModel(_SetupModel):
 
   def __init__(self, *args, dataset: int = 0, **kwargs):
     super().__init__(*args, **kwargs)
-    layout = self.task.layout
-    if not 0 <= dataset < layout.num_sets:
-      raise ValueError(f"stargan: data set {dataset} of "
-                       f"{layout.num_sets}")
     self.dataset = dataset
-    block = layout.blocks[dataset]
-    values = (0 if block.format == "rafd"
-              else np.zeros(block.size, np.float32))
-    self._label = layout.encode(dataset, values)
+    self._label = stargan_eval.input_label(self.task.layout, dataset)
     self._pre = stargan_data.AttributeFacePreprocess(self.size)
     names = [c for c, _ in self.task.grid_columns()[1:]]
     rows = self.task.grid_targets(dataset,
@@ -307,7 +281,6 @@ class CaricatureModel(_SetupModel):
     self._pre = self.task.face_preprocess(False)
     self._gen = jax.device_get(self.state.gen)
     self._stats = jax.device_get(self.state.gen_stats)
-    self.style_dim = int(self.setup.config.model.style_dim)
     self.directions = tuple(caricature_task.DIRECTIONS)
 
   def model_input(self, crop: np.ndarray) -> np.ndarray:
@@ -315,9 +288,8 @@ class CaricatureModel(_SetupModel):
                                      "image": crop}))["image"])
 
   def styles(self, count: int, seed: int) -> np.ndarray:
-    """`count` style codes drawn from N(0, 1) with `seed`."""
-    return np.asarray(jax.random.normal(jax.random.key(seed),
-                                        (count, self.style_dim)))
+    """`count` style codes drawn with `seed` (as launch.caricature's)."""
+    return self.task.style_codes(count, seed)
 
   def example_item(self):
     return (self._blank_crop(), "photo2cari", self.styles(1, 0)[0])
@@ -348,7 +320,6 @@ class KinshipModel(_SetupModel):
   def __init__(self, *args, threshold: tuple[float, str], **kwargs):
     super().__init__(*args, **kwargs)
     self.threshold, self.threshold_source = threshold
-    self._pre = self.task.preprocess(train=False).preprocess
     self._score = self.setup.compile(self.task.score_fn)
 
   def example_item(self):
@@ -359,26 +330,12 @@ class KinshipModel(_SetupModel):
             "threshold_source": self.threshold_source}
 
   def run(self, items):
-    n = len(items)
-    size = bucket(n, self.max_batch, jax.device_count())
-    ex = {k: np.zeros((size,), np.int32) for k in kin_data.LABEL_KEYS}
-    ex["label"] = np.zeros((size,), np.float32)
-    ex["mask"] = np.ones((size,), np.float32)
-    for key, k in (("image_a", 0), ("image_b", 1)):
-      ex[key] = pad(np.stack([self._pre((0, {"image": it[k]}))["image"]
-                              for it in items]), size)
-    out = jax.device_get(self._score(
-        self.state, self.setup.frozen, mesh_lib.shard_batch(ex, self.setup.mesh)))
-    names = {v: k for k, v in kin_data.RELATION_LABELS.items()}
-    results = []
-    for i in range(n):
-      score = float(out["score"][i])
-      r = {"score": round(score, 6), "threshold": round(self.threshold, 6),
-           "kin": bool(score >= self.threshold)}
-      if "relation_pred" in out:
-        r["relation"] = names[int(out["relation_pred"][i])]
-      results.append(r)
-    return results
+    scored = kinship_eval.score_pairs(
+        self.setup, self.state, items, self._score,
+        bucket(len(items), self.max_batch, jax.device_count()))
+    return [{**r, "score": round(r["score"], 6),
+             "threshold": round(self.threshold, 6),
+             "kin": bool(r["score"] >= self.threshold)} for r in scored]
 
 
 _CLASSES: dict[str, Callable[..., Model]] = {

@@ -1,4 +1,4 @@
-"""Uploaded photos: base64 in, decoded RGB arrays, detected faces, crops.
+"""Uploaded photos: base64 in, decoded RGB arrays, detected faces.
 
 Uploads are decoded in memory (nothing is written to disk) through
 facejax.data.images, the decoder every command uses: any PIL mode, EXIF
@@ -17,7 +17,6 @@ from PIL import Image
 
 from facejax.data import faces as faces_lib
 from facejax.data import images as images_lib
-from facejax.data.faces import align
 from facejax.data.faces.mtcnn import Face
 
 
@@ -124,9 +123,3 @@ class Detector:
                        landmarks=None if f.landmarks is None
                        else f.landmarks / scale) for f in faces])
     return out
-
-
-def crop(photo: np.ndarray, face: Face, template: str, size: int,
-         margin: float = 0.4) -> np.ndarray:
-  """The face cropped as a model was trained (align.TEMPLATES)."""
-  return align.crop(photo, template, size, face.box, face.landmarks, margin)

@@ -457,12 +457,16 @@ class Task(task_base.Task):
       self._jit[name] = jax.jit(fn, static_argnums=(3,))
     return self._jit[name]
 
+  def style_codes(self, count: int, seed: int = 0) -> np.ndarray:
+    """`count` random style codes [count, style_dim] drawn with `seed`."""
+    return np.asarray(jax.random.normal(
+        jax.random.key(seed), (count, self.config.model.style_dim)))
+
   def style_grid(self, gen, gen_stats, images: np.ndarray, direction: str,
                  num_styles: int, seed: int = 0, row_labels=None):
     """[input, K translations] per row, as a PIL image (titled columns)."""
     fn = self._jitted("translate", self.translate)
-    styles = np.asarray(jax.random.normal(
-        jax.random.key(seed), (num_styles, self.config.model.style_dim)))
+    styles = self.style_codes(num_styles, seed)
     rows = []
     for im in images:
       batch = np.repeat(np.asarray(im)[None], num_styles, 0)

@@ -206,6 +206,17 @@ class FrozenEstimator:
     return self._run(variables, images)[2]
 
 
+def photo_ages(estimator: FrozenEstimator) -> Callable:
+  """uint8 [B, H, W, 3] face crops -> numpy ages, through `estimator`
+  (jitted once; the crops are scaled to [0, 1] as its `age` expects)."""
+  age_fn = jax.jit(estimator.age)
+
+  def predict(images):
+    return np.asarray(age_fn(estimator.variables,
+                             np.asarray(images, np.float32) / 255.0))
+  return predict
+
+
 def _dex_forward(apply_logits: Callable) -> ForwardFn:
   def forward(variables, x):
     logits, feats = apply_logits(variables, x)

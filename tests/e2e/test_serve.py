@@ -11,7 +11,6 @@ import base64
 import concurrent.futures
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from facejax.serve import app as app_lib
 from facejax.serve import models as models_lib
 from facejax.serve import photos as photos_lib
 from helpers import ROOT
-from serve_helpers import astronaut_jpeg, served_workdirs
+from serve_helpers import astronaut_jpeg, running_server, served_workdirs
 
 MAX_BATCH = 4
 # The astronaut's face in skimage's 512x512 photo (pixels, x0 y0 x1 y1).
@@ -364,35 +363,6 @@ def test_model_flags_errors_name_the_flag(tmp_path, workdirs):
 
 # --- A real server on loopback --------------------------------------------
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _start_server(args, timeout=300):
-  port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "launch.serve", f"--port={port}", *args],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if proc.poll() is not None:
-      raise AssertionError(f"launch.serve exited {proc.returncode}:\n"
-                           f"{proc.stderr.read()[-3000:]}")
-    try:
-      if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-        return proc, url
-    except httpx.TransportError:
-      time.sleep(0.5)
-  proc.kill()
-  raise AssertionError("launch.serve did not answer within "
-                       f"{timeout} s:\n{proc.stderr.read()[-3000:]}")
-
-
 def test_serve_without_models_says_how():
   run = subprocess.run([sys.executable, "-m", "launch.serve"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120,
@@ -401,15 +371,15 @@ def test_serve_without_models_says_how():
   assert "no model to serve: give --workdir=RUN" in run.stderr
 
 
-def test_load_on_loopback(workdirs):
+def test_load_on_loopback(workdirs, tmp_path):
   """200 requests from 16 concurrent clients to a real server: no errors,
   batches of more than one face, more requests per second than one client
   gets; latency and throughput printed. Measured on a 2-core AMD EPYC
   (AVX-512), quiet: 1 client 18.9 req/s; 16 clients 30.9 req/s, p50 87
   ms, p99 330 ms, mean batch 2.35 (age model), 1.62 (detector)."""
-  proc, url = _start_server([f"--workdir={workdirs['age_regressor']}",
-                             "--max_batch=8", "--batch_window_ms=10"])
-  try:
+  with running_server([f"--workdir={workdirs['age_regressor']}",
+                      "--max_batch=8", "--batch_window_ms=10"],
+                     str(tmp_path / "server.log")) as url:
     # The photo at 256 px (the detector's time per photo is a quarter of
     # the 512 px one's), a different file per request: the server detects
     # the faces of identical bytes once, and each request here should cost
@@ -444,12 +414,6 @@ def test_load_on_loopback(workdirs):
     alone_rate = len(alone) / (time.perf_counter() - t0)
     with httpx.Client(timeout=30) as c:
       after = c.get(url + "/v1/models").json()
-  finally:
-    proc.terminate()
-    try:
-      proc.wait(30)
-    except subprocess.TimeoutExpired:
-      proc.kill()
   codes = [c for c, _ in results]
   latency = np.array([s for _, s in results])
   batches = {}

@@ -10,9 +10,6 @@ astronaut (one face) and a cat (no face).
 
 import base64
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -20,7 +17,6 @@ import pytest
 from PIL import Image
 
 import serve_helpers
-from helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -37,59 +33,19 @@ AGES = [20, 30, 40, 50, 60]  # The page's default target ages.
 ANSWER_MS = 300_000
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _tail(path: str, chars: int = 4000) -> str:
-  with open(path, errors="replace") as f:
-    return f.read()[-chars:]
-
-
 @pytest.fixture(scope="module")
 def server(regressor_workdir, tmp_path_factory):
   """The base URL of `python -m launch.serve` with every model, on one
   CPU device."""
   root = tmp_path_factory.mktemp("served")
   workdirs = serve_helpers.served_workdirs(str(root), regressor_workdir)
-  port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu",
-             PYTHONPATH=ROOT)
-  log = str(root / "server.log")
-  with open(log, "w") as out:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launch.serve", f"--port={port}",
-         "--warm_up=false", "--max_batch=4",
-         *[f"--workdir={name}={w}" for name, w in workdirs.items()]],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-  url = f"http://127.0.0.1:{port}"
   start = time.time()
-  try:
-    deadline = time.time() + 240
-    while True:
-      if proc.poll() is not None:
-        pytest.fail(f"launch.serve exited with {proc.returncode}:\n"
-                    f"{_tail(log)}")
-      try:
-        if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-          break
-      except httpx.TransportError:
-        pass  # Not listening yet.
-      if time.time() > deadline:
-        pytest.fail(f"launch.serve did not answer /healthz in 240 s:\n"
-                    f"{_tail(log)}")
-      time.sleep(0.5)
+  with serve_helpers.running_server(
+      ["--warm_up=false", "--max_batch=4",
+       *[f"--workdir={name}={w}" for name, w in workdirs.items()]],
+      str(root / "server.log")) as url:
     print(f"launch.serve answered /healthz after {time.time() - start:.1f} s")
     yield url
-  finally:
-    proc.terminate()
-    try:
-      proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from facejax.models import spectral_norm
 from facejax.models import sphereface as sphere_lib
 from facejax.convert import sphereface as sphereface_convert
 from facejax.tasks import caricature as task_lib
-from facejax import tasks
+from helpers import setup_on
 from helpers import ROOT, assert_trees_close, fast_compiles, flat
 from caricature_helpers import ONE
 
@@ -283,11 +283,7 @@ def _tiny_config(data_dir: str, **overrides):
 
 
 def _steps(config, mesh, n=2):
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.mesh = mesh
-  setup = tasks.setup(config)
-  state = setup.init_state()
+  setup, state = setup_on(config, mesh)
   it = iter(setup.task.train_dataset(0))
   out = []
   for _ in range(n):

@@ -15,6 +15,7 @@ from facejax.data.sources import DataError
 from facejax.models import kinship as km
 from facejax.tasks import kinship as kt
 from facejax import tasks
+from helpers import setup_on
 from helpers import assert_trees_close
 from kinship_helpers import ONE, _config
 
@@ -190,11 +191,7 @@ def test_youden_threshold_hand_case():
 
 
 def _steps(config, mesh, batches):
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.mesh = mesh
-  setup = tasks.setup(config)
-  state = setup.init_state()
+  setup, state = setup_on(config, mesh)
   losses = []
   for b in batches:
     state, m = setup.train_step(state, mesh_lib.shard_batch(b, setup.mesh),

@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from facejax import mesh as mesh_lib
-from facejax import tasks
+from helpers import setup_on
 from helpers import assert_trees_close, flat, smoke_config
 
 
@@ -41,11 +41,7 @@ def test_spec_rules_and_fsdp_threshold():
 
 
 def _run_steps(config, mesh_cfg, steps=3):
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.mesh = mesh_cfg
-  setup = tasks.setup(config)
-  state = setup.init_state()
+  setup, state = setup_on(config, mesh_cfg)
   rng = np.random.default_rng(0)
   losses = []
   for _ in range(steps):
