@@ -39,6 +39,7 @@ import optax
 from facejax.tasks import frozen as frozen_lib
 from facejax.evaluators import image_grid
 from facejax import optim
+from facejax import runtime
 from facejax.data import pipeline
 from facejax.data import age as age_data
 from facejax.data import transforms
@@ -184,6 +185,9 @@ class Task(base.Task):
                                remat=bool(m.get("remat", False)))
     self.disc = model_lib.Discriminator(width=m.disc_width, dtype=dtype,
                                     conv_impl=m.conv_impl)
+    # The same D (same parameters) for R1, which differentiates it twice.
+    self.disc_penalty = self.disc.clone(
+        conv_impl=runtime.penalty_conv_impl(m.conv_impl))
     self.stages = self._check_stages()
     rule = config.target.get("rule", "reference")
     if rule not in ("reference", "uniform"):
@@ -339,9 +343,13 @@ class Task(base.Task):
                                          method=fn, mutable=[SPECTRAL])
     return x_rec, x_mod, {SPECTRAL: new[SPECTRAL]}
 
-  def _disc(self, params, stats, x):
-    """D(x) -> (patch map [B, P, P, 1], new stats); BN in training mode."""
-    out, new = self.disc.apply({"params": params, **stats}, x,
+  def _disc(self, params, stats, x, penalty=False):
+    """D(x) -> (patch map [B, P, P, 1], new stats); BN in training mode.
+
+    penalty: x's gradient will be differentiated again (R1).
+    """
+    disc = self.disc_penalty if penalty else self.disc
+    out, new = disc.apply({"params": params, **stats}, x,
                                update_stats=True,
                                mutable=[SPECTRAL, "batch_stats"])
     return out, dict(new)
@@ -394,7 +402,8 @@ class Task(base.Task):
       # R1 of the mean over batch and patches (the reference's scaling);
       # its forward pass is D(x_b) for the LSGAN term as well.
       r1_sq, real, stats = steps_lib.r1_penalty(
-          lambda x: self._disc(dp, state.disc_stats, x), x_b, mask)
+          lambda x: self._disc(dp, state.disc_stats, x, penalty=True),
+          x_b, mask)
       fake, stats = self._disc(dp, stats, x_fake)
       d_real, d_fake = steps_lib.lsgan_d(real, fake, mask)
       r1 = 0.5 * lw.r1_gamma * steps_lib.masked_mean(r1_sq, mask)
