@@ -71,25 +71,38 @@ def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
   return "xla"
 
 
-def penalty_conv_impl(impl: str) -> str:
+# Below this much work (batch x H x W x D's first width) im2col's penalty
+# step is no faster and compiles 5-13 s longer: the smoke configs (16 x 32
+# x 32 x 8 = 131,072) measured 44 vs 44 ms (StarGAN) and 150 vs 154 ms
+# (HRFAE) a step; at 262,144 (width 16) R1's gradient is 4x faster.
+_PENALTY_IM2COL_MIN_WORK = 200_000
+
+
+def penalty_conv_impl(impl: str, image_shape: Sequence[int],
+                      first_width: int) -> str:
   """The convolution form for a discriminator differentiated twice.
 
   A gradient penalty (StarGAN's WGAN-GP, HRFAE's R1) differentiates D's
   input gradient again with respect to D's parameters. XLA:CPU runs the
-  convolutions of that second-order gradient at 11-13 GFLOP/s, against
+  convolutions of that second-order gradient at 11-22 GFLOP/s, against
   130 for the same network's first-order gradient; written as patches @
-  kernel, every derivative is slices, pads and matmuls and runs 7-10x
+  kernel, every derivative is slices, pads and matmuls and runs 5-10x
   faster (StarGAN's D at 16x128: 6.93 -> 0.68 s; HRFAE's D at 8x256:
   8.62 -> 0.97 s; docs/performance.md section 13). D's first-order passes
   keep `impl`.
 
   Args:
     impl: the config's `model.conv_impl`.
+    image_shape: the penalised images' shape [B, H, W, C].
+    first_width: the output channels of D's first convolution.
 
   Returns:
-    "im2col" for 'auto' on the CPU backend, otherwise `impl`.
+    "im2col" for 'auto' on the CPU backend above the smoke configs' size,
+    otherwise `impl`.
   """
-  if impl == "auto" and jax.default_backend() == "cpu":
+  b, h, w = image_shape[:3]
+  if (impl == "auto" and jax.default_backend() == "cpu" and
+      b * h * w * first_width > _PENALTY_IM2COL_MIN_WORK):
     return "im2col"
   return impl
 

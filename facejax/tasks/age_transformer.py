@@ -185,9 +185,6 @@ class Task(base.Task):
                                remat=bool(m.get("remat", False)))
     self.disc = model_lib.Discriminator(width=m.disc_width, dtype=dtype,
                                     conv_impl=m.conv_impl)
-    # The same D (same parameters) for R1, which differentiates it twice.
-    self.disc_penalty = self.disc.clone(
-        conv_impl=runtime.penalty_conv_impl(m.conv_impl))
     self.stages = self._check_stages()
     rule = config.target.get("rule", "reference")
     if rule not in ("reference", "uniform"):
@@ -348,7 +345,10 @@ class Task(base.Task):
 
     penalty: x's gradient will be differentiated again (R1).
     """
-    disc = self.disc_penalty if penalty else self.disc
+    disc = self.disc
+    if penalty:  # the same D (same parameters) in a second order's form
+      disc = disc.clone(conv_impl=runtime.penalty_conv_impl(
+          disc.conv_impl, x.shape, disc.width))
     out, new = disc.apply({"params": params, **stats}, x,
                                update_stats=True,
                                mutable=[SPECTRAL, "batch_stats"])

@@ -101,9 +101,6 @@ class Task(task_base.Task):
     self.disc = model_lib.Discriminator(d.image_size, m.d_conv_dim,
                                         self.layout.cls_dim, m.d_repeat_num,
                                         m.conv_impl, dtype)
-    # The same D (same parameters) for the gradient penalty's input.
-    self.disc_penalty = self.disc.clone(
-        impl=runtime.penalty_conv_impl(m.conv_impl))
     self.tx_d = self._optimizer(config.optim.d_lr, 1)
     self.tx_g = self._optimizer(config.optim.g_lr, config.loss.n_critic)
     self.classifier = None  # set by load_frozen when configured
@@ -204,7 +201,10 @@ class Task(task_base.Task):
         sets_lib.masked_cls_loss(cls_real, c_org, self.layout), w)
     alpha = jax.random.uniform(rng, (x.shape[0], 1, 1, 1))
     x_hat = alpha * x + (1.0 - alpha) * x_fake
-    src_fn = lambda xh: self.disc_penalty.apply({"params": disc}, xh)[0]
+    # The same D (same parameters) in the form that suits a second order.
+    pen_disc = self.disc.clone(impl=runtime.penalty_conv_impl(
+        self.disc.impl, x_hat.shape, self.disc.conv_dim))
+    src_fn = lambda xh: pen_disc.apply({"params": disc}, xh)[0]
     d_gp = steps_lib.masked_mean(steps_lib.gradient_penalty(src_fn, x_hat), w)
     loss = d_real + d_fake + lam.lambda_cls * d_cls + lam.lambda_gp * d_gp
     return loss, ({"d_real": d_real, "d_fake": d_fake, "d_cls": d_cls,

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from facejax.models import age_regressor, resnet, vgg
@@ -109,6 +110,32 @@ def test_auto_conv_picks_the_faster_cpu_form_per_layer_shape(
   v = conv.init(jax.random.key(0), x)
   hlo = jax.jit(conv.apply).lower(v, x).as_text()
   assert ("convolution" in hlo) == (expected == "xla"), hlo
+
+
+def test_penalty_form_matches_native_second_order_and_is_picked_by_size():
+  """The gradient penalty's D in im2col form (runtime.penalty_conv_impl)
+  gives the native form's penalty and parameter gradient; the smoke
+  configs' size keeps the native form, the suite's takes im2col."""
+  from facejax import runtime  # pylint: disable=g-import-not-at-top
+  from facejax.models import stargan  # pylint: disable=g-import-not-at-top
+  from facejax.train import steps  # pylint: disable=g-import-not-at-top
+  x = jax.random.uniform(jax.random.key(1), (3, 16, 16, 3), minval=-1.)
+  base = stargan.Discriminator(image_size=16, conv_dim=4, c_dim=2,
+                               repeat_num=2, impl="xla")
+  params = base.init(jax.random.key(0), x)["params"]
+  def penalty_grad(impl):
+    disc = base.clone(impl=impl)
+    gp = lambda p: steps.gradient_penalty(
+        lambda xh: disc.apply({"params": p}, xh)[0], x).mean()
+    return jax.jit(jax.value_and_grad(gp))(params)
+  (v_xla, g_xla), (v_col, g_col) = penalty_grad("xla"), penalty_grad("im2col")
+  np.testing.assert_allclose(v_col, v_xla, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_col), jax.tree.leaves(g_xla)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert float(optax.global_norm(g_xla)) > 0
+  assert runtime.penalty_conv_impl("auto", (16, 32, 32, 3), 8) == "auto"
+  assert runtime.penalty_conv_impl("auto", (16, 128, 128, 3), 64) == "im2col"
+  assert runtime.penalty_conv_impl("xla", (16, 128, 128, 3), 64) == "xla"
 
 
 @pytest.mark.parametrize("window,strides,padding,size", [
