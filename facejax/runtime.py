@@ -3,7 +3,7 @@ per-executable compiler options a task asks for.
 
 The entry points and the training loop call `configure_runtime` once before
 JAX starts a backend; models and tasks only ask it which computation form
-suits the CPU (`cpu_conv_impl`, `penalty_conv_impl`).
+suits the CPU (`cpu_conv_impl`, `cpu_tap_sum_conv`, `penalty_conv_impl`).
 """
 
 import ctypes
@@ -45,9 +45,25 @@ def cpu_native_conv_is_fast() -> bool:
 _CPU_IM2COL_MAX_OUT_SIDE = 3
 
 
+def cpu_tap_sum_conv(kernel_size: Sequence[int], strides: Sequence[int],
+                     features: int) -> bool:
+  """Whether a conv is one of the large-kernel, few-output ones.
+
+  XLA:CPU runs a 7x7 or 9x9 convolution to 3 channels (the generators'
+  image outputs) at 19-21 GFLOP/s; `layers.tap_sum_conv` does it as one
+  matmul and shifted sums: forward + backward 0.83 -> 0.43 s (HRFAE's
+  9x9 32 -> 3 at 8 x 256 px), 0.53 -> 0.18 s (StarGAN's 7x7 64 -> 3 at
+  16 x 128 px); docs/performance.md section 13. With many outputs it is
+  slower (7x7 8 -> 64: 0.51 -> 1.29 s).
+  """
+  return (features <= 4 and tuple(strides) == (1, 1) and
+          kernel_size[0] * kernel_size[1] >= 49)
+
+
 def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
                   strides: Sequence[int],
-                  padding: Sequence[tuple[int, int]]) -> str:
+                  padding: Sequence[tuple[int, int]],
+                  features: int) -> str:
   """The faster convolution form on the CPU backend for one layer's shape.
 
   Args:
@@ -55,9 +71,10 @@ def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
     kernel_size: (kh, kw).
     strides: (sh, sw).
     padding: ((top, bottom), (left, right)).
+    features: output channels.
 
   Returns:
-    "im2col" or "xla".
+    "im2col", "tap_sum" or "xla".
   """
   if not cpu_native_conv_is_fast():
     return "im2col"  # YNNPACK convolutions: im2col wins everywhere.
@@ -65,6 +82,8 @@ def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
             in zip(in_hw, kernel_size, strides, padding)]
   if min(out_hw) <= _CPU_IM2COL_MAX_OUT_SIDE:
     return "im2col"
+  if cpu_tap_sum_conv(kernel_size, strides, features):
+    return "tap_sum"
   # A strided 1x1 projection is one strided slice and a matmul: 1.1-1.3x.
   if tuple(kernel_size) == (1, 1) and tuple(strides) != (1, 1):
     return "im2col"

@@ -2,7 +2,8 @@
 
 `Conv` is a drop-in for `flax.linen.Conv` (same `kernel` [kh, kw, in, out]
 and `bias` parameters, so checkpoints and importers are unaffected) that
-can compute the convolution as patches @ kernel ("im2col").
+can compute the convolution as patches @ kernel ("im2col"), or, for a
+large kernel with few outputs, as one matmul and shifted sums ("tap_sum").
 `impl='auto'` picks the native convolution on GPU/TPU. On CPU it picks
 per layer shape (`runtime.cpu_conv_impl`, where all CPU tuning lives): XLA's Eigen convolutions (in effect with
 the flags of `runtime.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
@@ -45,6 +46,63 @@ def _im2col_conv(x, kernel, strides, padding):
   return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
 
 
+def _tap_sum_parts(x, kernel, padding):
+  kh, kw, c, o = kernel.shape
+  (pt, pb), (pl, pr) = padding
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  # [C, (dy, dx, o)]: every tap's output channels side by side.
+  taps = kernel.transpose(2, 0, 1, 3).reshape(c, kh * kw * o)
+  return xp, taps
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def tap_sum_conv(x, kernel, padding):
+  """Stride-1 conv with few output channels: x @ taps, then shifted sums.
+
+  XLA:CPU's convolution runs a 9x9 conv to 3 channels at ~21 GFLOP/s (its
+  matmul tiles want more output channels). Here one matmul gives every
+  tap's contribution [B, H, W, kh*kw*O] and one fused loop adds the kh*kw
+  shifted maps. The custom VJP builds the output gradient's shifted maps
+  once (XLA's own transpose of the sum pads every slice to full size).
+  """
+  return _tap_sum_fwd(x, kernel, padding)[0]
+
+
+def _tap_sum_fwd(x, kernel, padding):
+  kh, kw, c, o = kernel.shape
+  xp, taps = _tap_sum_parts(x, kernel, padding)
+  b, h, w, _ = xp.shape
+  ho, wo = h - kh + 1, w - kw + 1
+  z = (xp.reshape(-1, c) @ taps).reshape(b, h, w, kh * kw, o)
+  y = None
+  for dy in range(kh):
+    for dx in range(kw):
+      part = z[:, dy:dy + ho, dx:dx + wo, dy * kw + dx, :]
+      y = part if y is None else y + part
+  return y, (x, kernel)
+
+
+def _tap_sum_bwd(padding, res, g):
+  x, kernel = res
+  kh, kw, c, o = kernel.shape
+  xp, taps = _tap_sum_parts(x, kernel, padding)
+  b, h, w, _ = xp.shape
+  # dz[:, p, q, (dy, dx), :] = g[:, p - dy, q - dx, :] (zero outside).
+  gp = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+  dz = jnp.stack([gp[:, kh - 1 - dy:kh - 1 - dy + h, kw - 1 - dx:kw - 1 - dx + w]
+                  for dy in range(kh) for dx in range(kw)], axis=3)
+  dz = dz.reshape(-1, kh * kw * o)
+  d_taps = xp.reshape(-1, c).T @ dz                        # [C, kh*kw*O]
+  d_kernel = d_taps.reshape(c, kh, kw, o).transpose(1, 2, 0, 3)
+  dxp = (dz @ taps.T).reshape(b, h, w, c)
+  (pt, pb), (pl, pr) = padding
+  dx = dxp[:, pt:h - pb, pl:w - pr, :]
+  return dx.astype(x.dtype), d_kernel.astype(kernel.dtype)
+
+
+tap_sum_conv.defvjp(_tap_sum_fwd, _tap_sum_bwd)
+
+
 class PReLU(nn.Module):
   """Parametric ReLU with one learned slope per channel (init 0.25, as
   torch.nn.PReLU(num_parameters=C)); the parameter is named `alpha`."""
@@ -80,10 +138,13 @@ class Conv(nn.Module):
                        f"choose one of {CONV_IMPLS}")
     padding = tuple(tuple(p) for p in self.padding)
     if impl == "auto":
-      impl = (runtime.cpu_conv_impl(x.shape[1:3], (kh, kw), self.strides, padding)
+      impl = (runtime.cpu_conv_impl(x.shape[1:3], (kh, kw), self.strides,
+                                    padding, self.features)
               if jax.default_backend() == "cpu" else "xla")
     if impl == "im2col":
       y = _im2col_conv(x, kernel, tuple(self.strides), padding)
+    elif impl == "tap_sum":  # only chosen by 'auto' on CPU
+      y = tap_sum_conv(x, kernel, padding)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, tuple(self.strides), padding,

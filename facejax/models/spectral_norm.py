@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from facejax import runtime
 from facejax.models import layers
 
 SPECTRAL = "spectral"  # variable collection of the u, v vectors
@@ -31,7 +32,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
            impl: str) -> jax.Array:
   """Unpadded NHWC convolution (the callers pad explicitly).
 
-  impl 'auto' is XLA's native convolution everywhere: this GAN step
+  impl 'auto' is XLA's native convolution everywhere but in the large-kernel,
+  few-output convs (`runtime.cpu_tap_sum_conv`) on CPU: this GAN step
   differentiates through the discriminator twice (R1), and im2col's
   kh*kw slices per conv made its CPU compile 2-4x slower (measured: 40 s
   vs 17 s for the tiny discriminator's gradient) for no faster steps.
@@ -41,7 +43,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     raise ValueError(f"config key model.conv_impl: unknown {impl!r}; "
                      f"choose one of {layers.CONV_IMPLS}")
   if impl == "auto":
-    impl = "xla"
+    impl = ("tap_sum" if jax.default_backend() == "cpu" and
+            runtime.cpu_tap_sum_conv(kernel.shape[:2], strides, kernel.shape[3])
+            else "xla")
+  if impl == "tap_sum":  # HRFAE's last 9x9 conv to 3 channels
+    return layers.tap_sum_conv(x, kernel, ((0, 0), (0, 0)))
   if impl == "im2col":
     return layers._im2col_conv(  # pylint: disable=protected-access
         x, kernel, tuple(strides), ((0, 0), (0, 0)))

@@ -94,6 +94,34 @@ def test_im2col_conv_matches_xla_conv_and_its_gradients(kernel, strides,
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel,padding,features", [
+    (7, ((3, 3), (3, 3)), 3),     # StarGAN's image output
+    (9, ((0, 0), (0, 0)), 3),     # HRFAE's (the caller pads)
+    (7, ((2, 4), (1, 0)), 1)])    # uneven padding
+def test_tap_sum_conv_matches_xla_conv_and_is_auto_for_few_outputs(
+    kernel, padding, features):
+  from facejax.models.layers import Conv  # pylint: disable=g-import-not-at-top
+  from facejax import runtime  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, 17, 15, 6))
+  assert runtime.cpu_conv_impl((17, 15), (kernel, kernel), (1, 1), padding,
+                               features) == "tap_sum"
+  make = lambda impl: Conv(features, (kernel, kernel), padding=padding,
+                           impl=impl)
+  v = make("xla").init(jax.random.key(1), x)
+  hlo = jax.jit(make("auto").apply).lower(v, x).as_text()
+  assert "convolution" not in hlo  # 'auto' picked the tap-sum form
+  outs, grads = {}, {}
+  for impl in ("xla", "auto"):
+    f = lambda v, x, impl=impl: jnp.sum(jnp.sin(make(impl).apply(v, x)))
+    outs[impl] = make(impl).apply(v, x)
+    grads[impl] = jax.grad(f, argnums=(0, 1))(v, x)
+  np.testing.assert_allclose(outs["auto"], outs["xla"], rtol=1e-5,
+                             atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads["auto"]),
+                  jax.tree.leaves(grads["xla"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("size,kernel,strides,padding,expected", [
     (8, 3, 1, 1, "xla"),       # 8x8 out: Eigen's convolution
     (2, 3, 1, 1, "im2col"),    # ResNet34's last stage at 64 px
