@@ -255,7 +255,10 @@ def _twin_rows(config, row: dict, steps: int, warmup: int,
     out.append({"twin": name, "note": "torch.compile not timed: the GAN "
                 "twins run eager only"})
   if default_malloc and runtime.host_heap_kept():
-    modes.append(torch_twins.DEFAULT_MALLOC_MODE)
+    # First: this process keeps its heap (facejax's step, then the
+    # same-process twin); the caricature row ran out of 24 GiB when the
+    # fresh process came after both (11.4 GB + the twin's + 4.8 GB).
+    modes.insert(0, torch_twins.DEFAULT_MALLOC_MODE)
   args = (name, row["batch_size"], row["image_size"], steps)
   kw = {"warmup": warmup, "config": config} if gan else {}
   # Both sides' parameter counts, printed beside the ratio (GAN twins are
