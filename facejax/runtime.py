@@ -45,8 +45,15 @@ def cpu_native_conv_is_fast() -> bool:
 _CPU_IM2COL_MAX_OUT_SIDE = 3
 
 
-def cpu_tap_sum_conv(kernel_size: Sequence[int], strides: Sequence[int],
-                     features: int) -> bool:
+# Input elements (B x H x W x C) above which the tap-sum form pays: the
+# smoke configs' StarGAN output conv (16 x 38 x 38 x 8 = 184,832) ran
+# 43.9 -> 47.8 ms a step and compiled 4.4 s longer with it; the suite's
+# (8.9-17.8 million) gain 2-4x. Nothing between was measured.
+_TAP_SUM_MIN_INPUT = 2_000_000
+
+
+def cpu_tap_sum_conv(in_shape: Sequence[int], kernel_size: Sequence[int],
+                     strides: Sequence[int], features: int) -> bool:
   """Whether a conv is one of the large-kernel, few-output ones.
 
   XLA:CPU runs a 7x7 or 9x9 convolution to 3 channels (the generators'
@@ -55,19 +62,27 @@ def cpu_tap_sum_conv(kernel_size: Sequence[int], strides: Sequence[int],
   9x9 32 -> 3 at 8 x 256 px), 0.53 -> 0.18 s (StarGAN's 7x7 64 -> 3 at
   16 x 128 px); docs/performance.md section 13. With many outputs it is
   slower (7x7 8 -> 64: 0.51 -> 1.29 s).
+
+  Args:
+    in_shape: the (padded or unpadded) input [B, H, W, C].
+    kernel_size: (kh, kw).
+    strides: (sh, sw).
+    features: output channels.
   """
+  b, h, w, c = in_shape
   return (features <= 4 and tuple(strides) == (1, 1) and
-          kernel_size[0] * kernel_size[1] >= 49)
+          kernel_size[0] * kernel_size[1] >= 49 and
+          b * h * w * c > _TAP_SUM_MIN_INPUT)
 
 
-def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
+def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
                   strides: Sequence[int],
                   padding: Sequence[tuple[int, int]],
                   features: int) -> str:
   """The faster convolution form on the CPU backend for one layer's shape.
 
   Args:
-    in_hw: input (H, W).
+    in_shape: input [B, H, W, C].
     kernel_size: (kh, kw).
     strides: (sh, sw).
     padding: ((top, bottom), (left, right)).
@@ -79,10 +94,10 @@ def cpu_conv_impl(in_hw: Sequence[int], kernel_size: Sequence[int],
   if not cpu_native_conv_is_fast():
     return "im2col"  # YNNPACK convolutions: im2col wins everywhere.
   out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
-            in zip(in_hw, kernel_size, strides, padding)]
+            in zip(in_shape[1:3], kernel_size, strides, padding)]
   if min(out_hw) <= _CPU_IM2COL_MAX_OUT_SIDE:
     return "im2col"
-  if cpu_tap_sum_conv(kernel_size, strides, features):
+  if cpu_tap_sum_conv(in_shape, kernel_size, strides, features):
     return "tap_sum"
   # A strided 1x1 projection is one strided slice and a matmul: 1.1-1.3x.
   if tuple(kernel_size) == (1, 1) and tuple(strides) != (1, 1):

@@ -138,7 +138,7 @@ class Conv(nn.Module):
                        f"choose one of {CONV_IMPLS}")
     padding = tuple(tuple(p) for p in self.padding)
     if impl == "auto":
-      impl = (runtime.cpu_conv_impl(x.shape[1:3], (kh, kw), self.strides,
+      impl = (runtime.cpu_conv_impl(x.shape, (kh, kw), self.strides,
                                     padding, self.features)
               if jax.default_backend() == "cpu" else "xla")
     if impl == "im2col":

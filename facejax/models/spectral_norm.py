@@ -44,7 +44,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                      f"choose one of {layers.CONV_IMPLS}")
   if impl == "auto":
     impl = ("tap_sum" if jax.default_backend() == "cpu" and
-            runtime.cpu_tap_sum_conv(kernel.shape[:2], strides, kernel.shape[3])
+            runtime.cpu_tap_sum_conv(x.shape, kernel.shape[:2], strides,
+                                     kernel.shape[3])
             else "xla")
   if impl == "tap_sum":  # HRFAE's last 9x9 conv to 3 channels
     return layers.tap_sum_conv(x, kernel, ((0, 0), (0, 0)))
