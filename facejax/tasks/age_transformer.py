@@ -350,8 +350,8 @@ class Task(base.Task):
       disc = disc.clone(conv_impl=runtime.penalty_conv_impl(
           disc.conv_impl, x.shape, disc.width))
     out, new = disc.apply({"params": params, **stats}, x,
-                               update_stats=True,
-                               mutable=[SPECTRAL, "batch_stats"])
+                          update_stats=True,
+                          mutable=[SPECTRAL, "batch_stats"])
     return out, dict(new)
 
   def _w_recon(self, step: jax.Array) -> jax.Array:
