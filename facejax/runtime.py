@@ -52,6 +52,15 @@ _CPU_IM2COL_MAX_OUT_SIDE = 3
 _TAP_SUM_MIN_INPUT = 2_000_000
 
 
+def _elements(shape: Sequence) -> int:
+  """Product of a shape's known sizes: an exported program's symbolic
+  (polymorphic) batch counts as 1, so the choice follows one example."""
+  n = 1
+  for d in shape:
+    n *= d if isinstance(d, int) else 1
+  return n
+
+
 def cpu_tap_sum_conv(in_shape: Sequence[int], kernel_size: Sequence[int],
                      strides: Sequence[int], features: int) -> bool:
   """Whether a conv is one of the large-kernel, few-output ones.
@@ -64,15 +73,15 @@ def cpu_tap_sum_conv(in_shape: Sequence[int], kernel_size: Sequence[int],
   slower (7x7 8 -> 64: 0.51 -> 1.29 s).
 
   Args:
-    in_shape: the (padded or unpadded) input [B, H, W, C].
+    in_shape: the (padded or unpadded) input [B, H, W, C]; a symbolic
+      batch counts as 1.
     kernel_size: (kh, kw).
     strides: (sh, sw).
     features: output channels.
   """
-  b, h, w, c = in_shape
   return (features <= 4 and tuple(strides) == (1, 1) and
           kernel_size[0] * kernel_size[1] >= 49 and
-          b * h * w * c > _TAP_SUM_MIN_INPUT)
+          _elements(in_shape) > _TAP_SUM_MIN_INPUT)
 
 
 def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
@@ -134,9 +143,8 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
     "im2col" for 'auto' on the CPU backend above the smoke configs' size,
     otherwise `impl`.
   """
-  b, h, w = image_shape[:3]
   if (impl == "auto" and jax.default_backend() == "cpu" and
-      b * h * w * first_width > _PENALTY_IM2COL_MIN_WORK):
+      _elements(image_shape[:3]) * first_width > _PENALTY_IM2COL_MIN_WORK):
     return "im2col"
   return impl
 
