@@ -45,8 +45,8 @@ def cpu_native_conv_is_fast() -> bool:
 _CPU_IM2COL_MAX_OUT_SIDE = 3
 
 
-# Input elements (B x H x W x C) above which the tap-sum form pays: the
-# smoke configs' StarGAN output conv (16 x 38 x 38 x 8 = 184,832) ran
+# Input elements (B x H x W x C) above which the tap-sum form pays (timed
+# on a 2-core AMD EPYC with AVX-512): the smoke configs' StarGAN output conv (16 x 38 x 38 x 8 = 184,832) ran
 # 43.9 -> 47.8 ms a step and compiled 4.4 s longer with it; the suite's
 # (8.9-17.8 million) gain 2-4x. Nothing between was measured.
 _TAP_SUM_MIN_INPUT = 2_000_000
@@ -66,7 +66,8 @@ def cpu_tap_sum_conv(in_shape: Sequence[int], kernel_size: Sequence[int],
   """Whether a conv is one of the large-kernel, few-output ones.
 
   XLA:CPU runs a 7x7 or 9x9 convolution to 3 channels (the generators'
-  image outputs) at 19-21 GFLOP/s; `layers.tap_sum_conv` does it as one
+  image outputs) at 19-21 GFLOP/s (2-core AMD EPYC, AVX-512, as every
+  figure here); `layers.tap_sum_conv` does it as one
   matmul and shifted sums: forward + backward 0.83 -> 0.43 s (HRFAE's
   9x9 32 -> 3 at 8 x 256 px), 0.53 -> 0.18 s (StarGAN's 7x7 64 -> 3 at
   16 x 128 px); docs/performance.md section 13. With many outputs it is
@@ -114,8 +115,8 @@ def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
   return "xla"
 
 
-# Below this much work (batch x H x W x D's first width) im2col's penalty
-# step is no faster and compiles 5-13 s longer: the smoke configs (16 x 32
+# Below this much work (batch x H x W x D's first width; timed on a 2-core
+# AMD EPYC with AVX-512) im2col's penalty step is no faster and compiles 5-13 s longer: the smoke configs (16 x 32
 # x 32 x 8 = 131,072) measured 44 vs 44 ms (StarGAN) and 150 vs 154 ms
 # (HRFAE) a step; at 262,144 (width 16) R1's gradient is 4x faster.
 _PENALTY_IM2COL_MIN_WORK = 200_000
@@ -127,7 +128,8 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
 
   A gradient penalty (StarGAN's WGAN-GP, HRFAE's R1) differentiates D's
   input gradient again with respect to D's parameters. XLA:CPU runs the
-  convolutions of that second-order gradient at 11-22 GFLOP/s, against
+  convolutions of that second-order gradient at 11-22 GFLOP/s (2-core
+  AMD EPYC with AVX-512, as every figure here), against
   130 for the same network's first-order gradient; written as patches @
   kernel, every derivative is slices, pads and matmuls and runs 5-10x
   faster (StarGAN's D at 16x128: 6.93 -> 0.68 s; HRFAE's D at 8x256:
