@@ -40,6 +40,16 @@ pytest_plugins = ["formats_helpers", "kinship_helpers", "stargan_helpers"]
 flags.FLAGS.mark_as_parsed()
 
 
+@pytest.fixture
+def fast_compiles():
+  """XLA's fast-compile mode (helpers.fast_compiles) for one test: for
+  tests that check wiring or numbers of a step they run only a few times,
+  whose time is mostly compiling it."""
+  from helpers import fast_compiles as fast  # pylint: disable=g-import-not-at-top
+  with fast():
+    yield
+
+
 @pytest.fixture(scope="session")
 def age_data(tmp_path_factory):
   """A small synthetic age-CSV data set (64 px), shared by the session."""
@@ -95,6 +105,15 @@ def regressor_run(age_data, tmp_path_factory):
 def regressor_workdir(regressor_run):
   """A trained smoke age regressor (frozen estimator for GAN losses/evals)."""
   return regressor_run[0]
+
+
+@pytest.fixture(scope="session")
+def untrained_workdirs(tmp_path_factory):
+  """name -> workdir of the server's five untrained smoke models, written
+  once per session and shared read-only by the server's two test files."""
+  import serve_helpers  # pylint: disable=g-import-not-at-top
+  return _built_once(tmp_path_factory, "untrained_served",
+                     serve_helpers.untrained_workdirs)[1]
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ tests/e2e/test_kinship.py."""
 import os
 import pytest
 from helpers import ROOT
-from helpers import fast_compiles as xla_fast_compiles
 
 
 ONE = (("data", 1), ("fsdp", 1), ("model", 1))
@@ -24,11 +23,3 @@ def _config(fiw_root, **overrides):
   return config_lib.load_config(
       os.path.join(ROOT, "configs", "kinship.py:smoke"),
       {"data.root": fiw_root, "mesh": ONE, **overrides})
-
-
-@pytest.fixture
-def fast_compiles():
-  """XLA's fast-compile mode: these tests check wiring, not speed, and
-  compiling the Swin steps dominates their time."""
-  with xla_fast_compiles():
-    yield

@@ -7,11 +7,13 @@ identity-disjoint), a broken layout must give one error naming the file
 and the format, and the models that use a format must take steps on it.
 """
 
+import contextlib
 import os
 import numpy as np
 import pytest
 import release_fixtures as rf
 from helpers import ROOT
+from helpers import fast_compiles as xla_fast_compiles
 from formats_helpers import FORMATS
 
 
@@ -42,7 +44,10 @@ def test_age_models_train_on_every_release_folder(releases, model, tmp_path,
                                                   capsys):
   """Two steps and an eval of the smoke DEX and the smoke age transformer
   (its balanced sampler over the release's ages; a random tiny estimator as
-  its age loss) on each age release, one after the other."""
+  its age loss) on each age release, one after the other.
+
+  The age transformer's steps compile in fast-compile mode (wiring, not
+  speed); DEX's are its session fixture's, from the persistent cache."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
   from facejax.data.formats import base  # pylint: disable=g-import-not-at-top
   from facejax import tasks  # pylint: disable=g-import-not-at-top
@@ -61,7 +66,9 @@ def test_age_models_train_on_every_release_folder(releases, model, tmp_path,
                         "data.balance.age_range": (0, 120)})
     config = config_lib.load_config(
         os.path.join(ROOT, "configs", f"{model}.py:smoke"), overrides)
-    result = tasks.train_and_evaluate(config, str(tmp_path / name))
+    with (xla_fast_compiles() if model == "age_transformer"
+          else contextlib.nullcontext()):
+      result = tasks.train_and_evaluate(config, str(tmp_path / name))
     assert result and all(np.isfinite(v) for v in result.values()
                           if isinstance(v, float)), (name, result)
     out = capsys.readouterr().out
@@ -80,7 +87,7 @@ def _stargan_two_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_stargan_trains_on_the_rafd_release(tmp_path):
+def test_stargan_trains_on_the_rafd_release(tmp_path, fast_compiles):
   from facejax import tasks  # pylint: disable=g-import-not-at-top
   rafd_root = tmp_path / "RaFD"
   rf.rafd(str(rafd_root))
@@ -95,7 +102,7 @@ def test_stargan_trains_on_the_rafd_release(tmp_path):
 
 
 @pytest.mark.slow
-def test_swinface_trains_on_four_releases(tmp_path):
+def test_swinface_trains_on_four_releases(tmp_path, fast_compiles):
   """Stage 2 takes steps with MS1MV2-style RecordIO identities, UTKFace as
   the age set, CelebA's Drive layout (official partition) and RAF-DB."""
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
@@ -122,7 +129,7 @@ def test_swinface_trains_on_four_releases(tmp_path):
 
 
 @pytest.mark.slow
-def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
+def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path, fast_compiles):
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
   from facejax import tasks  # pylint: disable=g-import-not-at-top
   members = rf.fiw(str(tmp_path / "fiw"), families=6)
@@ -139,7 +146,7 @@ def test_kinship_trains_on_fiw_with_rfiw_lists(tmp_path):
 
 
 @pytest.mark.slow
-def test_stargan_trains_on_a_single_data_set(tmp_path):
+def test_stargan_trains_on_a_single_data_set(tmp_path, fast_compiles):
   """One CelebA set: no data-set mask (3 + c_dim generator input)."""
   from facejax import tasks  # pylint: disable=g-import-not-at-top
   config = _stargan_two_steps(tmp_path)

@@ -35,7 +35,7 @@ def _every_checkpoint_finite(workdir, config):
 
 
 @pytest.mark.slow
-def test_overflowing_gan_never_saves_poisoned_weights(tmp_path):
+def test_overflowing_gan_never_saves_poisoned_weights(tmp_path, fast_compiles):
   """StarGAN (a GAN: two step kinds, no single loss) resumed with learning
   rates that overflow float32: its first such step still has a finite loss
   but infinite new weights. The run stops at that step, before saving it

@@ -59,9 +59,8 @@ def _decode_data_url(url: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory, regressor_workdir):
-  return served_workdirs(str(tmp_path_factory.mktemp("served")),
-                         regressor_workdir)
+def workdirs(untrained_workdirs, regressor_workdir):
+  return served_workdirs(untrained_workdirs, regressor_workdir)
 
 
 @pytest.fixture(scope="module")

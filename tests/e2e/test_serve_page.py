@@ -34,11 +34,12 @@ ANSWER_MS = 300_000
 
 
 @pytest.fixture(scope="module")
-def server(regressor_workdir, tmp_path_factory):
+def server(untrained_workdirs, regressor_workdir, tmp_path_factory):
   """The base URL of `python -m launch.serve` with every model, on one
   CPU device."""
   root = tmp_path_factory.mktemp("served")
-  workdirs = serve_helpers.served_workdirs(str(root), regressor_workdir)
+  workdirs = serve_helpers.served_workdirs(untrained_workdirs,
+                                           regressor_workdir)
   start = time.time()
   with serve_helpers.running_server(
       ["--warm_up=false", "--max_batch=4",

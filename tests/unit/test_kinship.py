@@ -215,7 +215,7 @@ def test_sharded_equals_single_device(fiw, fast_compiles):
   assert_trees_close(s1.params, s8.params, rtol=1e-3, atol=1e-5)
 
 
-def test_rbkin_runs_with_random_tiny_transformer(fiw):
+def test_rbkin_runs_with_random_tiny_transformer(fiw, fast_compiles):
   # An untrained, randomly initialised tiny age transformer (tests only):
   # checks shapes and the pipeline, not the age normalisation.
   config = _config(fiw, **{"model.head": "rbkin", "loss.name": "ce",

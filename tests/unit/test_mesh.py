@@ -54,7 +54,7 @@ def _run_steps(config, mesh_cfg, steps=3):
   return setup, state, losses
 
 
-def test_sharded_step_equals_single_device(tmp_path):
+def test_sharded_step_equals_single_device(tmp_path, fast_compiles):
   config = smoke_config(str(tmp_path), **{"data.batch_size": 16})
   _, s1, l1 = _run_steps(config, (("data", 1), ("fsdp", 1), ("model", 1)))
   # 8 devices: batch over data x fsdp, big params sharded (threshold 0).

@@ -38,7 +38,7 @@ def _grads(module, variables, x, *args):
   return lowered.as_text(), lowered.compile()(variables["params"])
 
 
-def test_remat_switch_recomputes_and_keeps_gradients():
+def test_remat_switch_recomputes_and_keeps_gradients(fast_compiles):
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   ages = jnp.array([20.0, 60.0])
   cases = [(age_transformer.Generator(width=8, num_res_blocks=2, remat=r), (ages, True))

@@ -137,7 +137,7 @@ def _random_batch(task, b, seed):
   return batch
 
 
-def test_sharded_data_x_model_equals_single_device():
+def test_sharded_data_x_model_equals_single_device(fast_compiles):
   # Partial FC on: the sampled centres are gathered from the split kernel.
   config = _config(**{"model.num_identities": 16, "data.batch_size": 8,
                       "model.swin.depths": (2, 1, 1, 1),
