@@ -46,9 +46,10 @@ _CPU_IM2COL_MAX_OUT_SIDE = 3
 
 
 # Input elements (B x H x W x C) above which the tap-sum form pays (timed
-# on a 2-core AMD EPYC with AVX-512): the smoke configs' StarGAN output conv (16 x 38 x 38 x 8 = 184,832) ran
-# 43.9 -> 47.8 ms a step and compiled 4.4 s longer with it; the suite's
-# (8.9-17.8 million) gain 2-4x. Nothing between was measured.
+# on a 2-core AMD EPYC with AVX-512): the smoke configs' StarGAN output
+# conv (16 x 38 x 38 x 8 = 184,832) ran 43.9 -> 47.8 ms a step and compiled
+# 4.4 s longer with it; the suite's (8.9-17.8 million) gain 2-4x. Nothing
+# between was measured.
 _TAP_SUM_MIN_INPUT = 2_000_000
 
 
@@ -116,9 +117,10 @@ def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
 
 
 # Below this much work (batch x H x W x D's first width; timed on a 2-core
-# AMD EPYC with AVX-512) im2col's penalty step is no faster and compiles 5-13 s longer: the smoke configs (16 x 32
-# x 32 x 8 = 131,072) measured 44 vs 44 ms (StarGAN) and 150 vs 154 ms
-# (HRFAE) a step; at 262,144 (width 16) R1's gradient is 4x faster.
+# AMD EPYC with AVX-512) im2col's penalty step is no faster and compiles
+# 5-13 s longer: the smoke configs (16 x 32 x 32 x 8 = 131,072) measured
+# 44 vs 44 ms (StarGAN) and 150 vs 154 ms (HRFAE) a step; at 262,144
+# (width 16) R1's gradient is 4x faster.
 _PENALTY_IM2COL_MIN_WORK = 200_000
 
 

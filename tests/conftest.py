@@ -26,7 +26,8 @@ except ImportError as missing:
               "`pip install -r requirements.txt` first (README, command 2)",
               returncode=4)
 
-from helpers import learning_seed  # pylint: disable=g-import-not-at-top
+from helpers import (  # pylint: disable=g-import-not-at-top
+    fast_compiles as xla_fast_compiles, learning_seed)
 
 # Compiled executables are cached across tests and test subprocesses.
 CACHE_DIR = os.environ.setdefault(
@@ -45,8 +46,7 @@ def fast_compiles():
   """XLA's fast-compile mode (helpers.fast_compiles) for one test: for
   tests that check wiring or numbers of a step they run only a few times,
   whose time is mostly compiling it."""
-  from helpers import fast_compiles as fast  # pylint: disable=g-import-not-at-top
-  with fast():
+  with xla_fast_compiles():
     yield
 
 
