@@ -42,6 +42,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.ckpt.every_steps = 200
   c.ckpt.keep = 3
   c.ckpt.async_save = True
+  c.runtime = ml_collections.ConfigDict()
+  # CPU: time each convolution shape's forms on this machine the first
+  # time a step compiles, and cache the fastest (facejax/autotune.py);
+  # False: the fixed rules. FACEJAX_AUTOTUNE=0 turns it off everywhere.
+  c.runtime.autotune = True
   c.wandb = ml_collections.ConfigDict()
   c.wandb.enabled = True   # used only if the wandb package is installed
   c.wandb.project = "facejax"

@@ -12,10 +12,12 @@ import importlib.util
 import os
 import platform
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import logging
 import jax
+
+from facejax import autotune
 
 # XLA:CPU flags facejax applies before the CPU backend starts. This jaxlib
 # hands convolutions to YNNPACK by default; its kernels, and their gradients
@@ -89,8 +91,13 @@ def cpu_tap_sum_conv(in_shape: Sequence[int], kernel_size: Sequence[int],
 def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
                   strides: Sequence[int],
                   padding: Sequence[tuple[int, int]],
-                  features: int) -> str:
+                  features: int, forms: dict | None = None,
+                  dtype: Any = "float32") -> str:
   """The faster convolution form on the CPU backend for one layer's shape.
+
+  The fixed rule below, or, with autotuning on (`facejax.autotune`) and
+  the layer's `forms` given, the form timed fastest at this shape on this
+  machine.
 
   Args:
     in_shape: input [B, H, W, C].
@@ -98,10 +105,31 @@ def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
     strides: (sh, sw).
     padding: ((top, bottom), (left, right)).
     features: output channels.
+    forms: the layer's candidate forms, name -> fn(x, kernel, strides,
+      padding); None: the fixed rule only.
+    dtype: the computation's dtype (part of the timed shape).
 
   Returns:
     "im2col", "tap_sum" or "xla".
   """
+  rule = _conv_rule(in_shape, kernel_size, strides, padding, features)
+  if forms is None:
+    return rule
+  return tuned_conv_form(in_shape, kernel_size, strides, padding, features,
+                         rule, forms, dtype)
+
+
+def tuned_conv_form(in_shape, kernel_size, strides, padding, features,
+                    rule: str, forms: dict, dtype: Any = "float32") -> str:
+  """`rule`, or with autotuning on the form of `forms` timed fastest at
+  this shape on this machine (`facejax.autotune.conv_form`)."""
+  return autotune.conv_form(
+      autotune.conv_shape(in_shape, kernel_size, strides, padding, features,
+                          dtype), rule, forms)
+
+
+def _conv_rule(in_shape, kernel_size, strides, padding, features) -> str:
+  """The fixed rule of `cpu_conv_impl` (timed on two 2-core machines)."""
   if not cpu_native_conv_is_fast():
     return "im2col"  # YNNPACK convolutions: im2col wins everywhere.
   out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)

@@ -100,9 +100,11 @@ def benchmark(config, steps: int, warmup: int, peak: float | None,
     if jitted in kinds:
       continue
     t0 = time.perf_counter()
-    compiled = kinds[jitted] = jitted.lower(state, batch,
-                                            setup.frozen).compile()
-    compile_s += time.perf_counter() - t0
+    tuned_before = sum(r.seconds for r in setup.autotune_reports)
+    compiled = kinds[jitted] = setup.compiled(jitted, state, batch)
+    # Time spent timing convolution forms (autotune) is reported apart.
+    compile_s += time.perf_counter() - t0 - (
+        sum(r.seconds for r in setup.autotune_reports) - tuned_before)
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older JAX returned one dict per device
       cost = cost[0] if cost else {}
@@ -168,6 +170,10 @@ def benchmark(config, steps: int, warmup: int, peak: float | None,
       # The host CPU and its instruction sets: speeds and ratios depend
       # on them (printed under every table).
       "cpu": runtime.cpu_description(),
+      # The convolution forms: timed on this machine, or the fixed rules.
+      "conv_forms": setup.autotune_summary() or (
+          "convolution forms: the fixed rules (autotune off)"),
+      "autotune_s": sum(r.seconds for r in setup.autotune_reports),
   }
   result.update(loader_throughput(setup, loader_batches))
   if peak:
@@ -228,6 +234,9 @@ def markdown(rows: list[dict]) -> str:
     if line and line not in cpus:
       cpus.append(line)
   lines += [""] + cpus if cpus else []
+  forms = [f"{r.get('suite_name') or r['config']}: {r['conv_forms']}"
+           for r in rows if r.get("conv_forms")]
+  lines += [""] + forms if forms else []
   return "\n".join(lines)
 
 

@@ -9,6 +9,10 @@ import sys
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The fixed convolution rules, not forms timed on this machine: learning
+# margins were measured with them, and timing would add to every cold
+# run. tests/unit/test_autotune.py turns it back on where it is tested.
+os.environ.setdefault("FACEJAX_AUTOTUNE", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

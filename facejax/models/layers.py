@@ -104,6 +104,32 @@ def _tap_sum_bwd(padding, res, g):
 tap_sum_conv.defvjp(_tap_sum_fwd, _tap_sum_bwd)
 
 
+def _xla_conv(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(
+      x, kernel, tuple(strides), padding,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _tap_sum_form(x, kernel, strides, padding):
+  del strides  # stride 1 only (conv_forms)
+  return tap_sum_conv(x, kernel, padding)
+
+
+# tap_sum is offered to autotuning only below this many outputs: its
+# matmul writes kh*kw maps per output channel, 2.5x slower already at 64
+# (runtime.cpu_tap_sum_conv), and timing a hopeless form costs start-up.
+_TAP_SUM_MAX_FEATURES = 16
+
+
+def conv_forms(strides: Sequence[int], features: int) -> dict[str, Callable]:
+  """The forms a CPU convolution may take, name -> fn(x, kernel, strides,
+  padding), for `runtime.cpu_conv_impl` to choose from by timing."""
+  forms = {"xla": _xla_conv, "im2col": _im2col_conv}
+  if tuple(strides) == (1, 1) and features <= _TAP_SUM_MAX_FEATURES:
+    forms["tap_sum"] = _tap_sum_form
+  return forms
+
+
 class PReLU(nn.Module):
   """Parametric ReLU with one learned slope per channel (init 0.25, as
   torch.nn.PReLU(num_parameters=C)); the parameter is named `alpha`."""
@@ -139,17 +165,16 @@ class Conv(nn.Module):
                        f"choose one of {CONV_IMPLS}")
     padding = tuple(tuple(p) for p in self.padding)
     if impl == "auto":
-      impl = (runtime.cpu_conv_impl(x.shape, (kh, kw), self.strides,
-                                    padding, self.features)
+      impl = (runtime.cpu_conv_impl(
+          x.shape, (kh, kw), self.strides, padding, self.features,
+          forms=conv_forms(self.strides, self.features), dtype=self.dtype)
               if jax.default_backend() == "cpu" else "xla")
     if impl == "im2col":
       y = _im2col_conv(x, kernel, tuple(self.strides), padding)
     elif impl == "tap_sum":  # only chosen by 'auto' on CPU
       y = tap_sum_conv(x, kernel, padding)
     else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, tuple(self.strides), padding,
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = _xla_conv(x, kernel, self.strides, padding)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,),
                          jnp.float32).astype(self.dtype)

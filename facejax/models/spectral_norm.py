@@ -42,11 +42,18 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   if impl not in layers.CONV_IMPLS:
     raise ValueError(f"config key model.conv_impl: unknown {impl!r}; "
                      f"choose one of {layers.CONV_IMPLS}")
-  if impl == "auto":
-    impl = ("tap_sum" if jax.default_backend() == "cpu" and
-            runtime.cpu_tap_sum_conv(x.shape, kernel.shape[:2], strides,
-                                     kernel.shape[3])
-            else "xla")
+  if impl == "auto" and jax.default_backend() == "cpu":
+    rule = ("tap_sum" if runtime.cpu_tap_sum_conv(
+        x.shape, kernel.shape[:2], strides, kernel.shape[3]) else "xla")
+    # im2col is not offered (its compile cost, above); with autotuning on
+    # the faster of the other two at this shape is used.
+    forms = {k: v for k, v in layers.conv_forms(
+        strides, kernel.shape[3]).items() if k != "im2col"}
+    impl = runtime.tuned_conv_form(x.shape, kernel.shape[:2], strides,
+                                   ((0, 0), (0, 0)), kernel.shape[3],
+                                   rule, forms, x.dtype)
+  elif impl == "auto":
+    impl = "xla"
   if impl == "tap_sum":  # HRFAE's last 9x9 conv to 3 channels
     return layers.tap_sum_conv(x, kernel, ((0, 0), (0, 0)))
   if impl == "im2col":

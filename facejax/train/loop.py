@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facejax import autotune
 from facejax import checkpoint as ckpt_lib
 from facejax import config_lib
 from facejax import metrics as metrics_lib
@@ -130,12 +131,18 @@ class Setup:
     self.frozen_sharding = self._shardings(frozen)
     self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
+    # Convolution forms timed on this machine (facejax.autotune) when the
+    # config asks for it (on by default; CPU only).
+    self.autotune = autotune.enable(
+        config.get("runtime", {}).get("autotune", True))
+    self.autotune_reports: list[autotune.Report] = []
     options = runtime.step_compiler_options(self.task.xla_cpu_options())
     # A task with several kinds of step (a GAN's D-only and D+G steps)
     # names them by keyword arguments of train_step: one program per kind.
     kinds = tuple(self.task.step_kinds)
+    self._jit_specs = {}
     self.train_steps = {
-        _kind_key(kind): jax.jit(
+        _kind_key(kind): self._jit(
             _checked(functools.partial(self.task.train_step, **kind)),
             in_shardings=(self.state_sharding, self.batch_sharding,
                           self.frozen_sharding),
@@ -144,7 +151,7 @@ class Setup:
         for kind in kinds}
     # The first kind's step (a single-kind task's only step).
     self.train_step = self.train_steps[_kind_key(kinds[0])]
-    self.eval_step = jax.jit(
+    self.eval_step = self._jit(
         self.task.eval_step,
         in_shardings=(self.state_sharding, self.batch_sharding,
                       self.frozen_sharding),
@@ -163,22 +170,60 @@ class Setup:
       return self.train_step
     return self.train_steps[_kind_key(self.task.step_args(step))]
 
-  def run(self, jitted, state, batch):
-    """`jitted(state, batch, frozen)` through an AOT executable per shape.
+  def _jit(self, fn, **kwargs):
+    """jax.jit(fn, **kwargs), remembered so that `compiled` can trace it
+    afresh once autotuning has changed a convolution's form."""
+    jitted = jax.jit(fn, **kwargs)
+    self._jit_specs[id(jitted)] = (jitted, fn, kwargs)
+    return jitted
 
-    With several processes every process compiles first and they meet at
-    a barrier before running: gloo (the CPU collectives) gives the peers
-    only 30 s to reach their first collective, less than a compile takes
-    on a busy host. Executables are kept per batch signature (a resolution
-    schedule changes the batch shape once).
+  def compiled(self, jitted, state, batch):
+    """The AOT executable of `jitted(state, batch, frozen)` for this batch
+    signature, compiled on first use.
+
+    With autotuning on, the trace notes its convolution shapes; shapes
+    this machine has not timed yet are timed (facejax.autotune), and the
+    step is traced again if that changed a form. With several processes
+    every process compiles first and they meet at a barrier: gloo (the
+    CPU collectives) gives the peers only 30 s to reach their first
+    collective, less than a compile takes on a busy host. Executables are
+    kept per batch signature (a resolution schedule changes the batch
+    shape once).
     """
     key = (id(jitted), tuple((x.shape, str(x.dtype))
                              for x in jax.tree.leaves(batch)))
     if key not in self._compiled:
-      self._compiled[key] = jitted.lower(state, batch, self.frozen).compile()
+      with autotune.recording() as rec:
+        lowered = jitted.lower(state, batch, self.frozen)
+      retrace, report = autotune.settle(rec)
+      if report is not None:
+        self.autotune_reports.append(report)
+      if retrace and id(jitted) in self._jit_specs:
+        _, fn, kwargs = self._jit_specs[id(jitted)]
+        # A new function object: jax.jit's trace cache would otherwise
+        # hand back the trace with the old forms.
+        lowered = jax.jit(functools.partial(fn), **kwargs).lower(
+            state, batch, self.frozen)
+      self._compiled[key] = lowered.compile()
       if jax.process_count() > 1:
         ckpt_lib.sync_processes(f"facejax_compiled_{len(self._compiled)}")
-    return self._compiled[key](state, batch, self.frozen)
+    return self._compiled[key]
+
+  def run(self, jitted, state, batch):
+    """`jitted(state, batch, frozen)` through its AOT executable
+    (`compiled`)."""
+    return self.compiled(jitted, state, batch)(state, batch, self.frozen)
+
+  def autotune_summary(self) -> str:
+    """One line on the convolution forms autotuning chose ('' if off)."""
+    if not self.autotune_reports:
+      return ""
+    merged = autotune.Report(forms={}, path=self.autotune_reports[0].path)
+    for r in self.autotune_reports:
+      merged.forms.update(r.forms)
+      merged.timed += r.timed
+      merged.seconds += r.seconds
+    return merged.summary()
 
   def _shardings(self, tree):
     sh = self.config.sharding
@@ -462,6 +507,8 @@ def _train_and_evaluate(task, config, workdir, allow_config_change):
         compile_s = time.perf_counter() - compile_t0
         writer.write(step, {"perf/compile_s": compile_s})
         progress.message(f"first step done in {compile_s:.0f} s; training")
+        if setup.autotune_summary():
+          progress.message(setup.autotune_summary())
         progress.reset(step)
       last = step == config.total_steps
       # Read the flag once: SIGTERM may arrive mid-iteration, and stopping

@@ -86,7 +86,8 @@ def test_the_library_imports_no_launch_and_no_torch(rel):
 
 
 # The bottom of the directions: what every other module may use.
-BOTTOM = ("config_lib", "mesh", "runtime", "checkpoint", "optim", "metrics")
+BOTTOM = ("config_lib", "mesh", "runtime", "autotune", "checkpoint", "optim",
+          "metrics")
 
 
 @pytest.mark.parametrize("rel", [f"{m}.py" for m in BOTTOM])

@@ -1,0 +1,358 @@
+"""Convolution forms chosen by timing them on the machine at hand.
+
+On CPU a convolution can be computed three ways (facejax.models.layers):
+XLA's own convolution ("xla"), patches @ kernel ("im2col") and one matmul
+plus shifted sums ("tap_sum", stride 1 only). Which is fastest depends on
+the layer's shape and on the processor: the fixed rules of
+`runtime.cpu_conv_impl` were timed on two 2-core machines, one AVX2-only
+and one with AVX-512, and do not hold everywhere.
+
+With autotuning on (`config.runtime.autotune`, the default), the first
+compile of a train or eval step on a machine times every form of each of
+its convolution shapes, forward and backward, and keeps the fastest. The
+decisions are written to a JSON file keyed by the CPU model, its
+instruction sets, the jax/jaxlib versions and XLA_FLAGS, beside JAX's
+compilation cache, so later runs on the same machine read them instead of
+timing. With it off, or for a shape not yet timed, the fixed rules apply.
+
+How a step gets its forms (`facejax.train.loop.Setup.compiled`):
+  1. the step is traced while `recording()`: every convolution asks
+     `conv_form`, which answers from the table (or the fixed rule) and
+     notes the shape;
+  2. `settle()` times the shapes the table lacks, and in a multi-process
+     run takes process 0's decisions, so every process compiles the same
+     program;
+  3. if a decision differs from what the trace used, the step is traced
+     again.
+
+FACEJAX_AUTOTUNE=0 turns it off for a whole process tree (the test suite
+does, so that its measured learning margins keep the fixed rules).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# A form: (x [B,H,W,C], kernel [kh,kw,C,O], strides, padding) -> y.
+ConvForm = Callable[..., jax.Array]
+
+# A decision is kept unless another form is this much faster: timing noise
+# on a shared machine must not flip forms from run to run.
+_MARGIN = 0.05
+# Timing one form of one shape: at least 2 and at most 5 timed calls, and
+# no more once this many seconds are spent.
+_MIN_REPS, _MAX_REPS, _BUDGET_S = 2, 5, 0.5
+# A form whose largest buffer would exceed this is not tried (im2col of a
+# big early layer): timing it could exhaust the host's memory.
+_MAX_BUFFER_BYTES = 1 << 30
+_ENV_SWITCH = "FACEJAX_AUTOTUNE"
+_FILE_VERSION = 1
+
+
+class ConvShape(NamedTuple):
+  """One convolution as a step computes it (global shapes)."""
+  in_shape: tuple[int, ...]           # [B, H, W, C]
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int]
+  padding: tuple[tuple[int, int], ...]
+  features: int
+  dtype: str
+
+  def key(self) -> str:
+    b, h, w, c = self.in_shape
+    (pt, pb), (pl, pr) = self.padding
+    return (f"{b}x{h}x{w}x{c} k{self.kernel_size[0]}x{self.kernel_size[1]} "
+            f"s{self.strides[0]}x{self.strides[1]} "
+            f"p{pt},{pb},{pl},{pr} o{self.features} {self.dtype}")
+
+
+@dataclasses.dataclass
+class _Asked:
+  shape: ConvShape
+  forms: dict[str, ConvForm]
+  used: str
+
+
+@dataclasses.dataclass
+class Report:
+  """What `settle` did for one compile (the start-up line prints it)."""
+  forms: dict[str, str]      # shape key -> form, for every shape asked
+  timed: int = 0             # shapes timed now
+  seconds: float = 0.0       # spent timing
+  path: str = ""             # the decisions file
+
+  def summary(self) -> str:
+    counts: dict[str, int] = {}
+    for f in self.forms.values():
+      counts[f] = counts.get(f, 0) + 1
+    forms = ", ".join(f"{n} {f}" for f, n in sorted(counts.items()))
+    timed = (f"{self.timed} timed now in {self.seconds:.1f} s"
+             if self.timed else "all from the cache")
+    return (f"convolution forms measured on this CPU: {forms} "
+            f"({len(self.forms)} shapes, {timed}; {self.path or 'memory'})")
+
+
+_enabled = False
+_table: dict[str, dict[str, Any]] = {}   # shape key -> {"form", "ms"}
+_loaded_path = ""
+_asked: dict[str, _Asked] | None = None
+
+
+def env_allows() -> bool:
+  """False when FACEJAX_AUTOTUNE=0 (or 'false', 'off') is set."""
+  return os.environ.get(_ENV_SWITCH, "1").strip().lower() not in (
+      "0", "false", "off", "no")
+
+
+def enable(on: bool) -> bool:
+  """Turns autotuning on or off for this process (on only on the CPU
+  backend and where FACEJAX_AUTOTUNE allows); returns whether it is on."""
+  global _enabled
+  _enabled = bool(on) and env_allows() and jax.default_backend() == "cpu"
+  if _enabled:
+    _load()
+  return _enabled
+
+
+def enabled() -> bool:
+  return _enabled
+
+
+def conv_form(shape: ConvShape, rule: str,
+              forms: dict[str, ConvForm]) -> str:
+  """The form for `shape`: the measured one, else `rule` (the fixed
+  rule's choice). While recording, the shape is noted for `settle`."""
+  if not _enabled:
+    return rule
+  key = shape.key()
+  entry = _table.get(key)
+  form = entry["form"] if entry and entry["form"] in forms else rule
+  if _asked is not None and key not in _asked:
+    _asked[key] = _Asked(shape, dict(forms), form)
+  return form
+
+
+class recording:  # pylint: disable=invalid-name
+  """Context in which `conv_form` notes every shape it is asked about."""
+
+  def __enter__(self):
+    global _asked
+    self._outer = _asked
+    _asked = {}
+    return self
+
+  def __exit__(self, *exc):
+    global _asked
+    self.asked, _asked = _asked, self._outer
+    return False
+
+
+def settle(rec: recording) -> tuple[bool, Report | None]:
+  """Decides every shape `rec` saw; (whether the trace must be redone,
+  what was decided). Times the shapes the table lacks (process 0 only in
+  a multi-process run; the others take its decisions)."""
+  if not _enabled or not rec.asked:
+    return False, None
+  report = Report(forms={}, path=_loaded_path)
+  missing = [a for k, a in rec.asked.items() if k not in _table]
+  if missing and jax.process_index() == 0:
+    t0 = time.perf_counter()
+    for a in missing:
+      _table[a.shape.key()] = _measure(a.shape, a.forms, a.used)
+    report.timed, report.seconds = len(missing), time.perf_counter() - t0
+    _save()
+  decided = {k: (_table[k]["form"] if k in _table else a.used)
+             for k, a in rec.asked.items()}
+  if jax.process_count() > 1:
+    decided = _agree(decided)
+    for k, f in decided.items():
+      _table.setdefault(k, {"form": f, "ms": {}})["form"] = f
+  report.forms = decided
+  retrace = any(decided[k] != a.used for k, a in rec.asked.items())
+  return retrace, report
+
+
+def _agree(decided: dict[str, str]) -> dict[str, str]:
+  """Process 0's decisions, through JAX's distributed key-value store
+  (not a collective: timing may take longer than gloo waits for one)."""
+  # pylint: disable-next=g-import-not-at-top
+  from jax._src import distributed
+  client = distributed.global_state.client
+  global _agreements
+  _agreements += 1
+  key = f"facejax_autotune_{_agreements}"
+  if jax.process_index() == 0:
+    client.key_value_set(key, json.dumps(decided, sort_keys=True))
+    return decided
+  return json.loads(client.blocking_key_value_get(key, 3_600_000))
+
+
+_agreements = 0
+
+
+def _buffer_bytes(shape: ConvShape, form: str) -> int:
+  b, h, w, c = shape.in_shape
+  kh, kw = shape.kernel_size
+  itemsize = jnp.dtype(shape.dtype).itemsize
+  if form == "im2col":
+    return b * h * w * kh * kw * c * itemsize
+  if form == "tap_sum":
+    return b * h * w * kh * kw * shape.features * itemsize
+  return b * h * w * max(c, shape.features) * itemsize
+
+
+def _time_form(fn: ConvForm, shape: ConvShape) -> float:
+  """Seconds of one forward + backward of `fn` at `shape` (the fastest of
+  a few calls after a warm-up)."""
+  kh, kw = shape.kernel_size
+  dtype = jnp.dtype(shape.dtype)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape.in_shape), dtype)
+  k = jnp.asarray(rng.normal(size=(kh, kw, shape.in_shape[-1],
+                                   shape.features)) * 0.1, dtype)
+
+  def fwd_bwd(x, k):
+    y, vjp = jax.vjp(lambda x, k: fn(x, k, shape.strides, shape.padding),
+                     x, k)
+    return (y,) + vjp(y)
+
+  run = jax.jit(fwd_bwd).lower(x, k).compile()
+  jax.block_until_ready(run(x, k))
+  best, spent, reps = float("inf"), 0.0, 0
+  while reps < _MIN_REPS or (reps < _MAX_REPS and spent < _BUDGET_S):
+    t = time.perf_counter()
+    jax.block_until_ready(run(x, k))
+    dt = time.perf_counter() - t
+    best, spent, reps = min(best, dt), spent + dt, reps + 1
+  return best
+
+
+def _measure(shape: ConvShape, forms: dict[str, ConvForm],
+             rule: str) -> dict[str, Any]:
+  """{"form": the fastest, "ms": {form: ms}}; the rule's form is kept
+  unless another is more than _MARGIN faster."""
+  ms = {}
+  for name, fn in forms.items():
+    if _buffer_bytes(shape, name) > _MAX_BUFFER_BYTES:
+      continue
+    try:
+      ms[name] = round(_time_form(fn, shape) * 1e3, 4)
+    except Exception as e:  # pylint: disable=broad-except
+      # A form XLA cannot compile at this shape is simply not chosen.
+      logging.warning("autotune: form %s at %s failed: %s", name,
+                      shape.key(), e)
+  if not ms:
+    return {"form": rule, "ms": {}}
+  best = min(ms, key=ms.get)
+  if rule in ms and ms[best] > ms[rule] * (1 - _MARGIN):
+    best = rule
+  return {"form": best, "ms": ms}
+
+
+def machine() -> dict[str, Any]:
+  """What the decisions depend on: CPU, instruction sets, versions, flags."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax import runtime
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  cpu = runtime.cpu_description()
+  return {"cpu": cpu["model"], "cores": cpu["cores"],
+          "machine": cpu["machine"], "flags": cpu["flags"],
+          "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+          "xla_flags": os.environ.get("XLA_FLAGS", "").strip()}
+
+
+def cache_dir() -> str:
+  """Where decision files live: facejax_autotune/ inside JAX's compilation
+  cache directory when one is set, else ~/.cache/facejax/autotune."""
+  jax_dir = jax.config.jax_compilation_cache_dir
+  if jax_dir:
+    return os.path.join(jax_dir, "facejax_autotune")
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "facejax", "autotune")
+
+
+def decisions_path() -> str:
+  """This machine's decisions file (the name hashes `machine()`)."""
+  m = machine()
+  digest = hashlib.sha256(json.dumps(m, sort_keys=True).encode())
+  return os.path.join(cache_dir(), f"{digest.hexdigest()[:16]}.json")
+
+
+def _load() -> None:
+  """Reads this machine's decisions file once per path; an unreadable
+  one is named in a warning and timed afresh (then overwritten)."""
+  global _loaded_path
+  path = decisions_path()
+  if path == _loaded_path:
+    return
+  _loaded_path = path
+  _table.clear()
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    entries = data["entries"]
+    if data.get("version") != _FILE_VERSION or not all(
+        isinstance(v, dict) and isinstance(v.get("form"), str)
+        for v in entries.values()):
+      raise ValueError(f"not a version-{_FILE_VERSION} decisions file")
+    _table.update(entries)
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    logging.warning("autotune: ignoring %s (%s: %s); its shapes are timed "
+                    "again", path, type(e).__name__, e)
+
+
+def _save() -> None:
+  """Writes the table atomically; a read-only cache only warns."""
+  path = _loaded_path or decisions_path()
+  try:
+    # Another process on this machine (a second run, a test worker) may
+    # have added shapes since this one read the file: keep them.
+    with open(path) as f:
+      for k, v in json.load(f).get("entries", {}).items():
+        _table.setdefault(k, v)
+  except (OSError, ValueError, AttributeError):
+    pass
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+      json.dump({"version": _FILE_VERSION, "machine": machine(),
+                 "entries": _table}, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError as e:
+    logging.warning("autotune: could not write %s (%s); decisions are kept "
+                    "for this process only", path, e)
+
+
+def decisions() -> dict[str, dict[str, Any]]:
+  """A copy of this process's table: shape key -> {"form", "ms"}."""
+  return json.loads(json.dumps(_table))
+
+
+def forget() -> None:
+  """Empties the in-memory table (tests; the file is left alone)."""
+  global _loaded_path
+  _table.clear()
+  _loaded_path = ""
+
+
+def conv_shape(in_shape: Sequence[Any], kernel_size: Sequence[int],
+               strides: Sequence[int], padding: Sequence[Sequence[int]],
+               features: int, dtype: Any) -> ConvShape:
+  """A ConvShape from a layer's arguments (a symbolic batch counts as 1,
+  as in the fixed rules)."""
+  shape = tuple(d if isinstance(d, int) else 1 for d in in_shape)
+  return ConvShape(shape, tuple(kernel_size), tuple(strides),
+                   tuple(tuple(p) for p in padding), int(features),
+                   jnp.dtype(dtype).name)

@@ -1,0 +1,193 @@
+"""facejax.autotune: convolution forms timed on the machine at hand, kept in
+a per-machine decisions file, and used by the step that asked for them."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from facejax import autotune
+from facejax import mesh as mesh_lib
+from facejax import tasks
+from facejax.models import layers
+from helpers import smoke_config
+
+SHAPE = autotune.conv_shape((2, 12, 12, 4), (3, 3), (1, 1),
+                            ((1, 1), (1, 1)), 8, jnp.float32)
+
+
+def _slow_conv(x, kernel, strides, padding):
+  """The XLA convolution computed 40 times: a form that must lose."""
+  ys = [layers._xla_conv(x * (1 + i * 1e-3), kernel, strides, padding)  # pylint: disable=protected-access
+        for i in range(40)]
+  return sum(ys) / len(ys)
+
+
+FORMS = {"xla": layers._xla_conv, "slow": _slow_conv}  # pylint: disable=protected-access
+
+
+@pytest.fixture
+def tuning(tmp_path, monkeypatch):
+  """Autotuning on (the suite runs with FACEJAX_AUTOTUNE=0), with its
+  decisions file under tmp_path; off and forgotten afterwards."""
+  monkeypatch.setenv("FACEJAX_AUTOTUNE", "1")
+  monkeypatch.setattr(autotune, "cache_dir", lambda: str(tmp_path))
+  autotune.forget()
+  yield tmp_path
+  autotune.enable(False)
+  autotune.forget()
+
+
+def _ask(shape=SHAPE, rule="slow", forms=FORMS):
+  with autotune.recording() as rec:
+    used = autotune.conv_form(shape, rule, forms)
+  return used, rec
+
+
+def test_the_fastest_form_is_chosen_timed_once_and_cached(tuning,
+                                                          monkeypatch):
+  assert autotune.enable(True)
+  used, rec = _ask()
+  assert used == "slow"  # not timed yet: the rule's form
+  retrace, report = autotune.settle(rec)
+  assert retrace and report.timed == 1
+  assert report.forms == {SHAPE.key(): "xla"}
+  assert "1 xla" in report.summary() and "1 timed now" in report.summary()
+
+  path = autotune.decisions_path()
+  assert os.path.dirname(path) == str(tuning)
+  with open(path) as f:
+    saved = json.load(f)
+  entry = saved["entries"][SHAPE.key()]
+  assert entry["form"] == "xla"
+  assert entry["ms"]["slow"] > entry["ms"]["xla"] > 0
+  assert saved["machine"]["cpu"] == autotune.machine()["cpu"]
+  assert "xla_flags" in saved["machine"]
+
+  # A new process (here: a forgotten table) reads the file and times
+  # nothing: the decision comes back for the next trace.
+  autotune.forget()
+  monkeypatch.setattr(autotune, "_time_form",
+                      lambda *a: pytest.fail("timed again"))
+  assert autotune.enable(True)
+  used, rec = _ask()
+  assert used == "xla"
+  retrace, report = autotune.settle(rec)
+  assert not retrace and report.timed == 0
+  assert "all from the cache" in report.summary()
+
+
+def test_noise_does_not_flip_the_rule(tuning, monkeypatch):
+  """Another form has to be more than 5 % faster to replace the rule's."""
+  times = {"xla": 1.00, "slow": 0.97}
+  monkeypatch.setattr(autotune, "_time_form",
+                      lambda fn, shape: times["xla" if fn is FORMS["xla"]
+                                              else "slow"])
+  assert autotune.enable(True)
+  _, rec = _ask(rule="xla")
+  retrace, report = autotune.settle(rec)
+  assert not retrace and report.forms[SHAPE.key()] == "xla"
+  times["slow"] = 0.80
+  shape = SHAPE._replace(features=16)
+  _, rec = _ask(shape, rule="xla")
+  assert autotune.settle(rec)[1].forms[shape.key()] == "slow"
+
+
+def test_off_switches_use_the_fixed_rule(tuning, monkeypatch):
+  assert not autotune.enable(False)
+  assert autotune.conv_form(SHAPE, "slow", FORMS) == "slow"
+  monkeypatch.setenv("FACEJAX_AUTOTUNE", "0")
+  assert not autotune.enable(True)
+  _, rec = _ask()
+  assert autotune.settle(rec) == (False, None)
+  assert not os.listdir(tuning)
+
+
+def test_unreadable_decisions_file_is_named_and_timed_again(tuning, caplog):
+  path = autotune.decisions_path()
+  with open(path, "w") as f:
+    f.write('{"version": 1, "entries": {"x": ')  # a killed writer's file
+  with caplog.at_level("WARNING"):
+    assert autotune.enable(True)
+  assert any(path in r.getMessage() for r in caplog.records)
+  _, rec = _ask()
+  assert autotune.settle(rec)[1].timed == 1
+  with open(path) as f:
+    assert json.load(f)["entries"][SHAPE.key()]["form"] == "xla"
+
+
+def test_processes_take_process_zero_decisions(tuning, monkeypatch):
+  """In a multi-process run the other processes time nothing and compile
+  process 0's forms, read from JAX's distributed key-value store."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  store = {}
+
+  class Client:
+    def key_value_set(self, key, value):
+      store[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+      del timeout_ms
+      return store[key]
+
+  monkeypatch.setattr(distributed.global_state, "client", Client())
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(autotune, "_time_form",
+                      lambda fn, shape: 1.0 if fn is FORMS["xla"] else 2.0)
+  assert autotune.enable(True)
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  _, rec = _ask()
+  assert autotune.settle(rec)[1].forms == {SHAPE.key(): "xla"}
+
+  autotune.forget()  # process 1: its own (empty) table
+  monkeypatch.setattr(autotune, "_agreements", 0)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(autotune, "_time_form",
+                      lambda *a: pytest.fail("process 1 timed"))
+  used, rec = _ask()
+  assert used == "slow"
+  retrace, report = autotune.settle(rec)
+  assert retrace and report.forms == {SHAPE.key(): "xla"}
+  assert autotune.conv_form(SHAPE, "slow", FORMS) == "xla"
+
+
+def test_setup_compiles_the_measured_forms(age_data, tuning, monkeypatch,
+                                           fast_compiles):
+  """Setup.compiled traces the step again with the forms the timing chose
+  (here every convolution as im2col), and computes the same step."""
+  del fast_compiles
+  config = smoke_config(age_data)
+  with config.unlocked():
+    config.mesh = (("data", 1), ("fsdp", 1), ("model", 1))
+
+  def step_of(setup):
+    state = setup.init_state()
+    batch = mesh_lib.shard_batch(setup.task.dummy_batch(setup.local_batch),
+                                 setup.mesh)
+    compiled = setup.compiled(setup.train_step, state, batch)
+    _, metrics = compiled(state, batch, setup.frozen)
+    return compiled.as_text(), jax.device_get(metrics)
+
+  with config.unlocked():
+    config.runtime.autotune = False
+  fixed = tasks.setup(config)
+  assert not fixed.autotune
+  hlo_fixed, metrics_fixed = step_of(fixed)
+  assert fixed.autotune_summary() == ""
+  assert "convolution(" in hlo_fixed  # the rule keeps XLA's convs here
+
+  monkeypatch.setattr(autotune, "_measure",
+                      lambda shape, forms, rule: {"form": "im2col", "ms": {}})
+  with config.unlocked():
+    config.runtime.autotune = True
+  tuned = tasks.setup(config)
+  assert tuned.autotune
+  hlo_tuned, metrics_tuned = step_of(tuned)
+  assert "convolution(" not in hlo_tuned
+  summary = tuned.autotune_summary()
+  assert "im2col" in summary and "xla" not in summary, summary
+  np.testing.assert_allclose(metrics_tuned["loss"], metrics_fixed["loss"],
+                             rtol=1e-4)
