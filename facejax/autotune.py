@@ -130,8 +130,8 @@ def conv_form(shape: ConvShape, rule: str,
               forms: dict[str, ConvForm]) -> str:
   """The form for `shape`: the measured one, else `rule` (the fixed
   rule's choice). While recording, the shape is noted for `settle`."""
-  if not _enabled:
-    return rule
+  if not _enabled or len(forms) < 2:
+    return rule  # (one form offered: nothing to choose, nothing to time)
   key = shape.key()
   entry = _table.get(key)
   form = entry["form"] if entry and entry["form"] in forms else rule
@@ -164,6 +164,9 @@ def settle(rec: recording) -> tuple[bool, Report | None]:
   report = Report(forms={}, path=_loaded_path)
   missing = [a for k, a in rec.asked.items() if k not in _table]
   if missing and jax.process_index() == 0:
+    # Tens of seconds on a GAN's first compile: say what is going on.
+    print(f"timing the CPU forms of {len(missing)} convolution shape(s) on "
+          "this machine (once; cached)...", flush=True)
     t0 = time.perf_counter()
     for a in missing:
       _table[a.shape.key()] = _measure(a.shape, a.forms, a.used)

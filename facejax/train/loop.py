@@ -495,8 +495,11 @@ def _train_and_evaluate(task, config, workdir, allow_config_change):
     step = start
     compile_t0 = time.perf_counter()
     if step < config.total_steps:
-      progress.message("compiling the train step (minutes on a CPU the "
-                       "first time; reruns read the compilation cache)...")
+      progress.message(
+          "compiling the train step (minutes on a CPU the first time"
+          + (", with its convolution forms timed on this machine"
+             if setup.autotune else "")
+          + "; reruns read the compilation cache)...")
     while step < config.total_steps:
       batch = mesh_lib.shard_batch(next(train_iter), setup.mesh)
       state, metrics = setup.run(setup.train_step_at(step), state, batch)

@@ -5,7 +5,8 @@ mesh over gloo CPU collectives), train the smoke config for 4 steps, stop,
 and resume to 8 steps from the checkpoint both processes wrote together.
 One process with 8 devices trains the same 8 steps in one go. The final
 parameters must agree: per-process data sharding, the collective orbax
-save/restore and the resumed data order are all checked at once.
+save/restore, the resumed data order and the convolution forms process 0
+timed for both (facejax.autotune) are all checked at once.
 """
 
 import os
@@ -35,8 +36,11 @@ def _free_port() -> int:
 
 def _train(workdir, data, steps, devices, process_id=None, num_processes=1,
            port=None):
+  # Autotuning on (the suite turns it off): process 0 times the forms
+  # and process 1 must take them from the distributed key-value store.
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             FACEJAX_AUTOTUNE="1")
   cmd = [sys.executable, "-m", "launch.train",
          "--config=configs/age_regressor.py:smoke", f"--workdir={workdir}",
          f"--config.data.root={data}", f"--config.total_steps={steps}",
@@ -76,6 +80,8 @@ def test_two_processes_with_resume_equal_one_process(age_data, tmp_path):
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
   out = _two_processes(multi, age_data, 4)
   assert "process 0/2" in out[0] and "process 1/2" in out[1]
+  assert "convolution forms measured on this CPU" in out[0], out[0][-2000:]
+  assert "timing the CPU forms" not in out[1], out[1][-2000:]
   # Resume: both processes restore ckpt/4 together and go on to step 8.
   out = _two_processes(multi, age_data, 8)
   # (Only process 0 prints the progress lines.)
