@@ -65,13 +65,17 @@ class ConvShape(NamedTuple):
   padding: tuple[tuple[int, int], ...]
   features: int
   dtype: str
+  # 2: inside a gradient penalty's discriminator, whose input gradient is
+  # differentiated again (timed through that second derivative).
+  order: int = 1
 
   def key(self) -> str:
     b, h, w, c = self.in_shape
     (pt, pb), (pl, pr) = self.padding
     return (f"{b}x{h}x{w}x{c} k{self.kernel_size[0]}x{self.kernel_size[1]} "
             f"s{self.strides[0]}x{self.strides[1]} "
-            f"p{pt},{pb},{pl},{pr} o{self.features} {self.dtype}")
+            f"p{pt},{pb},{pl},{pr} o{self.features} {self.dtype}"
+            + (" d2" if self.order == 2 else ""))
 
 
 @dataclasses.dataclass
@@ -213,21 +217,31 @@ def _buffer_bytes(shape: ConvShape, form: str) -> int:
 
 
 def _time_form(fn: ConvForm, shape: ConvShape) -> float:
-  """Seconds of one forward + backward of `fn` at `shape` (the fastest of
-  a few calls after a warm-up)."""
+  """Seconds of one forward + backward of `fn` at `shape` (order 2: the
+  gradient of a penalty on its input gradient); the fastest of a few calls
+  after a warm-up."""
   kh, kw = shape.kernel_size
   dtype = jnp.dtype(shape.dtype)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape.in_shape), dtype)
   k = jnp.asarray(rng.normal(size=(kh, kw, shape.in_shape[-1],
                                    shape.features)) * 0.1, dtype)
+  conv = lambda x, k: fn(x, k, shape.strides, shape.padding)
 
   def fwd_bwd(x, k):
-    y, vjp = jax.vjp(lambda x, k: fn(x, k, shape.strides, shape.padding),
-                     x, k)
+    y, vjp = jax.vjp(conv, x, k)
     return (y,) + vjp(y)
 
-  run = jax.jit(fwd_bwd).lower(x, k).compile()
+  def penalty_grad(x, k):
+    # As in R1 / WGAN-GP: the input gradient of D's output, squared,
+    # differentiated with respect to the kernel and the input.
+    def penalty(x, k):
+      y, vjp = jax.vjp(lambda x: conv(x, k), x)
+      return jnp.sum(jnp.square(vjp(jnp.tanh(y))[0]))
+    return jax.grad(penalty, argnums=(0, 1))(x, k)
+
+  step = penalty_grad if shape.order == 2 else fwd_bwd
+  run = jax.jit(step).lower(x, k).compile()
   jax.block_until_ready(run(x, k))
   best, spent, reps = float("inf"), 0.0, 0
   while reps < _MIN_REPS or (reps < _MAX_REPS and spent < _BUDGET_S):
@@ -352,10 +366,10 @@ def forget() -> None:
 
 def conv_shape(in_shape: Sequence[Any], kernel_size: Sequence[int],
                strides: Sequence[int], padding: Sequence[Sequence[int]],
-               features: int, dtype: Any) -> ConvShape:
+               features: int, dtype: Any, order: int = 1) -> ConvShape:
   """A ConvShape from a layer's arguments (a symbolic batch counts as 1,
   as in the fixed rules)."""
   shape = tuple(d if isinstance(d, int) else 1 for d in in_shape)
   return ConvShape(shape, tuple(kernel_size), tuple(strides),
                    tuple(tuple(p) for p in padding), int(features),
-                   jnp.dtype(dtype).name)
+                   jnp.dtype(dtype).name, order)

@@ -120,12 +120,27 @@ def cpu_conv_impl(in_shape: Sequence[int], kernel_size: Sequence[int],
 
 
 def tuned_conv_form(in_shape, kernel_size, strides, padding, features,
-                    rule: str, forms: dict, dtype: Any = "float32") -> str:
+                    rule: str, forms: dict, dtype: Any = "float32",
+                    order: int = 1) -> str:
   """`rule`, or with autotuning on the form of `forms` timed fastest at
-  this shape on this machine (`facejax.autotune.conv_form`)."""
+  this shape on this machine (`facejax.autotune.conv_form`); order 2 for
+  a penalised discriminator's convolution (`penalty_conv_impl`)."""
   return autotune.conv_form(
       autotune.conv_shape(in_shape, kernel_size, strides, padding, features,
-                          dtype), rule, forms)
+                          dtype, order), rule, forms)
+
+
+# The prefix `penalty_conv_impl` puts before a penalised discriminator's
+# conv_impl when autotuning is on: each of its convolutions then picks its
+# form by timing the penalty's second derivative, `rest` being the rule.
+SECOND_ORDER = "penalty:"
+
+
+def split_second_order(impl: str) -> tuple[bool, str]:
+  """(whether `impl` carries SECOND_ORDER, the impl without it)."""
+  if impl.startswith(SECOND_ORDER):
+    return True, impl[len(SECOND_ORDER):]
+  return False, impl
 
 
 def _conv_rule(in_shape, kernel_size, strides, padding, features) -> str:
@@ -173,12 +188,15 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
 
   Returns:
     "im2col" for 'auto' on the CPU backend above the smoke configs' size,
-    otherwise `impl`.
+    otherwise `impl`. With autotuning on, that choice behind
+    SECOND_ORDER: each convolution of D is then timed in both forms
+    through the penalty's second derivative, the choice as its rule.
   """
-  if (impl == "auto" and jax.default_backend() == "cpu" and
-      _elements(image_shape[:3]) * first_width > _PENALTY_IM2COL_MIN_WORK):
-    return "im2col"
-  return impl
+  if impl != "auto" or jax.default_backend() != "cpu":
+    return impl
+  rule = ("im2col" if _elements(image_shape[:3]) * first_width
+          > _PENALTY_IM2COL_MIN_WORK else impl)
+  return SECOND_ORDER + rule if autotune.enabled() else rule
 
 
 def apply_cpu_xla_flags() -> bool:

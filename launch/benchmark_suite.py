@@ -240,13 +240,35 @@ def markdown(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _fresh_twin_first(config, batch: int, size: int, steps: int,
+                      warmup: int, default_malloc: bool):
+  """The twin's fresh-process timing (default malloc), taken before
+  facejax's row: this process keeps its heap (section 8 of
+  docs/performance.md), and the caricature row's 19.6 GB plus the fresh
+  twin's 6.9 GB overran a 24 GiB machine when the twin came after it.
+  None where there is no such timing; the exception if it failed."""
+  name = torch_twins.twin_name(config)
+  if (not default_malloc or not runtime.host_heap_kept()
+      or name not in torch_twins.TWINS or torch_twins.work_note(config)
+      or torch_twins.available(name)):
+    return None
+  kw = ({"warmup": warmup, "config": config}
+        if torch_twins.is_gan(name) else {})
+  try:
+    return torch_twins.time_in_fresh_process(name, batch, size, steps, **kw)
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+
+
 def _twin_rows(config, row: dict, steps: int, warmup: int,
-               torch_compile: bool, default_malloc: bool) -> list[dict]:
+               torch_compile: bool, default_malloc: bool,
+               fresh=None) -> list[dict]:
   """The PyTorch twin's timings on the same batch and size, if any.
 
   A GAN twin runs facejax's warm-up and timed global steps (the same mix
   of D-only and D + G steps); with several kinds of step the ratio is of
-  the means (the per-step cost), as facejax's images/s.
+  the means (the per-step cost), as facejax's images/s. `fresh` is the
+  fresh-process timing `_fresh_twin_first` took before facejax's row.
   """
   name = torch_twins.twin_name(config)
   if name not in torch_twins.TWINS:
@@ -264,9 +286,6 @@ def _twin_rows(config, row: dict, steps: int, warmup: int,
     out.append({"twin": name, "note": "torch.compile not timed: the GAN "
                 "twins run eager only"})
   if default_malloc and runtime.host_heap_kept():
-    # First: this process keeps its heap (facejax's step, then the
-    # same-process twin); the caricature row ran out of 24 GiB when the
-    # fresh process came after both (11.4 GB + the twin's + 4.8 GB).
     modes.insert(0, torch_twins.DEFAULT_MALLOC_MODE)
   args = (name, row["batch_size"], row["image_size"], steps)
   kw = {"warmup": warmup, "config": config} if gan else {}
@@ -277,7 +296,10 @@ def _twin_rows(config, row: dict, steps: int, warmup: int,
   for mode in modes:
     try:
       if mode == torch_twins.DEFAULT_MALLOC_MODE:
-        t = torch_twins.time_in_fresh_process(*args, **kw)
+        t = (fresh if fresh is not None
+             else torch_twins.time_in_fresh_process(*args, **kw))
+        if isinstance(t, Exception):
+          raise t
       else:
         t = torch_twins.time_train_step(
             *args, compile_mode=mode == "torch.compile", **kw)
@@ -354,6 +376,8 @@ def run_suite(peak: float | None, *, only: Sequence[str] = (),
         print(f"- {name}: traced; train state {row['state_mb']:.0f} MB, "
               f"frozen nets {row['frozen_mb']:.0f} MB", flush=True)
         continue
+      fresh = _fresh_twin_first(config, batch, size, steps, warmup,
+                                default_malloc)
       row = benchmark(config, steps, warmup, peak, loader_batches)
     except Exception:  # one model failing must not hide the others
       failed.append(name)
@@ -363,7 +387,7 @@ def run_suite(peak: float | None, *, only: Sequence[str] = (),
       continue
     row["suite_name"] = name
     row["torch"] = _twin_rows(config, row, steps, warmup, torch_compile,
-                              default_malloc)
+                              default_malloc, fresh)
     rows.append(row)
     print(markdown([row]), flush=True)
     for t in row["torch"]:

@@ -130,6 +130,12 @@ def conv_forms(strides: Sequence[int], features: int) -> dict[str, Callable]:
   return forms
 
 
+def penalty_conv_forms() -> dict[str, Callable]:
+  """The forms a penalised discriminator's convolution may take (timed
+  through the penalty's second derivative, where tap_sum never pays)."""
+  return {"xla": _xla_conv, "im2col": _im2col_conv}
+
+
 class PReLU(nn.Module):
   """Parametric ReLU with one learned slope per channel (init 0.25, as
   torch.nn.PReLU(num_parameters=C)); the parameter is named `alpha`."""
@@ -159,12 +165,18 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init,
                         (kh, kw, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    impl = self.impl
+    second_order, impl = runtime.split_second_order(self.impl)
     if impl not in CONV_IMPLS:
       raise ValueError(f"config key model.conv_impl: unknown {impl!r}; "
                        f"choose one of {CONV_IMPLS}")
     padding = tuple(tuple(p) for p in self.padding)
-    if impl == "auto":
+    if second_order:  # a penalised D's conv, autotuning on (CPU)
+      rule = (impl if impl != "auto" else runtime.cpu_conv_impl(
+          x.shape, (kh, kw), self.strides, padding, self.features))
+      impl = runtime.tuned_conv_form(
+          x.shape, (kh, kw), self.strides, padding, self.features, rule,
+          penalty_conv_forms(), self.dtype, order=2)
+    elif impl == "auto":
       impl = (runtime.cpu_conv_impl(
           x.shape, (kh, kw), self.strides, padding, self.features,
           forms=conv_forms(self.strides, self.features), dtype=self.dtype)

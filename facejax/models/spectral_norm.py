@@ -28,6 +28,12 @@ from facejax.models import layers
 SPECTRAL = "spectral"  # variable collection of the u, v vectors
 
 
+def _auto_rule(x, kernel, strides) -> str:
+  """impl 'auto''s fixed rule on CPU (see conv2d)."""
+  return ("tap_sum" if runtime.cpu_tap_sum_conv(
+      x.shape, kernel.shape[:2], strides, kernel.shape[3]) else "xla")
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
            impl: str) -> jax.Array:
   """Unpadded NHWC convolution (the callers pad explicitly).
@@ -39,12 +45,18 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   vs 17 s for the tiny discriminator's gradient) for no faster steps.
   'im2col' (facejax.models.layers) can still be chosen.
   """
+  second_order, impl = runtime.split_second_order(impl)
   if impl not in layers.CONV_IMPLS:
     raise ValueError(f"config key model.conv_impl: unknown {impl!r}; "
                      f"choose one of {layers.CONV_IMPLS}")
-  if impl == "auto" and jax.default_backend() == "cpu":
-    rule = ("tap_sum" if runtime.cpu_tap_sum_conv(
-        x.shape, kernel.shape[:2], strides, kernel.shape[3]) else "xla")
+  if second_order:  # a penalised D's conv, autotuning on (CPU)
+    rule = impl if impl != "auto" else _auto_rule(x, kernel, strides)
+    impl = runtime.tuned_conv_form(
+        x.shape, kernel.shape[:2], strides, ((0, 0), (0, 0)),
+        kernel.shape[3], rule, layers.penalty_conv_forms(), x.dtype,
+        order=2)
+  elif impl == "auto" and jax.default_backend() == "cpu":
+    rule = _auto_rule(x, kernel, strides)
     # im2col is not offered (its compile cost, above); with autotuning on
     # the faster of the other two at this shape is used.
     forms = {k: v for k, v in layers.conv_forms(

@@ -11,8 +11,10 @@ import pytest
 
 from facejax import autotune
 from facejax import mesh as mesh_lib
+from facejax import runtime
 from facejax import tasks
 from facejax.models import layers
+from facejax.models import spectral_norm
 from helpers import smoke_config
 
 SHAPE = autotune.conv_shape((2, 12, 12, 4), (3, 3), (1, 1),
@@ -191,3 +193,39 @@ def test_setup_compiles_the_measured_forms(age_data, tuning, monkeypatch,
   assert "im2col" in summary and "xla" not in summary, summary
   np.testing.assert_allclose(metrics_tuned["loss"], metrics_fixed["loss"],
                              rtol=1e-4)
+
+
+def test_a_penalised_discriminator_times_its_convolutions_twice_differentiated(
+    tuning):
+  """With autotuning on, runtime.penalty_conv_impl marks D's convolutions
+  (layers.Conv and spectral_norm's) to be timed through the penalty's
+  second derivative; the fixed rule's choice stays their fallback."""
+  del tuning
+  assert autotune.enable(True)
+  assert runtime.penalty_conv_impl("auto", (16, 128, 128, 3), 64) == (
+      "penalty:im2col")
+  assert runtime.penalty_conv_impl("auto", (16, 32, 32, 3), 8) == (
+      "penalty:auto")
+  assert runtime.penalty_conv_impl("xla", (16, 128, 128, 3), 64) == "xla"
+
+  x = jax.random.normal(jax.random.key(1), (2, 10, 10, 3))
+  plain = layers.Conv(4, (3, 3), padding=((1, 1), (1, 1)), impl="xla")
+  marked = plain.clone(impl="penalty:im2col")
+  params = plain.init(jax.random.key(0), x)
+  sn_plain = spectral_norm.Conv(4, 4, 2, impl="xla")
+  sn_marked = sn_plain.clone(impl="penalty:auto")
+  sn_vars = sn_plain.init(jax.random.key(2), x)
+  with autotune.recording() as rec:
+    y = marked.apply(params, x)
+    y_sn = sn_marked.apply(sn_vars, x)
+  assert len(rec.asked) == 2
+  assert all(k.endswith(" d2") for k in rec.asked)
+  assert sorted(a.used for a in rec.asked.values()) == ["im2col", "xla"]
+  np.testing.assert_allclose(y, plain.apply(params, x), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(y_sn, sn_plain.apply(sn_vars, x), rtol=1e-5,
+                             atol=1e-5)
+  _, report = autotune.settle(rec)
+  assert report.timed == 2
+  for key in rec.asked:
+    assert set(autotune.decisions()[key]["ms"]) == {"xla", "im2col"}
