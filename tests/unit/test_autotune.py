@@ -21,14 +21,17 @@ SHAPE = autotune.conv_shape((2, 12, 12, 4), (3, 3), (1, 1),
                             ((1, 1), (1, 1)), 8, jnp.float32)
 
 
+XLA_CONV = layers.conv_forms((1, 1), 8)["xla"]
+
+
 def _slow_conv(x, kernel, strides, padding):
   """The XLA convolution computed 40 times: a form that must lose."""
-  ys = [layers._xla_conv(x * (1 + i * 1e-3), kernel, strides, padding)  # pylint: disable=protected-access
+  ys = [XLA_CONV(x * (1 + i * 1e-3), kernel, strides, padding)
         for i in range(40)]
   return sum(ys) / len(ys)
 
 
-FORMS = {"xla": layers._xla_conv, "slow": _slow_conv}  # pylint: disable=protected-access
+FORMS = {"xla": XLA_CONV, "slow": _slow_conv}
 
 
 @pytest.fixture
@@ -86,7 +89,7 @@ def test_noise_does_not_flip_the_rule(tuning, monkeypatch):
   """Another form has to be more than 5 % faster to replace the rule's."""
   times = {"xla": 1.00, "slow": 0.97}
   monkeypatch.setattr(autotune, "_time_form",
-                      lambda fn, shape: times["xla" if fn is FORMS["xla"]
+                      lambda fn, shape, *_: times["xla" if fn is FORMS["xla"]
                                               else "slow"])
   assert autotune.enable(True)
   _, rec = _ask(rule="xla")
@@ -137,8 +140,9 @@ def test_processes_take_process_zero_decisions(tuning, monkeypatch):
 
   monkeypatch.setattr(distributed.global_state, "client", Client())
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  monkeypatch.setattr(autotune, "_time_form",
-                      lambda fn, shape: 1.0 if fn is FORMS["xla"] else 2.0)
+  monkeypatch.setattr(
+      autotune, "_time_form",
+      lambda fn, shape, *_: 1.0 if fn is FORMS["xla"] else 2.0)
   assert autotune.enable(True)
   monkeypatch.setattr(jax, "process_index", lambda: 0)
   _, rec = _ask()
