@@ -265,12 +265,15 @@ def _measure(shape: ConvShape, forms: dict[str, ConvForm],
   ms = {}
   # The rule's form first: a form 3x slower than the best so far (e.g.
   # XLA's form of a penalty's second derivative, 12 s a call against
-  # im2col's 0.18 s for StarGAN's 4x4 1024 -> 2048) is not timed again.
+  # im2col's 0.18 s for StarGAN's 4x4 1024 -> 2048) is not timed again
+  # (StarGAN's 21 shapes: 136 -> 75 s). Not below 50 ms, where a first
+  # call's own overhead (fresh buffers) could decide it.
   for name in sorted(forms, key=lambda n: n != rule):
     fn = forms[name]
     if _buffer_bytes(shape, name) > _MAX_BUFFER_BYTES:
       continue
-    give_up = 3e-3 * min(ms.values()) if ms else float("inf")
+    give_up = (max(3e-3 * min(ms.values()), 0.05) if ms
+               else float("inf"))
     try:
       ms[name] = round(_time_form(fn, shape, give_up) * 1e3, 4)
     except Exception as e:  # pylint: disable=broad-except

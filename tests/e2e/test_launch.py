@@ -111,7 +111,11 @@ def test_benchmark_suite_times_the_pytorch_twin(tmp_path):
   assert set(twins) == modes, row["torch"]
   for t in twins.values():
     assert t["step_s_median"] > 0 and t["facejax_speedup"] > 0
-  assert "**" in open(tmp_path / "suite.md").read()  # the ratio lines
+  text = open(tmp_path / "suite.md").read()
+  assert "**" in text  # the ratio lines
+  # Which convolution forms the row ran (the suite runs with the fixed
+  # rules: FACEJAX_AUTOTUNE=0).
+  assert "age_regressor: convolution forms: the fixed rules" in text, text
 
 
 def test_unknown_config_key_on_the_command_line(tmp_path):
