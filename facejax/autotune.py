@@ -54,7 +54,7 @@ _MIN_REPS, _MAX_REPS, _BUDGET_S = 2, 5, 0.5
 # big early layer): timing it could exhaust the host's memory.
 _MAX_BUFFER_BYTES = 1 << 30
 _ENV_SWITCH = "FACEJAX_AUTOTUNE"
-_FILE_VERSION = 1
+_FILE_VERSION = 2
 
 
 class ConvShape(NamedTuple):
@@ -76,6 +76,13 @@ class ConvShape(NamedTuple):
             f"s{self.strides[0]}x{self.strides[1]} "
             f"p{pt},{pb},{pl},{pr} o{self.features} {self.dtype}"
             + (" d2" if self.order == 2 else ""))
+
+
+def decision_key(shape: ConvShape, forms: dict[str, ConvForm]) -> str:
+  """The table's key: the shape and the forms it was timed among (a
+  spectral-norm convolution offers fewer forms than `layers.Conv` at the
+  same shape)."""
+  return f"{shape.key()} [{','.join(sorted(forms))}]"
 
 
 @dataclasses.dataclass
@@ -136,7 +143,7 @@ def conv_form(shape: ConvShape, rule: str,
   rule's choice). While recording, the shape is noted for `settle`."""
   if not _enabled or len(forms) < 2:
     return rule  # (one form offered: nothing to choose, nothing to time)
-  key = shape.key()
+  key = decision_key(shape, forms)
   entry = _table.get(key)
   form = entry["form"] if entry and entry["form"] in forms else rule
   if _asked is not None and key not in _asked:
@@ -166,14 +173,14 @@ def settle(rec: recording) -> tuple[bool, Report | None]:
   if not _enabled or not rec.asked:
     return False, None
   report = Report(forms={}, path=_loaded_path)
-  missing = [a for k, a in rec.asked.items() if k not in _table]
+  missing = [(k, a) for k, a in rec.asked.items() if k not in _table]
   if missing and jax.process_index() == 0:
     # Tens of seconds on a GAN's first compile: say what is going on.
     print(f"timing the CPU forms of {len(missing)} convolution shape(s) on "
           "this machine (once; cached)...", flush=True)
     t0 = time.perf_counter()
-    for a in missing:
-      _table[a.shape.key()] = _measure(a.shape, a.forms, a.used)
+    for k, a in missing:
+      _table[k] = _measure(a.shape, a.forms, a.used)
     report.timed, report.seconds = len(missing), time.perf_counter() - t0
     _save()
   decided = {k: (_table[k]["form"] if k in _table else a.used)

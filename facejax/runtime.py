@@ -132,7 +132,8 @@ def tuned_conv_form(in_shape, kernel_size, strides, padding, features,
 
 # The prefix `penalty_conv_impl` puts before a penalised discriminator's
 # conv_impl when autotuning is on: each of its convolutions then picks its
-# form by timing the penalty's second derivative, `rest` being the rule.
+# form by timing the penalty's second derivative, with the choice after
+# the prefix as its fixed rule.
 SECOND_ORDER = "penalty:"
 
 
