@@ -307,11 +307,14 @@ def machine() -> dict[str, Any]:
           "xla_flags": os.environ.get("XLA_FLAGS", "").strip()}
 
 
-def cache_dir() -> str:
+def cache_dir(jax_dir: str | None = None) -> str:
   """Where decision files live: facejax_autotune/ inside JAX's compilation
-  cache directory when one is set, else ~/.cache/facejax/autotune."""
-  jax_dir = jax.config.jax_compilation_cache_dir
-  if jax_dir:
+  cache directory (`jax_dir`, default: JAX's setting) when that is a
+  local one, else ~/.cache/facejax/autotune (a gs:// cache is shared by
+  machines of other kinds, and these decisions belong to one)."""
+  if jax_dir is None:
+    jax_dir = jax.config.jax_compilation_cache_dir
+  if jax_dir and "://" not in jax_dir:
     return os.path.join(jax_dir, "facejax_autotune")
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")

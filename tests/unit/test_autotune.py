@@ -235,3 +235,14 @@ def test_a_penalised_discriminator_times_its_convolutions_twice_differentiated(
   assert report.timed == 2
   for key in rec.asked:
     assert set(autotune.decisions()[key]["ms"]) == {"xla", "im2col"}
+
+
+def test_decisions_live_beside_a_local_compilation_cache_only(monkeypatch,
+                                                              tmp_path):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  local = str(tmp_path / "jax")
+  assert autotune.cache_dir(local) == os.path.join(local, "facejax_autotune")
+  # A bucket is no local folder (and is shared across machine kinds).
+  home = str(tmp_path / "xdg" / "facejax" / "autotune")
+  assert autotune.cache_dir("gs://bucket/jax_cache") == home
+  assert autotune.cache_dir("") == home
