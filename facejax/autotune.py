@@ -29,6 +29,7 @@ FACEJAX_AUTOTUNE=0 turns it off for a whole process tree (the test suite
 does, so that its measured learning margins keep the fixed rules).
 """
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -101,9 +102,7 @@ class Report:
   path: str = ""             # the decisions file
 
   def summary(self) -> str:
-    counts: dict[str, int] = {}
-    for f in self.forms.values():
-      counts[f] = counts.get(f, 0) + 1
+    counts = collections.Counter(self.forms.values())
     forms = ", ".join(f"{n} {f}" for f, n in sorted(counts.items()))
     timed = (f"{self.timed} timed now in {self.seconds:.1f} s"
              if self.timed else "all from the cache")
@@ -272,9 +271,10 @@ def _measure(shape: ConvShape, forms: dict[str, ConvForm],
   ms = {}
   # The rule's form first: a form 3x slower than the best so far (e.g.
   # XLA's form of a penalty's second derivative, 12 s a call against
-  # im2col's 0.18 s for StarGAN's 4x4 1024 -> 2048) is not timed again
-  # (StarGAN's 21 shapes: 136 -> 75 s). Not below 50 ms, where a first
-  # call's own overhead (fresh buffers) could decide it.
+  # im2col's 0.18 s for StarGAN's 4x4 1024 -> 2048 on a 2-core AMD EPYC
+  # with AVX-512) is not timed again (StarGAN's 21 shapes there: 136 ->
+  # 75 s). Not below 50 ms, where a first call's own overhead (fresh
+  # buffers) could decide it.
   for name in sorted(forms, key=lambda n: n != rule):
     fn = forms[name]
     if _buffer_bytes(shape, name) > _MAX_BUFFER_BYTES:

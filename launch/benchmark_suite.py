@@ -240,6 +240,13 @@ def markdown(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _twin_kwargs(name: str, warmup: int, config) -> dict:
+  """A GAN twin runs facejax's warm-up and its config; the others their
+  own defaults."""
+  return ({"warmup": warmup, "config": config}
+          if torch_twins.is_gan(name) else {})
+
+
 def _fresh_twin_first(config, batch: int, size: int, steps: int,
                       warmup: int, default_malloc: bool):
   """The twin's fresh-process timing (default malloc), taken before
@@ -252,10 +259,9 @@ def _fresh_twin_first(config, batch: int, size: int, steps: int,
       or name not in torch_twins.TWINS or torch_twins.work_note(config)
       or torch_twins.available(name)):
     return None
-  kw = ({"warmup": warmup, "config": config}
-        if torch_twins.is_gan(name) else {})
   try:
-    return torch_twins.time_in_fresh_process(name, batch, size, steps, **kw)
+    return torch_twins.time_in_fresh_process(
+        name, batch, size, steps, **_twin_kwargs(name, warmup, config))
   except Exception as e:  # pylint: disable=broad-except
     return e
 
@@ -288,7 +294,7 @@ def _twin_rows(config, row: dict, steps: int, warmup: int,
   if default_malloc and runtime.host_heap_kept():
     modes.insert(0, torch_twins.DEFAULT_MALLOC_MODE)
   args = (name, row["batch_size"], row["image_size"], steps)
-  kw = {"warmup": warmup, "config": config} if gan else {}
+  kw = _twin_kwargs(name, warmup, config)
   # Both sides' parameter counts, printed beside the ratio (GAN twins are
   # our own modules: equal counts are the check that they match).
   fj_params = torch_gan_twins.facejax_param_counts(config) if gan else None

@@ -117,7 +117,8 @@ def _tap_sum_form(x, kernel, strides, padding):
 
 # tap_sum is offered to autotuning only below this many outputs: its
 # matmul writes kh*kw maps per output channel, 2.5x slower already at 64
-# (runtime.cpu_tap_sum_conv), and timing a hopeless form costs start-up.
+# on a 2-core AMD EPYC with AVX-512 (runtime.cpu_tap_sum_conv), and timing
+# a hopeless form costs start-up.
 _TAP_SUM_MAX_FEATURES = 16
 
 

@@ -174,6 +174,7 @@ class Setup:
     """jax.jit(fn, **kwargs), remembered so that `compiled` can trace it
     afresh once autotuning has changed a convolution's form."""
     jitted = jax.jit(fn, **kwargs)
+    # (Holding `jitted` keeps its id from being reused by another object.)
     self._jit_specs[id(jitted)] = (jitted, fn, kwargs)
     return jitted
 
