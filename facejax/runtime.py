@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import re
 import sys
 from typing import Any, Sequence
 
@@ -344,9 +345,32 @@ CPU_FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
                          "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
 
 
+# Environment variables that hold a library below the CPU's instruction
+# sets (how docs/performance.md section 15 approximated an AVX2-only
+# machine): library -> variables, the first one set wins.
+ISA_CAP_VARIABLES = (("ATen", ("ATEN_CPU_CAPABILITY",)),
+                     ("oneDNN", ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")))
+
+
+def isa_caps() -> dict[str, str]:
+  """Library -> instruction-set cap in effect for this process and its
+  children: XLA:CPU's `--xla_cpu_max_isa` in XLA_FLAGS, and PyTorch's and
+  oneDNN's variables. Empty when nothing is capped."""
+  caps = {}
+  xla = re.findall(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
+  if xla:
+    caps["XLA"] = xla[-1]  # XLA reads the last one
+  for lib, variables in ISA_CAP_VARIABLES:
+    value = next((os.environ[v] for v in variables if os.environ.get(v)), "")
+    if value:
+      caps[lib] = value
+  return caps
+
+
 def cpu_description() -> dict:
   """The host CPU: model name, logical cores and its relevant instruction
-  sets (`CPU_FLAGS_OF_INTEREST` present).
+  sets (`CPU_FLAGS_OF_INTEREST` present), and any caps on them
+  (`isa_caps`).
 
   Read from /proc/cpuinfo on Linux (x86 'flags', Arm 'Features'); elsewhere
   `platform.processor()` and no flags. Benchmarks print it beside their
@@ -368,11 +392,17 @@ def cpu_description() -> dict:
   return {"model": model, "cores": os.cpu_count() or 0,
           "machine": platform.machine(),
           "flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
-          "flags_source": "/proc/cpuinfo" if flags else "unavailable"}
+          "flags_source": "/proc/cpuinfo" if flags else "unavailable",
+          "isa_caps": isa_caps()}
 
 
 def cpu_summary(desc: dict | None = None) -> str:
   """One line of `cpu_description()`: model, cores, instruction sets."""
   d = desc or cpu_description()
   sets = " ".join(d["flags"]) if d["flags"] else "instruction sets unknown"
-  return f"CPU: {d['model']}, {d['cores']} cores ({d['machine']}): {sets}"
+  line = f"CPU: {d['model']}, {d['cores']} cores ({d['machine']}): {sets}"
+  caps = d.get("isa_caps") or {}
+  if caps:  # the table's speeds are not the CPU's own: say so beside them
+    line += "; capped by the environment: " + ", ".join(
+        f"{lib} {isa}" for lib, isa in caps.items())
+  return line

@@ -83,3 +83,21 @@ def test_cpu_description_names_the_model_and_instruction_sets():
   # No /proc/cpuinfo (macOS, Windows): a model name and no flags.
   fake = dict(desc, flags=[], flags_source="unavailable")
   assert "instruction sets unknown" in runtime.cpu_summary(fake)
+
+
+def test_cpu_summary_names_instruction_set_caps(monkeypatch):
+  for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  assert runtime.isa_caps() == {}
+  assert "capped" not in runtime.cpu_summary()
+  # How docs/performance.md section 15 approximated an AVX2-only machine.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX512 "
+                     "--xla_cpu_max_isa=AVX2")
+  monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+  monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+  assert runtime.isa_caps() == {"XLA": "AVX2", "ATen": "avx2",
+                                "oneDNN": "AVX2"}
+  line = runtime.cpu_summary()
+  assert line.endswith("; capped by the environment: XLA AVX2, ATen avx2, "
+                       "oneDNN AVX2"), line
