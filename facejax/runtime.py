@@ -397,7 +397,8 @@ def cpu_description() -> dict:
 
 
 def cpu_summary(desc: dict | None = None) -> str:
-  """One line of `cpu_description()`: model, cores, instruction sets."""
+  """One line of `cpu_description()`: model, cores, instruction sets, and
+  the caps on them set in the environment, if any."""
   d = desc or cpu_description()
   sets = " ".join(d["flags"]) if d["flags"] else "instruction sets unknown"
   line = f"CPU: {d['model']}, {d['cores']} cores ({d['machine']}): {sets}"
