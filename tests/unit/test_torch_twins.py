@@ -86,8 +86,9 @@ def test_cpu_description_names_the_model_and_instruction_sets():
 
 
 def test_cpu_summary_names_instruction_set_caps(monkeypatch):
-  for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-    monkeypatch.delenv(var, raising=False)
+  for _, variables in runtime.ISA_CAP_VARIABLES:
+    for var in variables:
+      monkeypatch.delenv(var, raising=False)
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   assert runtime.isa_caps() == {}
   assert "capped" not in runtime.cpu_summary()
