@@ -301,10 +301,16 @@ def machine() -> dict[str, Any]:
   from facejax import runtime
   import jaxlib  # pylint: disable=g-import-not-at-top
   cpu = runtime.cpu_description()
-  return {"cpu": cpu["model"], "cores": cpu["cores"],
-          "machine": cpu["machine"], "flags": cpu["flags"],
-          "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "xla_flags": os.environ.get("XLA_FLAGS", "").strip()}
+  out = {"cpu": cpu["model"], "cores": cpu["cores"],
+         "machine": cpu["machine"], "flags": cpu["flags"],
+         "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+         "xla_flags": os.environ.get("XLA_FLAGS", "").strip()}
+  if jax.config.read("jax_disable_most_optimizations"):
+    # Forms timed in XLA's fast-compile (debug) mode rank as unoptimised
+    # code does: a file of their own, never read by optimised runs. (Only
+    # when set, so the default's file name does not change.)
+    out["disable_most_optimizations"] = True
+  return out
 
 
 def cache_dir(jax_dir: str | None = None) -> str:

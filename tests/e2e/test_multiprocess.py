@@ -19,7 +19,7 @@ import pytest
 
 from facejax import checkpoint as ckpt_lib
 from facejax import tasks
-from helpers import ROOT, assert_trees_close, smoke_config
+from helpers import FAST_COMPILE_ENV, ROOT, assert_trees_close, smoke_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +38,10 @@ def _train(workdir, data, steps, devices, process_id=None, num_processes=1,
            port=None):
   # Autotuning on (the suite turns it off): process 0 times the forms
   # and process 1 must take them from the distributed key-value store.
+  # Fast compiles in all five processes: wiring, not speed, is checked.
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             FACEJAX_AUTOTUNE="1")
+             FACEJAX_AUTOTUNE="1", **FAST_COMPILE_ENV)
   cmd = [sys.executable, "-m", "launch.train",
          "--config=configs/age_regressor.py:smoke", f"--workdir={workdir}",
          f"--config.data.root={data}", f"--config.total_steps={steps}",

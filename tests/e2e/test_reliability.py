@@ -14,7 +14,7 @@ from facejax import checkpoint as ckpt_lib
 from facejax.train import loop
 from facejax.train import state as state_lib
 from facejax import tasks
-from helpers import ROOT
+from helpers import FAST_COMPILE_ENV, ROOT
 from reliability_helpers import _config
 
 
@@ -110,7 +110,7 @@ def test_second_run_on_a_workdir_is_refused_and_the_lock_dies_with_its_holder(
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(
-    age_data, tmp_path, capsys):
+    age_data, tmp_path, capsys, fast_compiles):
   """The newest checkpoint's files truncated to zero bytes: inference and a
   resumed run warn and use the previous checkpoint, and the run finishes."""
   from facejax import runs  # pylint: disable=g-import-not-at-top
@@ -137,7 +137,8 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
   assert os.path.isdir(os.path.join(workdir, "ckpt", "4.unusable"))
 
 
-def test_config_changes_on_resume_are_named(age_data, tmp_path, capsys):
+def test_config_changes_on_resume_are_named(age_data, tmp_path, capsys,
+                                            fast_compiles):
   """A batch-size change is refused, naming the key; allowed with
   allow_config_change; a longer run (total_steps) and a lower learning
   rate resume with the changes printed."""
@@ -194,7 +195,7 @@ def test_sigkill_leaves_no_data_workers_behind(age_data, tmp_path):
   file it made is left in /dev/shm."""
   shm_before = set(os.listdir("/dev/shm"))
   workdir = str(tmp_path / "run")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", **FAST_COMPILE_ENV)
   run = subprocess.Popen(
       [sys.executable, "-m", "launch.train",
        "--config=configs/age_regressor.py:smoke", f"--workdir={workdir}",
@@ -255,7 +256,7 @@ def test_cli_mistakes_get_one_line_errors(args, expected, tmp_path):
 
 
 def test_rerun_after_a_kill_keeps_one_metrics_row_per_step_and_rewrites_best(
-    age_data, tmp_path):
+    age_data, tmp_path, fast_compiles):
   """Killed after logging steps 3-4 but before saving step 4: the rerun
   resumes from step 2 and metrics.jsonl ends with one row per step. Killed
   between the final checkpoint and its eval (best/ never written): the
@@ -279,7 +280,7 @@ def test_rerun_after_a_kill_keeps_one_metrics_row_per_step_and_rewrites_best(
 
 
 def test_failed_background_save_is_reported_at_once_and_sigterm_still_saves(
-    age_data, tmp_path, monkeypatch):
+    age_data, tmp_path, monkeypatch, fast_compiles):
   """A background save that failed is reported at the next log step (not
   at the next save, possibly hours later); if SIGTERM arrives meanwhile the
   run saves a fresh checkpoint and exits as preempted, so it is requeued."""

@@ -11,14 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import FAST_COMPILE_ENV, ROOT
 from facejax import tasks
 
 pytestmark = pytest.mark.slow
 
 
 def _env():
-  env = dict(os.environ)
+  env = dict(os.environ, **FAST_COMPILE_ENV)
   env.pop("XLA_FLAGS", None)  # one CPU device: faster subprocesses
   env["PYTHONPATH"] = ROOT
   return env

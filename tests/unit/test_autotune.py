@@ -15,7 +15,7 @@ from facejax import runtime
 from facejax import tasks
 from facejax.models import layers
 from facejax.models import spectral_norm
-from helpers import smoke_config
+from helpers import fast_compiles, smoke_config
 
 SHAPE = autotune.conv_shape((2, 12, 12, 4), (3, 3), (1, 1),
                             ((1, 1), (1, 1)), 8, jnp.float32)
@@ -51,6 +51,18 @@ def _ask(shape=SHAPE, rule="slow", forms=FORMS):
   with autotune.recording() as rec:
     used = autotune.conv_form(shape, rule, forms)
   return used, rec
+
+
+def test_fast_compile_mode_times_into_a_file_of_its_own(tuning):
+  """Forms timed as unoptimised code (jax_disable_most_optimizations, as
+  some tests run) never decide an optimised run's forms."""
+  optimised = autotune.decisions_path()
+  assert "disable_most_optimizations" not in autotune.machine()
+  with fast_compiles():
+    fast = autotune.decisions_path()
+    assert autotune.machine()["disable_most_optimizations"] is True
+  assert fast != optimised and os.path.dirname(fast) == str(tuning)
+  assert autotune.decisions_path() == optimised
 
 
 def test_the_fastest_form_is_chosen_timed_once_and_cached(tuning,
