@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from facejax.models.layers import Conv
+from facejax.models.layers import max_pool
 
 VARIANTS = {
     # name: (convs per block, channels per block, fc width)
@@ -39,7 +40,10 @@ class VGG(nn.Module):
         x = Conv(c, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                  impl=self.conv_impl, name=f"conv{b + 1}_{i + 1}")(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      # layers.max_pool: the same values and gradient (ties included) as
+      # nn.max_pool, without the index arrays XLA:CPU builds for the
+      # reduce-window gradient (docs/performance.md section 16).
+      x = max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
     if not self.include_fc:
       return jnp.mean(x, axis=(1, 2))
     # Flatten in PyTorch's channel-major (C, H, W) order so that fc6 weights

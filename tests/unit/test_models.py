@@ -182,6 +182,21 @@ def test_max_pool_matches_flax_values_and_gradients(window, strides, padding,
   np.testing.assert_allclose(grad(new), grad(ref), rtol=1e-6, atol=1e-6)
 
 
+def test_vgg_pooling_gradient_equals_flax_on_relu_ties():
+  """VGG's pools (layers.max_pool) after a ReLU, where most windows tie
+  at 0: the same gradient as nn.max_pool's, to the bit, so DEX and the
+  age losses through a frozen VGG train as before."""
+  from facejax.models.layers import max_pool  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 8, 8, 4)) - 0.7)
+  w = jax.random.normal(jax.random.key(1), (2, 4, 4, 4))
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * w))(x)
+  assert float(jnp.mean(x == 0)) > 0.5
+  np.testing.assert_array_equal(
+      grad(lambda x: max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))),
+      grad(lambda x: nn.max_pool(x, (2, 2), (2, 2))))
+
+
 def test_max_pool_gradient_goes_to_the_first_maximum_of_a_tie():
   from facejax.models.layers import max_pool  # pylint: disable=g-import-not-at-top
   x = jnp.zeros((1, 2, 2, 1))
