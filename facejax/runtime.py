@@ -24,10 +24,14 @@ from facejax import autotune
 # hands convolutions to YNNPACK by default; its kernels, and their gradients
 # above all, are 2-3x slower on this 2-core AVX2 CPU than XLA's Eigen
 # convolutions (measured, docs/performance.md section 4). Dots and
-# reductions stay on YNNPACK. A flag the user already put in XLA_FLAGS wins.
+# reductions stay on YNNPACK, dots each on its own: as part of YNNPACK's
+# dot fusions a bf16 x bf16 -> f32 dot is first converted to f32 (2048^2:
+# 52.7 ms), on its own it runs on the CPU's bf16 instructions (10.3 ms on
+# a 2-core Intel Xeon with AMX; f32 41 ms either way; section 17). A flag
+# the user already put in XLA_FLAGS wins.
 CPU_XLA_FLAGS = {
     "xla_cpu_experimental_ynn_fusion_type":
-        "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
 }
 _cpu_flags_active = False
 # XLA flags facejax added to XLA_FLAGS itself (not the user's).
