@@ -66,7 +66,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.disc_width = 8 if smoke else 32     # reference: 32
   c.model.num_res_blocks = 1 if smoke else 4  # reference: 4
   c.model.dtype = "float32"  # 'bfloat16' for compute on GPU/TPU
-  c.model.conv_impl = "auto"  # auto | xla | im2col
+  c.model.conv_impl = "auto"  # auto | xla | im2col | im2col_bf16
   # jax.checkpoint per conv block: recompute activations in the backward
   # pass (about 1/3 more compute) to fit 1024 px batches in memory.
   c.model.remat = False

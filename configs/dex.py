@@ -42,7 +42,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.backbone = "vgg_tiny" if smoke else "vgg16"  # vgg16 | vgg_tiny
   c.model.dropout = 0.0 if smoke else 0.5  # fc6/fc7 dropout
   c.model.dtype = "float32"  # 'bfloat16' for compute on GPU/TPU
-  c.model.conv_impl = "auto"  # auto | xla | im2col (auto: im2col on CPU)
+  c.model.conv_impl = "auto"  # auto | xla | im2col | im2col_bf16
   # DEX .pth (keys conv*_*, fc6, fc7, fc8_101) or ImageNet VGG-16 weights.
   c.model.init_from = ""
 

@@ -25,6 +25,11 @@ How a step gets its forms (`facejax.train.loop.Setup.compiled`):
   3. if a decision differs from what the trace used, the step is traced
      again.
 
+On a CPU with bf16 dot instructions (AVX512_BF16, AMX) a fourth form is
+timed too, unless `config.runtime.cpu_bf16` is False: im2col with bf16
+operands and f32 sums (`layers.im2col_bf16_conv`). It replaces the best
+f32 form only where it is more than 20 % faster.
+
 FACEJAX_AUTOTUNE=0 turns it off for a whole process tree (the test suite
 does, so that its measured learning margins keep the fixed rules).
 """
@@ -48,6 +53,10 @@ ConvForm = Callable[..., jax.Array]
 # A decision is kept unless another form is this much faster: timing noise
 # on a shared machine must not flip forms from run to run.
 _MARGIN = 0.05
+# A bf16-operand form (name ending BF16_SUFFIX) has to be this much faster
+# than the best f32 form: bf16 rounding is only worth a real saving.
+_BF16_MARGIN = 0.2
+BF16_SUFFIX = "_bf16"
 # Timing one form of one shape: at least 2 and at most 5 timed calls, and
 # no more once this many seconds are spent.
 _MIN_REPS, _MAX_REPS, _BUDGET_S = 2, 5, 0.5
@@ -106,11 +115,15 @@ class Report:
     forms = ", ".join(f"{n} {f}" for f, n in sorted(counts.items()))
     timed = (f"{self.timed} timed now in {self.seconds:.1f} s"
              if self.timed else "all from the cache")
+    bf16 = (f"; {BF16_SUFFIX[1:]}: bf16 operands, f32 sums"
+            if any(f.endswith(BF16_SUFFIX) for f in counts) else "")
     return (f"convolution forms measured on this CPU: {forms} "
-            f"({len(self.forms)} shapes, {timed}; {self.path or 'memory'})")
+            f"({len(self.forms)} shapes, {timed}{bf16}; "
+            f"{self.path or 'memory'})")
 
 
 _enabled = False
+_bf16 = False
 _table: dict[str, dict[str, Any]] = {}   # shape key -> {"form", "ms"}
 _loaded_path = ""
 _asked: dict[str, _Asked] | None = None
@@ -122,11 +135,14 @@ def env_allows() -> bool:
       "0", "false", "off", "no")
 
 
-def enable(on: bool) -> bool:
+def enable(on: bool, bf16: bool = True) -> bool:
   """Turns autotuning on or off for this process (on only on the CPU
-  backend and where FACEJAX_AUTOTUNE allows); returns whether it is on."""
-  global _enabled
+  backend and where FACEJAX_AUTOTUNE allows); returns whether it is on.
+  `bf16`: also time the bf16-operand form where the CPU has bf16 dot
+  instructions (`bf16_offered`)."""
+  global _enabled, _bf16
   _enabled = bool(on) and env_allows() and jax.default_backend() == "cpu"
+  _bf16 = _enabled and bool(bf16) and cpu_has_bf16_dots()
   if _enabled:
     _load()
   return _enabled
@@ -134,6 +150,27 @@ def enable(on: bool) -> bool:
 
 def enabled() -> bool:
   return _enabled
+
+
+# CPU flags (/proc/cpuinfo) of instructions that multiply bf16 pairs into
+# f32 sums: x86's AVX512_BF16 and AMX-BF16, Arm's BF16 extension.
+BF16_DOT_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_has_bf16_dots() -> bool:
+  """Whether this CPU has bf16 dot instructions. Without them XLA:CPU
+  emulates bf16 and the form always loses, so it is not timed at all."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax import runtime
+  flags = set(runtime.cpu_description()["flags"])
+  return any(f in flags for f in BF16_DOT_FLAGS)
+
+
+def bf16_offered() -> bool:
+  """Whether convolutions offer their bf16-operand, f32-accumulating form
+  (`layers.im2col_bf16_conv`): autotuning is on, the config allows it
+  (`runtime.cpu_bf16`) and the CPU has bf16 dot instructions."""
+  return _enabled and _bf16
 
 
 def conv_form(shape: ConvShape, rule: str,
@@ -215,7 +252,9 @@ def _buffer_bytes(shape: ConvShape, form: str) -> int:
   b, h, w, c = shape.in_shape
   kh, kw = shape.kernel_size
   itemsize = jnp.dtype(shape.dtype).itemsize
-  if form == "im2col":
+  if form.endswith(BF16_SUFFIX):
+    itemsize = 2
+  if form.startswith("im2col"):
     return b * h * w * kh * kw * c * itemsize
   if form == "tap_sum":
     return b * h * w * kh * kw * shape.features * itemsize
@@ -287,11 +326,15 @@ def _measure(shape: ConvShape, forms: dict[str, ConvForm],
       # A form XLA cannot compile at this shape is simply not chosen.
       logging.warning("autotune: form %s at %s failed: %s", name,
                       shape.key(), e)
-  if not ms:
-    return {"form": rule, "ms": {}}
-  best = min(ms, key=ms.get)
-  if rule in ms and ms[best] > ms[rule] * (1 - _MARGIN):
+  f32 = {n: t for n, t in ms.items() if not n.endswith(BF16_SUFFIX)}
+  if not f32:
+    return {"form": rule, "ms": ms}
+  best = min(f32, key=f32.get)
+  if rule in f32 and f32[best] > f32[rule] * (1 - _MARGIN):
     best = rule
+  bf16 = {n: t for n, t in ms.items() if n not in f32}
+  if bf16 and min(bf16.values()) < f32[best] * (1 - _BF16_MARGIN):
+    best = min(bf16, key=bf16.get)
   return {"form": best, "ms": ms}
 
 

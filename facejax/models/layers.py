@@ -22,28 +22,89 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from facejax import autotune
 from facejax import runtime
 
-CONV_IMPLS = ("auto", "xla", "im2col")
+CONV_IMPLS = ("auto", "xla", "im2col", "im2col_bf16")
+
+
+def _patches(x, kernel_size, strides, padding):
+  """x [B,H,W,C] -> the patches [B,H',W',kh*kw*C] a convolution with this
+  geometry contracts, channels ordered (dy, dx, c) to match
+  kernel.reshape(kh*kw*C, O)."""
+  kh, kw = kernel_size
+  sh, sw = strides
+  (pt, pb), (pl, pr) = padding
+  if kh == kw == 1 and not (pt or pb or pl or pr):
+    return x[:, ::sh, ::sw, :]
+  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  h_out = (x.shape[1] - kh) // sh + 1
+  w_out = (x.shape[2] - kw) // sw + 1
+  cols = [x[:, dy:dy + sh * (h_out - 1) + 1:sh,
+            dx:dx + sw * (w_out - 1) + 1:sw, :]
+          for dy in range(kh) for dx in range(kw)]
+  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
 def _im2col_conv(x, kernel, strides, padding):
   """x [B,H,W,C] * kernel [kh,kw,C,O] -> [B,H',W',O] as one matmul."""
   kh, kw, c, o = kernel.shape
-  sh, sw = strides
-  (pt, pb), (pl, pr) = padding
-  if kh == kw == 1 and not (pt or pb or pl or pr):
-    x = x[:, ::sh, ::sw, :]
-    return jnp.einsum("bhwc,co->bhwo", x, kernel.reshape(c, o))
-  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  h_out = (x.shape[1] - kh) // sh + 1
-  w_out = (x.shape[2] - kw) // sw + 1
-  # Patch channels ordered (dy, dx, c) to match kernel.reshape(kh*kw*C, O).
-  cols = [x[:, dy:dy + sh * (h_out - 1) + 1:sh,
-            dx:dx + sw * (w_out - 1) + 1:sw, :]
-          for dy in range(kh) for dx in range(kw)]
-  patches = jnp.concatenate(cols, axis=-1)  # [B, H', W', kh*kw*C]
+  patches = _patches(x, (kh, kw), strides, padding)
   return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def im2col_bf16_conv(x, kernel, strides, padding):
+  """im2col with bf16 operands and f32 accumulation and output.
+
+  On a CPU with bf16 dot instructions (AVX512_BF16, AMX) XLA:CPU runs a
+  bf16 x bf16 -> f32 matmul several times faster than an f32 one (2048^2:
+  10.3 against 41.3 ms on a 2-core Intel Xeon with AMX, through YNNPACK
+  with `runtime.CPU_XLA_FLAGS`; docs/performance.md section 17). The
+  custom VJP keeps every matmul of the gradient in that form too: the
+  incoming gradient is rounded to bf16 (as mixed-precision training
+  does), the products are exact in f32 and summed in f32, and the patches'
+  gradient goes back to the input in f32. Parameters, activations and the
+  returned gradients stay f32. Offered to autotuning (`conv_forms`), or
+  asked for by name with `model.conv_impl='im2col_bf16'`.
+  """
+  return _im2col_bf16_fwd(x, kernel, strides, padding)[0]
+
+
+def _im2col_bf16_fwd(x, kernel, strides, padding):
+  kh, kw, c, o = kernel.shape
+  patches = _patches(x.astype(jnp.bfloat16), (kh, kw), strides, padding)
+  k2 = kernel.reshape(kh * kw * c, o).astype(jnp.bfloat16)
+  y = jax.lax.dot_general(patches, k2, (((3,), (0,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+  # Building patches is linear in x: its (f32) transpose scatters the
+  # patches' gradient back (the f32 patches themselves are never used,
+  # so XLA drops them). The kernel rides along for its shape.
+  _, to_input = jax.vjp(
+      lambda x: _patches(x, (kh, kw), strides, padding), x)
+  return y, (patches, k2, to_input, kernel)
+
+
+def _im2col_bf16_bwd(strides, padding, res, g):
+  del strides, padding  # in to_input
+  patches, k2, to_input, kernel = res
+  g = g.astype(jnp.bfloat16)
+  d_kernel = jax.lax.dot_general(patches, g, (((0, 1, 2), (0, 1, 2)),
+                                              ((), ())),
+                                 preferred_element_type=jnp.float32)
+  d_patches = jax.lax.dot_general(g, k2, (((3,), (1,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+  (dx,) = to_input(d_patches)
+  return dx, d_kernel.reshape(kernel.shape)
+
+
+im2col_bf16_conv.defvjp(_im2col_bf16_fwd, _im2col_bf16_bwd)
+
+
+def _im2col_bf16_form(x, kernel, strides, padding):
+  y = im2col_bf16_conv(x.astype(jnp.float32), kernel.astype(jnp.float32),
+                       tuple(strides), tuple(tuple(p) for p in padding))
+  return y.astype(x.dtype)
 
 
 def _tap_sum_parts(x, kernel, padding):
@@ -124,10 +185,13 @@ _TAP_SUM_MAX_FEATURES = 16
 
 def conv_forms(strides: Sequence[int], features: int) -> dict[str, Callable]:
   """The forms a CPU convolution may take, name -> fn(x, kernel, strides,
-  padding), for `runtime.cpu_conv_impl` to choose from by timing."""
+  padding), for `runtime.cpu_conv_impl` to choose from by timing. The
+  bf16 form only where autotuning may use it (`autotune.bf16_offered`)."""
   forms = {"xla": _xla_conv, "im2col": _im2col_conv}
   if tuple(strides) == (1, 1) and features <= _TAP_SUM_MAX_FEATURES:
     forms["tap_sum"] = _tap_sum_form
+  if autotune.bf16_offered():
+    forms["im2col_bf16"] = _im2col_bf16_form
   return forms
 
 
@@ -184,6 +248,8 @@ class Conv(nn.Module):
               if jax.default_backend() == "cpu" else "xla")
     if impl == "im2col":
       y = _im2col_conv(x, kernel, tuple(self.strides), padding)
+    elif impl == "im2col_bf16":
+      y = _im2col_bf16_form(x, kernel, self.strides, padding)
     elif impl == "tap_sum":  # only chosen by 'auto' on CPU
       y = tap_sum_conv(x, kernel, padding)
     else:

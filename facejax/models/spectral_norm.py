@@ -71,6 +71,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   if impl == "im2col":
     return layers._im2col_conv(  # pylint: disable=protected-access
         x, kernel, tuple(strides), ((0, 0), (0, 0)))
+  if impl == "im2col_bf16":
+    return layers._im2col_bf16_form(  # pylint: disable=protected-access
+        x, kernel, tuple(strides), ((0, 0), (0, 0)))
   return jax.lax.conv_general_dilated(
       x, kernel, tuple(strides), "VALID",
       dimension_numbers=("NHWC", "HWIO", "NHWC"))

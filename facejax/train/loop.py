@@ -132,9 +132,11 @@ class Setup:
     self.frozen = jax.device_put(frozen, self.frozen_sharding)
 
     # Convolution forms timed on this machine (facejax.autotune) when the
-    # config asks for it (on by default; CPU only).
-    self.autotune = autotune.enable(
-        config.get("runtime", {}).get("autotune", True))
+    # config asks for it (on by default; CPU only), bf16-operand ones
+    # among them where the CPU has bf16 dot instructions.
+    runtime_cfg = config.get("runtime", {})
+    self.autotune = autotune.enable(runtime_cfg.get("autotune", True),
+                                    bf16=runtime_cfg.get("cpu_bf16", True))
     self.autotune_reports: list[autotune.Report] = []
     options = runtime.step_compiler_options(self.task.xla_cpu_options())
     # A task with several kinds of step (a GAN's D-only and D+G steps)

@@ -115,6 +115,43 @@ def test_noise_does_not_flip_the_rule(tuning, monkeypatch):
       autotune.decision_key(shape, FORMS)] == "slow"
 
 
+def test_bf16_form_needs_the_cpus_instructions_and_a_20_percent_lead(
+    tuning, monkeypatch):
+  """The bf16-operand form is offered only where the CPU multiplies bf16
+  in hardware and the config allows it, and replaces the best f32 form
+  only when it is more than 20 % faster."""
+  cpu = runtime.cpu_description()
+  for flags, has in ((["avx2", "avx512f"], False),
+                     (["avx2", "avx512_bf16"], True), (["amx_bf16"], True)):
+    monkeypatch.setattr(runtime, "cpu_description",
+                        lambda flags=flags: {**cpu, "flags": flags})
+    assert autotune.cpu_has_bf16_dots() == has
+    assert autotune.enable(True) and autotune.bf16_offered() == has
+    assert ("im2col_bf16" in layers.conv_forms((1, 1), 8)) == has
+  assert autotune.enable(True, bf16=False) and not autotune.bf16_offered()
+  assert "im2col_bf16" not in layers.conv_forms((1, 1), 8)
+  autotune.enable(False, bf16=True)
+  assert not autotune.bf16_offered()
+
+  bf16_conv = layers._im2col_bf16_form  # pylint: disable=protected-access
+  forms = {"xla": XLA_CONV, "im2col_bf16": bf16_conv}
+  times = {"xla": 1.00, "im2col_bf16": 0.85}
+  monkeypatch.setattr(autotune, "_time_form", lambda fn, shape, *_: times[
+      "xla" if fn is XLA_CONV else "im2col_bf16"])
+  assert autotune.enable(True)
+  _, rec = _ask(rule="xla", forms=forms)
+  retrace, report = autotune.settle(rec)
+  assert not retrace
+  assert report.forms[autotune.decision_key(SHAPE, forms)] == "xla"
+  times["im2col_bf16"] = 0.75
+  shape = SHAPE._replace(features=16)
+  _, rec = _ask(shape, rule="xla", forms=forms)
+  retrace, report = autotune.settle(rec)
+  assert retrace
+  assert report.forms[autotune.decision_key(shape, forms)] == "im2col_bf16"
+  assert "bf16 operands, f32 sums" in report.summary()
+
+
 def test_off_switches_use_the_fixed_rule(tuning, monkeypatch):
   assert not autotune.enable(False)
   assert autotune.conv_form(SHAPE, "slow", FORMS) == "slow"

@@ -94,6 +94,48 @@ def test_im2col_conv_matches_xla_conv_and_its_gradients(kernel, strides,
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel_size,strides,padding", [
+    ((3, 3), (1, 1), ((1, 1), (1, 1))), ((1, 7), (2, 1), ((0, 0), (3, 3))),
+    ((1, 1), (2, 2), ((0, 0), (0, 0))), ((4, 4), (2, 2), ((1, 2), (2, 1)))])
+def test_im2col_bf16_conv_is_the_f32_conv_of_bf16_rounded_operands(
+    kernel_size, strides, padding):
+  """bf16 operands, f32 sums: the output is XLA's f32 convolution of the
+  bf16-rounded input and kernel (products of bf16 pairs are exact in f32),
+  and each gradient that of the bf16-rounded incoming gradient; all f32."""
+  from facejax.models import layers  # pylint: disable=g-import-not-at-top
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 11, 10, 6))
+  k = jax.random.normal(keys[1], (*kernel_size, 6, 5))
+  bf16 = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)
+  y, vjp = jax.vjp(lambda x, k: layers.im2col_bf16_conv(
+      x, k, strides, padding), x, k)
+  y_ref, vjp_ref = jax.vjp(lambda x, k: layers._xla_conv(  # pylint: disable=protected-access
+      x, k, strides, padding), bf16(x), bf16(k))
+  g = jax.random.normal(keys[2], y.shape)
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for got, want in zip(vjp(g), vjp_ref(bf16(g))):
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # ... and the rounding is real: the f32 convolution differs.
+  y_f32 = layers._xla_conv(x, k, strides, padding)  # pylint: disable=protected-access
+  assert np.max(np.abs(y - y_f32)) > 1e-3
+
+
+def test_conv_layer_takes_the_bf16_form_by_name():
+  from facejax.models import layers  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  make = lambda impl: layers.Conv(6, (3, 3), padding=((1, 1), (1, 1)),
+                                  impl=impl)
+  v = make("xla").init(jax.random.key(1), x)
+  y = make("im2col_bf16").apply(v, x)
+  y_ref = make("xla").apply(jax.tree.map(
+      lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), v),
+      x.astype(jnp.bfloat16).astype(jnp.float32))
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kernel,padding,features", [
     (7, ((3, 3), (3, 3)), 3),     # StarGAN's image output
     (9, ((0, 0), (0, 0)), 3),     # HRFAE's (the caller pads)
