@@ -172,6 +172,8 @@ def benchmark(config, steps: int, warmup: int, peak: float | None,
       "cpu": runtime.cpu_description(),
       # The convolution forms: timed on this machine, or the fixed rules.
       "conv_forms": setup.autotune_summary() or (
+          "convolution forms: none to time (no convolution asked)"
+          if setup.autotune else
           "convolution forms: the fixed rules (autotune off)"),
       "autotune_s": sum(r.seconds for r in setup.autotune_reports),
   }

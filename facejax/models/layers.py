@@ -2,8 +2,10 @@
 
 `Conv` is a drop-in for `flax.linen.Conv` (same `kernel` [kh, kw, in, out]
 and `bias` parameters, so checkpoints and importers are unaffected) that
-can compute the convolution as patches @ kernel ("im2col"), or, for a
-large kernel with few outputs, as one matmul and shifted sums ("tap_sum").
+can compute the convolution as patches @ kernel ("im2col"), the same with
+bf16 operands and f32 sums ("im2col_bf16", for CPUs with bf16 dot
+instructions), or, for a large kernel with few outputs, as one matmul and
+shifted sums ("tap_sum").
 `impl='auto'` picks the native convolution on GPU/TPU. On CPU it picks
 per layer shape (`runtime.cpu_conv_impl`, where all CPU tuning lives): XLA's Eigen convolutions (in effect with
 the flags of `runtime.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
