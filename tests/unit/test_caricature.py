@@ -300,8 +300,9 @@ def test_sharded_step_equals_single_device(tmp_path):
   # the two meshes' rounding puts that pair on either side of the kink in
   # step 2: its gradient is there on one mesh and absent on the other, and
   # 8 kernel entries of G ended up to 1.3e-3 apart on a 2-core Intel Xeon
-  # with AMX (and 3 entries 2.2e-4 apart at the smoke recipe's 0.6 on a
-  # 2-core AMD EPYC). At 1.5: none beyond this test's tolerance.
+  # with AMX (the smoke recipe's 0.6 had left 3 entries 2.2e-4 apart on a
+  # 2-core AMD EPYC; cause not measured). At 1.5: none beyond this test's
+  # tolerance.
   config = _tiny_config(str(tmp_path / "data"), **{"loss.identity_thd":
                                                    1.5})
   # Two compiles of the whole G + D step: XLA's fast-compile mode halves
