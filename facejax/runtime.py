@@ -346,7 +346,8 @@ def configure_runtime(compilation_cache_dir: str = "") -> None:
 CPU_FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
                          "avx512bw", "avx512vl", "avx512_vnni",
                          "avx512_bf16", "avx512_fp16", "amx_tile",
-                         "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+                         "amx_bf16", "amx_int8", "asimd", "bf16", "sve",
+                         "sve2")
 
 
 # Environment variables that hold a library below the CPU's instruction

@@ -104,8 +104,9 @@ im2col_bf16_conv.defvjp(_im2col_bf16_fwd, _im2col_bf16_bwd)
 
 
 def _im2col_bf16_form(x, kernel, strides, padding):
+  # (strides, padding: tuples, as custom_vjp's static arguments must be.)
   y = im2col_bf16_conv(x.astype(jnp.float32), kernel.astype(jnp.float32),
-                       tuple(strides), tuple(tuple(p) for p in padding))
+                       strides, padding)
   return y.astype(x.dtype)
 
 
@@ -197,6 +198,17 @@ def conv_forms(strides: Sequence[int], features: int) -> dict[str, Callable]:
   return forms
 
 
+# Every form by name (tap_sum: stride 1 only, chosen only by 'auto' on CPU).
+_FORMS = {"xla": _xla_conv, "im2col": _im2col_conv,
+          "im2col_bf16": _im2col_bf16_form, "tap_sum": _tap_sum_form}
+
+
+def conv_in_form(form: str, x, kernel, strides, padding):
+  """The convolution computed in `form` (a name of `_FORMS`)."""
+  return _FORMS[form](x, kernel, tuple(strides),
+                      tuple(tuple(p) for p in padding))
+
+
 def penalty_conv_forms() -> dict[str, Callable]:
   """The forms a penalised discriminator's convolution may take (timed
   through the penalty's second derivative, where tap_sum never pays)."""
@@ -248,14 +260,7 @@ class Conv(nn.Module):
           x.shape, (kh, kw), self.strides, padding, self.features,
           forms=conv_forms(self.strides, self.features), dtype=self.dtype)
               if jax.default_backend() == "cpu" else "xla")
-    if impl == "im2col":
-      y = _im2col_conv(x, kernel, tuple(self.strides), padding)
-    elif impl == "im2col_bf16":
-      y = _im2col_bf16_form(x, kernel, self.strides, padding)
-    elif impl == "tap_sum":  # only chosen by 'auto' on CPU
-      y = tap_sum_conv(x, kernel, padding)
-    else:
-      y = _xla_conv(x, kernel, self.strides, padding)
+    y = conv_in_form(impl, x, kernel, self.strides, padding)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,),
                          jnp.float32).astype(self.dtype)

@@ -66,17 +66,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                                    rule, forms, x.dtype)
   elif impl == "auto":
     impl = "xla"
-  if impl == "tap_sum":  # HRFAE's last 9x9 conv to 3 channels
-    return layers.tap_sum_conv(x, kernel, ((0, 0), (0, 0)))
-  if impl == "im2col":
-    return layers._im2col_conv(  # pylint: disable=protected-access
-        x, kernel, tuple(strides), ((0, 0), (0, 0)))
-  if impl == "im2col_bf16":
-    return layers._im2col_bf16_form(  # pylint: disable=protected-access
-        x, kernel, tuple(strides), ((0, 0), (0, 0)))
-  return jax.lax.conv_general_dilated(
-      x, kernel, tuple(strides), "VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  # (tap_sum: HRFAE's last 9x9 conv to 3 channels.)
+  return layers.conv_in_form(impl, x, kernel, strides, ((0, 0), (0, 0)))
 
 
 class Conv(nn.Module):
