@@ -174,7 +174,8 @@ _PENALTY_IM2COL_MIN_WORK = 200_000
 
 
 def penalty_conv_impl(impl: str, image_shape: Sequence[int],
-                      first_width: int) -> str:
+                      first_width: int,
+                      min_work: int = _PENALTY_IM2COL_MIN_WORK) -> str:
   """The convolution form for a discriminator differentiated twice.
 
   A gradient penalty (StarGAN's WGAN-GP, HRFAE's R1) differentiates D's
@@ -191,6 +192,7 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
     impl: the config's `model.conv_impl`.
     image_shape: the penalised images' shape [B, H, W, C].
     first_width: the output channels of D's first convolution.
+    min_work: im2col from this much work up (B x H x W x first_width).
 
   Returns:
     "im2col" for 'auto' on the CPU backend above the smoke configs' size,
@@ -201,7 +203,7 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
   if impl != "auto" or jax.default_backend() != "cpu":
     return impl
   rule = ("im2col" if _elements(image_shape[:3]) * first_width
-          > _PENALTY_IM2COL_MIN_WORK else impl)
+          > min_work else impl)
   return SECOND_ORDER + rule if autotune.enabled() else rule
 
 
