@@ -115,7 +115,8 @@ class AnalysisBranch(nn.Module):
     dims = split_channels([f.shape[-1] for f in fms], self.fam_dim)
     # layers.Conv (nn.Conv's parameters): its form suits each map's size.
     # XLA's own convolution, vmapped over the branches, took 56 of the
-    # 281 ms of the smoke step on a 2-core Intel Xeon with AMX; 204 ms.
+    # smoke step's 281 ms on a 2-core Intel Xeon with AMX; with this, the
+    # step took 204 ms (docs/performance.md section 18).
     parts = [layers.Conv(d, (3, 3), padding=((1, 1), (1, 1)),
                          use_bias=False, name=f"conv_{i}")(f)
              for i, (d, f) in enumerate(zip(dims, fms))]
