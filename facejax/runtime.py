@@ -195,8 +195,8 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
     min_work: im2col from this much work up (B x H x W x first_width).
 
   Returns:
-    "im2col" for 'auto' on the CPU backend above the smoke configs' size,
-    otherwise `impl`. With autotuning on, that choice behind
+    "im2col" for 'auto' on the CPU backend above `min_work` (by default
+    above the smoke configs' size), otherwise `impl`. With autotuning on, that choice behind
     SECOND_ORDER: each convolution of D is then timed in both forms
     through the penalty's second derivative, the choice as its rule.
   """
