@@ -169,13 +169,17 @@ def _conv_rule(in_shape, kernel_size, strides, padding, features) -> str:
 # AMD EPYC with AVX-512) im2col's penalty step is no faster and compiles
 # 5-13 s longer: the smoke configs (16 x 32 x 32 x 8 = 131,072) measured
 # 44 vs 44 ms (StarGAN) and 150 vs 154 ms (HRFAE) a step; at 262,144
-# (width 16) R1's gradient is 4x faster.
+# (width 16) R1's gradient is 4x faster. A D that normalises between its
+# convolutions (HRFAE's BatchNorm) takes im2col at every size: XLA's own
+# emitter ran its second order's kernel gradients, and on a 2-core Intel
+# Xeon with AMX its smoke step took 110-152 ms against im2col's 72-87 ms
+# (one device), compiling in 24-51 s against 27-28 s; StarGAN's, without
+# norms, took 32.8 against 35.0 ms (docs/performance.md section 18).
 _PENALTY_IM2COL_MIN_WORK = 200_000
 
 
 def penalty_conv_impl(impl: str, image_shape: Sequence[int],
-                      first_width: int,
-                      min_work: int = _PENALTY_IM2COL_MIN_WORK) -> str:
+                      first_width: int, normalised: bool = False) -> str:
   """The convolution form for a discriminator differentiated twice.
 
   A gradient penalty (StarGAN's WGAN-GP, HRFAE's R1) differentiates D's
@@ -192,18 +196,20 @@ def penalty_conv_impl(impl: str, image_shape: Sequence[int],
     impl: the config's `model.conv_impl`.
     image_shape: the penalised images' shape [B, H, W, C].
     first_width: the output channels of D's first convolution.
-    min_work: im2col from this much work up (B x H x W x first_width).
+    normalised: D normalises between its convolutions (im2col at every
+      size; _PENALTY_IM2COL_MIN_WORK).
 
   Returns:
-    "im2col" for 'auto' on the CPU backend above `min_work` (by default
-    above the smoke configs' size), otherwise `impl`. With autotuning on, that choice behind
-    SECOND_ORDER: each convolution of D is then timed in both forms
+    "im2col" for 'auto' on the CPU backend for a normalised D or above the
+    smoke configs' size, otherwise `impl`. With autotuning on, that choice
+    behind SECOND_ORDER: each convolution of D is then timed in both forms
     through the penalty's second derivative, the choice as its rule.
   """
   if impl != "auto" or jax.default_backend() != "cpu":
     return impl
-  rule = ("im2col" if _elements(image_shape[:3]) * first_width
-          > min_work else impl)
+  large = (_elements(image_shape[:3]) * first_width
+           > _PENALTY_IM2COL_MIN_WORK)
+  rule = "im2col" if normalised or large else impl
   return SECOND_ORDER + rule if autotune.enabled() else rule
 
 

@@ -347,14 +347,8 @@ class Task(base.Task):
     """
     disc = self.disc
     if penalty:  # the same D (same parameters) in a second order's form
-      # im2col at every size: this D batch-normalises between its
-      # convolutions, and XLA's own emitter took its second order's kernel
-      # gradients. Smoke step (16 x 32 px, one device): 110-152 ms with
-      # XLA's form, 72-87 ms with im2col, which compiled in 27-28 s
-      # against 24-51 s (2-core Intel Xeon with AMX; an AMD EPYC had
-      # measured 154 against 150 ms; docs/performance.md section 18).
       disc = disc.clone(conv_impl=runtime.penalty_conv_impl(
-          disc.conv_impl, x.shape, disc.width, min_work=0))
+          disc.conv_impl, x.shape, disc.width, normalised=True))
     out, new = disc.apply({"params": params, **stats}, x,
                           update_stats=True,
                           mutable=[SPECTRAL, "batch_stats"])

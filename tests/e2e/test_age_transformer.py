@@ -186,7 +186,7 @@ def test_edited_age_moves_toward_target(trained, restored):
   against a bar of 20.5) is 3.7 years inside, 1.03 x the bar's distance
   from its baseline. At 600 steps the worst run was 3.1 years inside.
   On a 2-core Intel Xeon with AMX, with the R1 penalty's D in im2col form
-  (runtime.penalty_conv_impl, min_work=0), seed 0: 12.7 years against 26.9
+  (runtime.penalty_conv_impl, normalised=True), seed 0: 12.7 years against 26.9
   unedited and 25.1 untrained, correlation 0.60 (XLA's form: 10.4, 0.70).
   Before this recipe (300 steps, w_recon 10) the same machine gave 23.8 vs
   26.9, spread 6 and correlation 0.08: the edits fooled only the training

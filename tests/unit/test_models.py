@@ -185,8 +185,8 @@ def test_auto_conv_picks_the_faster_cpu_form_per_layer_shape(
 def test_penalty_form_matches_native_second_order_and_is_picked_by_size():
   """The gradient penalty's D in im2col form (runtime.penalty_conv_impl)
   gives the native form's penalty and parameter gradient; the smoke
-  configs' size keeps the native form unless the task asks for im2col at
-  every size, the suite's takes im2col."""
+  configs' size keeps the native form unless D normalises between its
+  convolutions, the suite's takes im2col."""
   from facejax import runtime  # pylint: disable=g-import-not-at-top
   from facejax.models import stargan  # pylint: disable=g-import-not-at-top
   from facejax.train import steps  # pylint: disable=g-import-not-at-top
@@ -207,11 +207,12 @@ def test_penalty_form_matches_native_second_order_and_is_picked_by_size():
   assert runtime.penalty_conv_impl("auto", (16, 32, 32, 3), 8) == "auto"
   assert runtime.penalty_conv_impl("auto", (16, 128, 128, 3), 64) == "im2col"
   assert runtime.penalty_conv_impl("xla", (16, 128, 128, 3), 64) == "xla"
-  # HRFAE's D asks for im2col at every size (min_work=0).
+  # A D that normalises between its convolutions (HRFAE's) takes im2col
+  # at every size.
   assert runtime.penalty_conv_impl("auto", (16, 32, 32, 3), 8,
-                                   min_work=0) == "im2col"
+                                   normalised=True) == "im2col"
   assert runtime.penalty_conv_impl("xla", (16, 32, 32, 3), 8,
-                                   min_work=0) == "xla"
+                                   normalised=True) == "xla"
 
 
 @pytest.mark.parametrize("window,strides,padding,size", [
