@@ -57,6 +57,12 @@ _CHECK = flags.DEFINE_bool(
     "no compile, no timing. A quick proof that every row runs.")
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
                                    "also time the twin under torch.compile.")
+# With the host heap kept (facejax.runtime.keep_host_heap), a process's
+# first ten or so steps now and then grow the heap by a temporary buffer.
+# Medians of fewer timed steps than this read high: SwinFace stage 1 at
+# 32 x 112 took 4.880 s a step over 3 steps after 1, and 4.070 s over 10
+# after 3 (docs/performance.md section 19).
+_SETTLED_STEPS = 8
 
 def main(argv):
   del argv
@@ -69,6 +75,11 @@ def main(argv):
     common.fail(f"--only: unknown suite entries {unknown}; the suite has "
                 f"{', '.join(names)}", code=2)
   common.start_jax()
+  if _STEPS.value < _SETTLED_STEPS and runtime.host_heap_kept():
+    print(f"note: --steps={_STEPS.value}: the kept host heap still grows "
+          f"in a process's first steps; a median of fewer than "
+          f"{_SETTLED_STEPS} timed steps can read high (docs/performance.md "
+          "section 19)", flush=True)
   if _SUITE.value:
     # Which machine: the tables end with this line too.
     print(runtime.cpu_summary(), flush=True)
