@@ -59,9 +59,10 @@ _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --suite: "
                                    "also time the twin under torch.compile.")
 # With the host heap kept (facejax.runtime.keep_host_heap), a process's
 # first ten or so steps now and then grow the heap by a temporary buffer.
-# Medians of fewer timed steps than this read high: SwinFace stage 1 at
-# 32 x 112 took 4.880 s a step over 3 steps after 1, and 4.070 s over 10
-# after 3 (docs/performance.md section 19).
+# Medians of fewer timed steps than this read high: on a 2-core Intel
+# Xeon with AMX (family 6, model 207), SwinFace stage 1 at 32 x 112 took
+# 4.880 s a step over 3 steps after 1, and 4.070 s over 10 after 3
+# (docs/performance.md section 19).
 _SETTLED_STEPS = 8
 
 
