@@ -46,11 +46,6 @@ def _reflect(x: jax.Array, pad: int) -> jax.Array:
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
-def _upsample2(x: jax.Array) -> jax.Array:
-  """Nearest-neighbour x2 (torch.nn.Upsample(scale_factor=2))."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
 def _conv_block(remat: bool):
   """ConvBlock, or a rematerialised one (`model.remat`: large images).
 
@@ -62,7 +57,11 @@ def _conv_block(remat: bool):
 
 
 class ConvBlock(nn.Module):
-  """Reflect pad k//2 -> conv (spectral norm) -> norm -> LeakyReLU(0.2)."""
+  """Reflect pad k//2 -> conv (spectral norm) -> norm -> LeakyReLU(0.2).
+
+  `upsample`: the input is first up-sampled x2, nearest-neighbour
+  (torch.nn.Upsample(scale_factor=2)), in the conv's sub-pixel form.
+  """
   features: int
   kernel_size: int
   strides: int = 1
@@ -70,12 +69,15 @@ class ConvBlock(nn.Module):
   activation: bool = True
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  upsample: bool = False
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
-    x = _reflect(x, self.kernel_size // 2)
+    if not self.upsample:  # (with it, the conv pads the up-sampled map)
+      x = _reflect(x, self.kernel_size // 2)
     x = spectral_norm.Conv(self.features, self.kernel_size, self.strides,
                            dtype=self.dtype, impl=self.conv_impl,
+                           upsample=self.upsample,
                            name="conv")(x, update_stats)
     x = x.astype(jnp.float32)
     if self.norm == "in":
@@ -157,9 +159,9 @@ class Decoder(nn.Module):
     block = _conv_block(self.remat)
     x = content * age_vec[:, None, None, :].astype(content.dtype)
     x = jnp.concatenate([x, skip_1], axis=-1)               # [B, H/4, 8w]
-    x = block(2 * w, 3, name="conv_1", **kw)(_upsample2(x), update_stats)
+    x = block(2 * w, 3, upsample=True, name="conv_1", **kw)(x, update_stats)
     x = jnp.concatenate([x, skip_2], axis=-1)               # [B, H/2, 4w]
-    x = block(w, 3, name="conv_2", **kw)(_upsample2(x), update_stats)
+    x = block(w, 3, upsample=True, name="conv_2", **kw)(x, update_stats)
     x = _reflect(x, 4)
     x = spectral_norm.Conv(3, 9, spectral=False, name="conv_3",
                            **{"dtype": self.dtype, "impl": self.conv_impl})(x)

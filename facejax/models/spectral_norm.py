@@ -75,6 +75,10 @@ class Conv(nn.Module):
 
   Parameters: `kernel` [kh, kw, I, O], `bias` [O]; spectral state:
   `u` [O], `v` [kh*kw*I].
+
+  With `upsample` the input is first up-sampled x2 (nearest) and reflect-
+  padded by 1 (HRFAE's decoder; 3x3 kernels), computed in the sub-pixel
+  form (`layers.subpixel_upsample_conv`): same parameters, same values.
   """
   features: int
   kernel_size: int
@@ -85,10 +89,14 @@ class Conv(nn.Module):
   eps: float = 1e-12
   dtype: Any = jnp.float32
   impl: str = "auto"
+  upsample: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
     k = self.kernel_size
+    if self.upsample and (k, self.strides) != (3, 1):
+      raise ValueError(f"spectral_norm.Conv(upsample=True) takes a 3x3 "
+                       f"stride-1 kernel, got {k}x{k} stride {self.strides}")
     kernel = self.param("kernel", self.kernel_init,
                         (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
@@ -108,6 +116,10 @@ class Conv(nn.Module):
         u_var.value, v_var.value = u, v
       sigma = jnp.dot(u, w @ v)
       kernel = kernel / sigma
-    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype),
-               (self.strides, self.strides), self.impl)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.upsample:
+      y = layers.subpixel_upsample_conv(
+          x, kernel, lambda x, k: conv2d(x, k, (1, 1), self.impl))
+    else:
+      y = conv2d(x, kernel, (self.strides, self.strides), self.impl)
     return y + bias.astype(self.dtype)

@@ -164,6 +164,32 @@ def test_tap_sum_conv_matches_xla_conv_and_is_auto_for_large_few_output_convs(
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 6), (1, 1, 1, 3)])
+def test_subpixel_upsample_conv_equals_conv_of_the_upsampled_map(shape):
+  from facejax.models import layers  # pylint: disable=g-import-not-at-top
+  from facejax.models import spectral_norm  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = 0.1 * jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 4))
+  conv = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def upsampled(x, w):  # torch: Upsample(scale_factor=2), ReflectionPad2d(1)
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)),
+                        mode="reflect"), w)
+
+  subpixel = lambda x, w: layers.subpixel_upsample_conv(x, w, conv)
+  y = subpixel(x, w)
+  assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
+  np.testing.assert_allclose(y, upsampled(x, w), rtol=1e-5, atol=1e-6)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  for a, b in zip(jax.grad(loss(subpixel), argnums=(0, 1))(x, w),
+                  jax.grad(loss(upsampled), argnums=(0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="3x3 stride-1"):
+    spectral_norm.Conv(4, 4, upsample=True).init(jax.random.key(0), x)
+
+
 @pytest.mark.parametrize("size,kernel,strides,padding,expected", [
     (8, 3, 1, 1, "xla"),       # 8x8 out: Eigen's convolution
     (2, 3, 1, 1, "im2col"),    # ResNet34's last stage at 64 px
