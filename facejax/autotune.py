@@ -262,6 +262,9 @@ def _buffer_bytes(shape: ConvShape, form: str) -> int:
     return b * h * w * kh * kw * c * itemsize
   if form == "tap_sum":
     return b * h * w * kh * kw * shape.features * itemsize
+  if form == "tap_sum_s2d":  # a quarter of the pixels, 4x the outputs
+    return (b * h * w * ((kh + 2) // 2) * ((kw + 2) // 2) * shape.features
+            * itemsize)
   return b * h * w * max(c, shape.features) * itemsize
 
 

@@ -154,14 +154,19 @@ def test_tap_sum_conv_matches_xla_conv_and_is_auto_for_large_few_output_convs(
   forms = {
       "xla": lambda x, w: jax.lax.conv_general_dilated(
           x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")),
-      "tap_sum": lambda x, w: layers.tap_sum_conv(x, w, padding)}
+      "tap_sum": lambda x, w: layers.tap_sum_conv(x, w, padding),
+      # ... and on the 2x2 space-to-depth map (odd sizes: its edge blocks)
+      "tap_sum_s2d": lambda x, w: layers.conv_in_form(
+          "tap_sum_s2d", x, w, (1, 1), padding)}
   outs = {k: f(x, w) for k, f in forms.items()}
   grads = {k: jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))),
                        argnums=(0, 1))(x, w) for k, f in forms.items()}
-  np.testing.assert_allclose(outs["tap_sum"], outs["xla"], rtol=1e-5,
-                             atol=1e-5)
-  for a, b in zip(grads["tap_sum"], grads["xla"]):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for form in ("tap_sum", "tap_sum_s2d"):
+    assert outs[form].shape == outs["xla"].shape
+    np.testing.assert_allclose(outs[form], outs["xla"], rtol=1e-5,
+                               atol=1e-5)
+    for a, b in zip(grads[form], grads["xla"]):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 6), (1, 1, 1, 3)])
