@@ -1,8 +1,10 @@
 """Convolution forms chosen by timing them on the machine at hand.
 
-On CPU a convolution can be computed three ways (facejax.models.layers):
-XLA's own convolution ("xla"), patches @ kernel ("im2col") and one matmul
-plus shifted sums ("tap_sum", stride 1 only). Which is fastest depends on
+On CPU a convolution can be computed several ways (facejax.models.layers):
+XLA's own convolution ("xla"), patches @ kernel ("im2col", and with bf16
+operands "im2col_bf16") and one matmul plus shifted sums ("tap_sum", and
+on the 2x2 space-to-depth map "tap_sum_s2d"; stride 1 only). Which is
+fastest depends on
 the layer's shape and on the processor: the fixed rules of
 `runtime.cpu_conv_impl` were timed on two 2-core machines, one AVX2-only
 and one with AVX-512, and do not hold everywhere.

@@ -5,7 +5,9 @@ and `bias` parameters, so checkpoints and importers are unaffected) that
 can compute the convolution as patches @ kernel ("im2col"), the same with
 bf16 operands and f32 sums ("im2col_bf16", for CPUs with bf16 dot
 instructions), or, for a large kernel with few outputs, as one matmul and
-shifted sums ("tap_sum").
+shifted sums ("tap_sum"; "tap_sum_s2d" does it on the 2x2 space-to-depth
+map). `subpixel_upsample_conv` is a 3x3 convolution after nearest x2
+up-sampling, computed on the map before it.
 `impl='auto'` picks the native convolution on GPU/TPU. On CPU it picks
 per layer shape (`runtime.cpu_conv_impl`, where all CPU tuning lives): XLA's Eigen convolutions (in effect with
 the flags of `runtime.CPU_XLA_FLAGS`) beat im2col on most ResNet34 layers
@@ -135,8 +137,9 @@ def subpixel_upsample_conv(x, kernel, conv):
   its taps summed. As one 3x3 convolution of the edge-padded input to
   4 x O channels (the sub-pixel form, then depth-to-space) it reads a
   quarter of the pixels and writes four times the channels, which XLA:CPU's
-  and YNNPACK's matmul tiles want: forward + backward 2.0x faster at
-  HRFAE's 8 x 256 px (docs/performance.md section 20). Reflect padding of
+  and YNNPACK's matmul tiles want: forward + backward 1.7-2.0x faster at
+  HRFAE's 8 x 256 px on a 2-core Intel Xeon with AMX (docs/performance.md
+  section 20). Reflect padding of
   the up-sampled map equals edge padding of the input (row -1 of the
   up-sampled map is row 0 of the input).
 
