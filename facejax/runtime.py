@@ -258,8 +258,16 @@ def step_compiler_options(wanted: dict[str, str]) -> dict[str, str] | None:
 
 
 # glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = (
+    -1, -3, -4, -8)
+_DEFAULT_MMAP_MAX = 65536  # glibc's own default for M_MMAP_MAX
+# With room reserved for a step's buffers, blocks at least this large that
+# find no free space in the heap are mmapped instead of growing it
+# (glibc's largest dynamic mmap threshold on 64-bit hosts).
+_RESERVED_HEAP_MMAP_THRESHOLD = 32 << 20
 _heap_kept = False  # keep_host_heap took effect in this process
+_heap_reserved = 0  # bytes reserve_host_heap has made room for
+_largest_reserved_block = 0  # its largest single buffer
 _MALLOC_ENV = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
                "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
                "LD_PRELOAD")
@@ -319,6 +327,72 @@ def keep_host_heap() -> bool:
 def host_heap_kept() -> bool:
   """Whether `keep_host_heap` is in effect in this process."""
   return _heap_kept
+
+
+def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
+  """Makes room in the kept heap for `count` buffers of `nbytes` each (one
+  step's temporaries on each local device); bounds the rest.
+
+  The kept heap alone grows without a bound the program sets: XLA:CPU frees
+  a step's temporary buffer just after the step's outputs are ready, so a
+  step dispatched before then allocates its buffer while the last one still
+  lives, and small blocks land in the freed space between steps. SwinFace
+  stage 1 at 32 x 112 px (6.9 GB of temporaries) grew to three buffers,
+  21.5 GB resident, in `launch.benchmark`, and `launch.train` was killed
+  for memory on a 24 GiB host (docs/performance.md section 21).
+
+  This grows the heap once by their size (address space only; the step's
+  first run faults the pages in, and they stay) and from then on has glibc
+  mmap any block of 32 MB or more that finds no free space in the heap,
+  instead of growing the heap by it. A step's buffer then reuses the
+  reserved space whenever the previous one has been freed, and an
+  overlapping one is mapped and unmapped on its own (faulted in, like
+  default malloc). The training loop calls it with each executable's
+  temporaries and, for buffers that large, runs one step at a time
+  (`wait_for_each_step`); a larger later call grows the room, a smaller one
+  does nothing. A no-op unless `keep_host_heap` is in effect. True if the
+  room is there.
+  """
+  global _heap_reserved, _largest_reserved_block
+  if not _heap_kept or nbytes <= 0 or count <= 0:
+    return False
+  _largest_reserved_block = max(_largest_reserved_block, nbytes)
+  nbytes *= count
+  if nbytes <= _heap_reserved:
+    return True
+  libc = ctypes.CDLL("libc.so.6")
+  libc.malloc.restype = ctypes.c_void_p
+  libc.malloc.argtypes = [ctypes.c_size_t]
+  libc.free.argtypes = [ctypes.c_void_p]
+  # Some slack: small blocks are carved from the room's low end until the
+  # step first runs.
+  room = nbytes + nbytes // 16 + (64 << 20)
+  # With mmap off, the block comes from the heap's top and its free goes
+  # back there (the top is never trimmed). Nothing touches its pages.
+  libc.mallopt(_M_MMAP_MAX, 0)
+  block = libc.malloc(room)
+  if block:
+    libc.free(block)
+  libc.mallopt(_M_MMAP_THRESHOLD, _RESERVED_HEAP_MMAP_THRESHOLD)
+  libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+  if not block:
+    return False
+  _heap_reserved = max(_heap_reserved, nbytes)
+  logging.info("host heap: room for a %.2f GB step buffer; larger blocks "
+               "that find no room are mmapped", nbytes / 1e9)
+  return True
+
+
+def wait_for_each_step() -> bool:
+  """Whether a loop should let each step finish before dispatching the next.
+
+  True once `reserve_host_heap` holds room for temporaries large enough
+  (32 MB or more) that a step dispatched while the last one runs would
+  have its buffers mmapped and faulted in afresh beside the last one's. A
+  SwinFace stage-1 run (32 x 112, launch.train, 2-core Intel Xeon) took
+  6.05 s a step that way, 5.40 s waiting (docs/performance.md section 21).
+  """
+  return _largest_reserved_block >= _RESERVED_HEAP_MMAP_THRESHOLD
 
 
 def configure_runtime(compilation_cache_dir: str = "") -> None:

@@ -207,7 +207,12 @@ class Setup:
         # hand back the trace with the old forms.
         lowered = jax.jit(functools.partial(fn), **kwargs).lower(
             state, batch, self.frozen)
-      self._compiled[key] = lowered.compile()
+      compiled = self._compiled[key] = lowered.compile()
+      # Room in the kept host heap for the step's temporaries on every
+      # local device, so that later steps reuse it rather than grow it.
+      mem = compiled.memory_analysis()
+      temp = (getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
+      runtime.reserve_host_heap(temp, len(self.mesh.local_devices))
       if jax.process_count() > 1:
         ckpt_lib.sync_processes(f"facejax_compiled_{len(self._compiled)}")
     return self._compiled[key]
@@ -494,6 +499,7 @@ def _train_and_evaluate(task, config, workdir, allow_config_change):
     task.on_eval(state, setup.frozen, step, workdir)  # sample grids etc.
     return summary
 
+  metrics = None
   try:
     step = start
     compile_t0 = time.perf_counter()
@@ -504,6 +510,11 @@ def _train_and_evaluate(task, config, workdir, allow_config_change):
              if setup.autotune else "")
           + "; reruns read the compilation cache)...")
     while step < config.total_steps:
+      if metrics is not None and runtime.wait_for_each_step():
+        # One step in flight: the next step's temporaries then reuse the
+        # last one's room in the kept host heap. (Before the batch: XLA
+        # frees the room just after the outputs are ready.)
+        jax.block_until_ready(metrics)
       batch = mesh_lib.shard_batch(next(train_iter), setup.mesh)
       state, metrics = setup.run(setup.train_step_at(step), state, batch)
       step += 1
