@@ -329,6 +329,29 @@ def host_heap_kept() -> bool:
   return _heap_kept
 
 
+def available_memory_bytes() -> int | None:
+  """Memory this process could still take: the kernel's MemAvailable, or
+  less under a cgroup (v2) limit; None where neither can be read."""
+  found = []
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          found.append(int(line.split()[1]) * 1024)
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+      limit = f.read().strip()
+    with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+      current = int(f.read().strip())
+    if limit != "max":
+      found.append(max(int(limit) - current, 0))
+  except (OSError, ValueError):
+    pass
+  return min(found) if found else None
+
+
 def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
   """Makes room in the kept heap for `count` buffers of `nbytes` each (one
   step's temporaries on each local device); bounds the rest.
@@ -350,8 +373,13 @@ def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
   default malloc). The training loop calls it with each executable's
   temporaries and, for buffers that large, runs one step at a time
   (`wait_for_each_step`); a larger later call grows the room, a smaller one
-  does nothing. A no-op unless `keep_host_heap` is in effect. True if the
-  room is there.
+  does nothing. A no-op unless `keep_host_heap` is in effect.
+
+  A kept room and an overlapping mapped buffer can both be resident for a
+  moment, so the room is kept only where twice its size fits in 90 % of
+  the memory still available. Otherwise large blocks are all mapped, as
+  with default malloc (the caricature step at 8 x 128, 13.5 GB of
+  temporaries, on a 24 GiB host). True if the room is there.
   """
   global _heap_reserved, _largest_reserved_block
   if not _heap_kept or nbytes <= 0 or count <= 0:
@@ -364,18 +392,32 @@ def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
   libc.malloc.restype = ctypes.c_void_p
   libc.malloc.argtypes = [ctypes.c_size_t]
   libc.free.argtypes = [ctypes.c_void_p]
+  # What compiling and initialising left free in the heap would otherwise
+  # stay resident beside the room: hand its pages back (the addresses stay
+  # the heap's, to be faulted in again if used).
+  libc.malloc_trim(0)
   # Some slack: small blocks are carved from the room's low end until the
   # step first runs.
   room = nbytes + nbytes // 16 + (64 << 20)
-  # With mmap off, the block comes from the heap's top and its free goes
-  # back there (the top is never trimmed). Nothing touches its pages.
-  libc.mallopt(_M_MMAP_MAX, 0)
-  block = libc.malloc(room)
-  if block:
-    libc.free(block)
+  available = available_memory_bytes()
+  block = None
+  if available is None or 2 * room <= 0.9 * available:
+    # With mmap off, the block comes from the heap's top and its free goes
+    # back there (the top is never trimmed). Nothing touches its pages.
+    libc.mallopt(_M_MMAP_MAX, 0)
+    block = libc.malloc(room)
+    if block:
+      libc.free(block)
   libc.mallopt(_M_MMAP_THRESHOLD, _RESERVED_HEAP_MMAP_THRESHOLD)
   libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
   if not block:
+    _largest_reserved_block = 0  # nothing to wait for: blocks are mapped
+    logging.info("host heap: no room kept for %.2f GB of step buffers (%s);"
+                 " blocks of 32 MB or more are mapped per step", nbytes / 1e9,
+                 "malloc refused it" if available is None or
+                 2 * room <= 0.9 * available else
+                 f"twice that is over 90 % of the {available / 1e9:.2f} GB "
+                 "available")
     return False
   _heap_reserved = max(_heap_reserved, nbytes)
   logging.info("host heap: room for a %.2f GB step buffer; larger blocks "

@@ -96,13 +96,18 @@ libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 n = 200 << 20
-if RESERVE:
-  runtime.reserve_host_heap(256 << 20)
+if RESERVE == "room":
+  out = dict(reserved=runtime.reserve_host_heap(256 << 20))
+elif RESERVE == "too big":  # twice the room would not fit in memory
+  out = dict(reserved=runtime.reserve_host_heap(
+      runtime.available_memory_bytes() // 2))
+else:
+  out = dict(reserved=False)
+out["kept"] = kept
 def faults_touching(block):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   ctypes.memset(block, 1, n)
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-out = dict(kept=kept)
 a = libc.malloc(n)
 out["first"] = faults_touching(a)
 libc.free(a)
@@ -134,19 +139,25 @@ def test_reserved_host_heap_maps_overlapping_blocks_instead_of_growing():
     # Off glibc, or malloc configured by the user: nothing to bound.
     assert not runtime.host_heap_kept()
     return
-  bounded = _run_probe("RESERVE = True\n" + _RESERVE_PROBE, "1")
-  unbounded = _run_probe("RESERVE = False\n" + _RESERVE_PROBE, "1")
+  bounded = _run_probe("RESERVE = 'room'\n" + _RESERVE_PROBE, "1")
+  unbounded = _run_probe("RESERVE = None\n" + _RESERVE_PROBE, "1")
+  too_big = _run_probe("RESERVE = 'too big'\n" + _RESERVE_PROBE, "1")
   pages = (200 << 20) // resource.getpagesize()
   print(f"200 MB blocks ({pages} pages): reserved {bounded}, "
-        f"kept alone {unbounded}")
-  assert bounded["kept"] and unbounded["kept"]
+        f"kept alone {unbounded}, room too big for memory {too_big}")
+  assert bounded["kept"] and unbounded["kept"] and too_big["kept"]
+  assert bounded["reserved"] and not too_big["reserved"]
   for probe in (bounded, unbounded):
     assert probe["first"] >= pages // 2  # the first use faults pages in
     assert probe["again"] < pages // 10  # and the next one reuses them
   # Kept alone, the overlapping block grows the heap for good.
   assert unbounded["growth"] >= 200 << 20 and unbounded["mapped"] == 0
   # Reserved, it is mapped on its own and unmapped on free.
-  assert bounded["growth"] < 32 << 20
-  assert bounded["mapped"] >= 200 << 20
-  assert bounded["mapped_after_free"] < 32 << 20
-  assert bounded["overlap"] >= pages // 2
+  for probe in (bounded, too_big):
+    assert probe["growth"] < 32 << 20
+    assert probe["mapped"] >= 200 << 20
+    assert probe["mapped_after_free"] < 32 << 20
+    assert probe["overlap"] >= pages // 2
+  # Where twice the room would not fit, no room is kept: every large block
+  # is mapped and faulted in afresh, as with default malloc.
+  assert too_big["again"] >= pages // 2
