@@ -283,6 +283,15 @@ def _accelerator_plugin_installed() -> bool:
   return any(importlib.util.find_spec(n) is not None for n in names)
 
 
+def _libc():
+  """glibc through ctypes, with the allocator calls typed for 64-bit sizes."""
+  libc = ctypes.CDLL("libc.so.6")
+  libc.malloc.restype = ctypes.c_void_p
+  libc.malloc.argtypes = [ctypes.c_size_t]
+  libc.free.argtypes = [ctypes.c_void_p]
+  return libc
+
+
 def keep_host_heap_applies() -> bool:
   """Whether `keep_host_heap` should act here (see its docstring)."""
   if os.environ.get("FACEJAX_KEEP_HEAP", "1") == "0":
@@ -313,7 +322,7 @@ def keep_host_heap() -> bool:
   if not keep_host_heap_applies():
     return False
   try:
-    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    mallopt = _libc().mallopt
   except (OSError, AttributeError):
     return False
   global _heap_kept
@@ -388,10 +397,7 @@ def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
   nbytes *= count
   if nbytes <= _heap_reserved:
     return True
-  libc = ctypes.CDLL("libc.so.6")
-  libc.malloc.restype = ctypes.c_void_p
-  libc.malloc.argtypes = [ctypes.c_size_t]
-  libc.free.argtypes = [ctypes.c_void_p]
+  libc = _libc()
   # What compiling and initialising left free in the heap would otherwise
   # stay resident beside the room: hand its pages back (the addresses stay
   # the heap's, to be faulted in again if used).
@@ -400,8 +406,9 @@ def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
   # step first runs.
   room = nbytes + nbytes // 16 + (64 << 20)
   available = available_memory_bytes()
+  fits = available is None or 2 * room <= 0.9 * available
   block = None
-  if available is None or 2 * room <= 0.9 * available:
+  if fits:
     # With mmap off, the block comes from the heap's top and its free goes
     # back there (the top is never trimmed). Nothing touches its pages.
     libc.mallopt(_M_MMAP_MAX, 0)
@@ -414,8 +421,7 @@ def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
     _largest_reserved_block = 0  # nothing to wait for: blocks are mapped
     logging.info("host heap: no room kept for %.2f GB of step buffers (%s);"
                  " blocks of 32 MB or more are mapped per step", nbytes / 1e9,
-                 "malloc refused it" if available is None or
-                 2 * room <= 0.9 * available else
+                 "malloc refused it" if fits else
                  f"twice that is over 90 % of the {available / 1e9:.2f} GB "
                  "available")
     return False
@@ -425,13 +431,21 @@ def reserve_host_heap(nbytes: int, count: int = 1) -> bool:
   return True
 
 
+def temp_bytes(compiled) -> int:
+  """An executable's temporary buffers per device (XLA's memory analysis;
+  0 where the backend gives none)."""
+  mem = compiled.memory_analysis()
+  return int(getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
+
+
 def wait_for_each_step() -> bool:
   """Whether a loop should let each step finish before dispatching the next.
 
   True once `reserve_host_heap` holds room for temporaries large enough
   (32 MB or more) that a step dispatched while the last one runs would
   have its buffers mmapped and faulted in afresh beside the last one's. A
-  SwinFace stage-1 run (32 x 112, launch.train, 2-core Intel Xeon) took
+  SwinFace stage-1 run (32 x 112, launch.train, 2-core Intel Xeon, family
+  6 model 207) took
   6.05 s a step that way, 5.40 s waiting (docs/performance.md section 21).
   """
   return _largest_reserved_block >= _RESERVED_HEAP_MMAP_THRESHOLD

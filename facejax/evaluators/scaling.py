@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from facejax import mesh as mesh_lib
+from facejax import runtime
 
 _NOT_GRADIENTS = re.compile(r"(opt_state|opt_|batch_stats|step|sn_|"
                             r"spectral|\bu\b)")
@@ -146,8 +147,7 @@ def activation_bytes(setup, local_batch: int) -> tuple[float, float]:
   temps, flops = [], []
   for jitted in setup.train_steps.values():  # a GAN's largest kind of step
     compiled = jitted.lower(state, batch, frozen).compile()
-    mem = compiled.memory_analysis()
-    temps.append(float(getattr(mem, "temp_size_in_bytes", 0) or 0))
+    temps.append(float(runtime.temp_bytes(compiled)))
     flops.append(float((compiled.cost_analysis() or {}).get(
         "flops", float("nan"))))
   # NaN (no cost analysis) stays NaN, as with one kind of step.

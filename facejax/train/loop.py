@@ -210,9 +210,8 @@ class Setup:
       compiled = self._compiled[key] = lowered.compile()
       # Room in the kept host heap for the step's temporaries on every
       # local device, so that later steps reuse it rather than grow it.
-      mem = compiled.memory_analysis()
-      temp = (getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
-      runtime.reserve_host_heap(temp, len(self.mesh.local_devices))
+      runtime.reserve_host_heap(runtime.temp_bytes(compiled),
+                                len(self.mesh.local_devices))
       if jax.process_count() > 1:
         ckpt_lib.sync_processes(f"facejax_compiled_{len(self._compiled)}")
     return self._compiled[key]
