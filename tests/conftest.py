@@ -128,15 +128,20 @@ def dex_workdir(age_data, tmp_path_factory):
 
 
 # The slowest files first, so that neither xdist worker is left with a long
-# file at the end while the other idles (whole files per worker).
-_SLOWEST_FILES = ("e2e.test_caricature", "e2e.test_age_transformer",
-                  "e2e.test_multiprocess", "e2e.test_swinface",
-                  "e2e.test_formats", "unit.test_caricature",
-                  "e2e.test_kinship", "e2e.test_reliability",
-                  "e2e.test_serve_page", "e2e.test_serve",
-                  "unit.test_swinface", "e2e.test_stargan", "e2e.test_resume",
-                  "unit.test_performance", "unit.test_kinship",
-                  "e2e.test_launch")
+# file at the end while the other idles (whole files per worker). Ordered
+# by their time in a cold `.ci/run` (`--durations=0`, summed per file).
+# pytest.ini's --no-loadscope-reorder keeps this order: by default xdist
+# (3.8) hands out the files with the most tests first, which left the
+# learning files (few tests, minutes each) to the end.
+_SLOWEST_FILES = ("e2e.test_age_transformer", "e2e.test_formats",
+                  "e2e.test_caricature", "e2e.test_reliability",
+                  "e2e.test_swinface", "e2e.test_serve", "unit.test_models",
+                  "unit.test_caricature", "e2e.test_multiprocess",
+                  "e2e.test_train", "unit.test_kinship", "e2e.test_launch",
+                  "e2e.test_stargan", "e2e.test_kinship",
+                  "unit.test_swinface", "unit.test_stargan",
+                  "unit.test_export", "e2e.test_serve_page",
+                  "unit.test_performance", "e2e.test_resume")
 
 
 def pytest_collection_modifyitems(items):
