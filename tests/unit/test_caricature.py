@@ -380,7 +380,7 @@ def _swinface_workdir(path: str, checkpoint: bool = True):
   return path, state, cfg
 
 
-def test_swinface_identity_network(tmp_path):
+def test_swinface_identity_network(tmp_path, fast_compiles):
   from facejax.models import swinface  # pylint: disable=g-import-not-at-top
   workdir, sf_state, sf_cfg = _swinface_workdir(str(tmp_path / "swin"))
   # 16 px translator images, a 32 px SwinFace: the task resizes.

@@ -23,7 +23,8 @@ def _setup(name: str):
 
 @pytest.mark.parametrize("name", ["age_regressor", "stargan",
                                   "age_transformer"])
-def test_exported_inference_reloads_and_matches(name, tmp_path):
+def test_exported_inference_reloads_and_matches(name, tmp_path,
+                                                fast_compiles):
   setup, state = _setup(name)
   inference = export.inference_of(setup, state)
   exported = export.save(inference, str(tmp_path))

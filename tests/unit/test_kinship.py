@@ -141,7 +141,7 @@ def test_batch_hard_picks_hardest():
   np.testing.assert_allclose(loss, np.mean(per), rtol=1e-4)
 
 
-def test_gradient_reversal(fiw):
+def test_gradient_reversal(fiw, fast_compiles):
   w = jnp.array([1.0, -2.0, 3.0])
   g = jax.grad(lambda x: (km.grad_reverse(x, 0.5) * w).sum())(jnp.ones(3))
   np.testing.assert_allclose(g, -0.5 * w)

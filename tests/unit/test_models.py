@@ -51,7 +51,7 @@ def test_vgg16_dex_fc_shapes():
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "vgg_tiny", "mobilenet_tiny"])
-def test_gradients_finite_and_nonzero_everywhere(backbone):
+def test_gradients_finite_and_nonzero_everywhere(backbone, fast_compiles):
   model = age_regressor.create(ml_collections.ConfigDict(
       {"backbone": backbone, "dropout": 0.1}))
   x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))

@@ -14,7 +14,7 @@ from helpers import flat, smoke_config
     ("last_block", ("['head']", "['backbone']['layer4_0']")),
     ("finetune", ("",)),
 ])
-def test_freeze_policy(tmp_path, policy, trained_prefixes):
+def test_freeze_policy(tmp_path, policy, trained_prefixes, fast_compiles):
   config = smoke_config(str(tmp_path), **{"optim.freeze": policy,
                                           "data.batch_size": 8})
   with config.unlocked():

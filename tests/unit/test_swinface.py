@@ -168,7 +168,7 @@ def test_sharded_data_x_model_equals_single_device(fast_compiles):
   assert {s.data.shape for s in kernel.addressable_shards} == {(32, 8)}
 
 
-def test_importer_documented_names_and_shapes():
+def test_importer_documented_names_and_shapes(fast_compiles):
   from facejax.convert import swinface as swinface_convert  # pylint: disable=g-import-not-at-top
   assert swinface.split_channels([192, 384, 768, 768], 512) == [47, 93, 186,
                                                                 186]
