@@ -323,7 +323,7 @@ def kinship_train_dataset(source: KinPairSource, preprocess: KinPairPreprocess,
                                  jax.process_count())
   ds = grain.MapDataset.range(start_step, pipeline.ENDLESS).map(
       _LoadKinshipBatch(source, order, preprocess, slice_))
-  return pipeline.prefetch(ds.to_iter_dataset(), num_workers)
+  return pipeline.prefetch(ds, num_workers)
 
 
 def load_split(root: str, list_file: str, check_files: bool = True

@@ -168,11 +168,30 @@ def exit_with_parent(worker_index: int, worker_count: int) -> None:
   threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
 
 
-def prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+def read_options(num_workers: int) -> grain.ReadOptions:
+  """grain's thread prefetch for facejax's elements, which are whole batches.
+
+  grain's defaults (16 threads, 500 elements ahead) are tuned for records
+  of 1-10 KiB. Ours are batches of megabytes that the step takes one at a
+  time: with the defaults a 2-step run decoded hundreds of batches it never
+  used, beside its step on the same cores, and a long run ended 500 batches
+  ahead (in every worker process, in memory). Here the training process
+  keeps 4 batches ready with 2 threads; a worker process loads one batch
+  at a time and keeps 2 ready (the workers are the parallelism there).
+  """
   if num_workers > 0:
-    return ds.mp_prefetch(grain.MultiprocessingOptions(
+    return grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+  return grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+
+
+def prefetch(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
+  """`ds` (one element per batch) as an iterator dataset, loaded ahead by
+  threads (`read_options`) and, with `num_workers` > 0, worker processes."""
+  it = ds.to_iter_dataset(read_options(num_workers))
+  if num_workers > 0:
+    return it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers), worker_init_fn=exit_with_parent)
-  return ds
+  return it
 
 
 def train_dataset(source, preprocess: Preprocess | Staged, global_batch: int,
@@ -188,7 +207,7 @@ def train_dataset(source, preprocess: Preprocess | Staged, global_batch: int,
                       jax.process_count())
   ds = grain.MapDataset.range(start_step, ENDLESS).map(
       _LoadTrainBatch(source, order, preprocess))
-  return prefetch(ds.to_iter_dataset(), num_workers)
+  return prefetch(ds, num_workers)
 
 
 def round_robin_dataset(sources: Sequence, preprocesses: Sequence,
@@ -214,7 +233,7 @@ def round_robin_dataset(sources: Sequence, preprocesses: Sequence,
       for k, (src, pre) in enumerate(zip(sources, preprocesses))]
   ds = grain.MapDataset.range(start_step, ENDLESS).map(
       _LoadRoundRobinBatch(loaders, group))
-  return prefetch(ds.to_iter_dataset(), num_workers)
+  return prefetch(ds, num_workers)
 
 
 def eval_batches(source, preprocess: Preprocess, global_batch: int,
@@ -224,7 +243,7 @@ def eval_batches(source, preprocess: Preprocess, global_batch: int,
   load = _LoadEvalBatch(source, preprocess, ProcessSlice(
       global_batch, jax.process_index(), jax.process_count()))
   ds = grain.MapDataset.range(num_batches).map(load)
-  it = iter(prefetch(ds.to_iter_dataset(), num_workers))
+  it = iter(prefetch(ds, num_workers))
   try:
     yield from it
   finally:

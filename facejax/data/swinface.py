@@ -390,4 +390,4 @@ def mixed_dataset(sources: Sequence, preprocesses: Sequence,
       parts.append((src, order, pre))
   ds = grain.MapDataset.range(start_step, pipeline.ENDLESS).map(
       _LoadMixedBatch(parts))
-  return pipeline.prefetch(ds.to_iter_dataset(), num_workers)
+  return pipeline.prefetch(ds, num_workers)
