@@ -2,7 +2,9 @@
 
 import os
 import shutil
+import time
 
+import grain
 import numpy as np
 import pytest
 
@@ -186,6 +188,35 @@ def test_worker_processes_change_nothing(age_data):
   ages = [b["age"][b["mask"] > 0] for b in pipeline.eval_batches(
       src, eval_pre, 64, num_workers=2)]
   np.testing.assert_array_equal(np.concatenate(ages), src.ages)
+
+
+class _CountingBatches:
+  """Step -> a small batch; counts the calls (grain threads call it)."""
+
+  def __init__(self):
+    self.steps = []
+
+  def __call__(self, step):
+    time.sleep(0.002)  # A little work, as decoding a batch is.
+    self.steps.append(step)  # list.append is atomic under the GIL
+    return {"x": np.full((4,), step, np.float32)}
+
+
+def test_training_process_loads_only_a_few_batches_ahead():
+  """Whole batches are grain's elements: the training process keeps a few
+  ready (`pipeline.read_options`), not grain's default of 500 (16 threads),
+  which a short run decoded and never used, beside its step."""
+  counting = _CountingBatches()
+  ds = grain.MapDataset.range(pipeline.ENDLESS).map(counting)
+  it = iter(pipeline.prefetch(ds, num_workers=0))
+  got = [float(next(it)["x"][0]) for _ in range(3)]
+  time.sleep(1.0)  # With grain's defaults: hundreds of calls by now.
+  loaded = len(counting.steps)
+  print(f"3 batches taken, {loaded} loaded")
+  assert got == [0.0, 1.0, 2.0]
+  options = pipeline.read_options(0)
+  assert loaded <= 3 + options.prefetch_buffer_size + options.num_threads, (
+      loaded)
 
 
 def test_same_seed_same_batches_and_exact_resume(age_data):
