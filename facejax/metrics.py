@@ -21,9 +21,11 @@ def _summary_writer_class():
 
   tensorboardX's writer module imports torch whenever it is installed, only
   to accept torch tensors (facejax passes floats). On a machine with
-  PyTorch that cost every training process 3-4 s of CPU and 300 MB at
-  start-up. torch is hidden for that one import (`import torch` raises
-  ImportError, which tensorboardX expects), unless it is loaded already.
+  PyTorch that cost every training process 2-3 s of CPU and 180 MB at
+  start-up (a 2-step smoke run, 2-core Intel Xeon family 6 model 207,
+  docs/performance.md section 22). torch is hidden for that one import
+  (`import torch` raises ImportError, which tensorboardX expects), unless
+  it is loaded already.
   """
   if "torch" in sys.modules:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
