@@ -24,8 +24,10 @@ step = jax.jit(lambda x, b: jnp.tanh(x @ x) @ x * 1e-3 + jnp.sin(x @ x)
 rng = np.random.default_rng(0)
 x, b = jnp.ones((2048, 2048)), jnp.ones((256, 2048))
 temp = step.lower(x, b).compile().memory_analysis().temp_size_in_bytes
-if RESERVE:  # as the training loop does after compiling a step
-  runtime.reserve_host_heap(temp)
+# As the training loop does after compiling a step; whether the room was
+# kept, and the memory it was weighed against, go into the test's message.
+room = runtime.reserve_host_heap(temp) if RESERVE else None
+available = runtime.available_memory_bytes()
 faults = []
 for _ in range(24):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -33,7 +35,7 @@ for _ in range(24):
   x = step(x, jax.device_put(rng.random((256, 2048), np.float32)))
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps(dict(kept=runtime.host_heap_kept(), temp=temp,
-                      faults=faults[8:])))
+                      faults=faults[8:], room=room, available=available)))
 """
 
 
@@ -75,8 +77,12 @@ def test_host_heap_is_reused_between_steps():
     # faults its temp buffer in again.
     assert np.median(default["faults"]) >= pages // 2
     assert np.median(kept["faults"]) < pages // 4
-    # The bounded heap the training loop sets up keeps the saving.
-    assert np.median(reserved["faults"]) < pages // 4
+    # The bounded heap the training loop sets up keeps the saving. (Once,
+    # in a full suite run, every step faulted: the room's outcome and the
+    # memory available say whether the room was refused or overrun.)
+    assert np.median(reserved["faults"]) < pages // 4, (
+        f"room kept: {reserved['room']}; available "
+        f"{reserved['available']} bytes")
 
 
 # Blocks of 200 MB from glibc, as XLA:CPU allocates a step's temporaries:
