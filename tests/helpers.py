@@ -54,15 +54,22 @@ def fast_compiles():
 FAST_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
-def setup_on(config, mesh):
+def setup_on(config, mesh, init=None):
   """(setup, initial state) of `config` on `mesh` (a config's mesh
   tuple), leaving `config` as it is: the sharded == single-device tests
-  build the same config on two meshes."""
+  build the same config on two meshes.
+
+  `init`, a host copy of the initial state on another mesh, is placed on
+  this one instead of compiling the init program again for it: the values
+  do not depend on the sharding (tests/unit/test_mesh.py checks that).
+  """
   from facejax import tasks  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.mesh = mesh
   setup = tasks.setup(config)
+  if init is not None:
+    return setup, jax.device_put(init, setup.state_sharding)
   return setup, setup.init_state()
 
 

@@ -282,15 +282,17 @@ def _tiny_config(data_dir: str, **overrides):
       os.path.join(ROOT, "configs", "caricature.py:smoke"), base)
 
 
-def _steps(config, mesh, n=2):
-  setup, state = setup_on(config, mesh)
+def _steps(config, mesh, init=None, n=2):
+  """(initial state on the host, state after n steps, their metrics)."""
+  setup, state = setup_on(config, mesh, init)
+  init = jax.device_get(state)  # (the step donates `state`)
   it = iter(setup.task.train_dataset(0))
   out = []
   for _ in range(n):
     batch = mesh_lib.shard_batch(next(it), setup.mesh)
     state, metrics = setup.train_step(state, batch, setup.frozen)
     out.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-  return state, out
+  return init, state, out
 
 
 def test_sharded_step_equals_single_device(tmp_path):
@@ -306,10 +308,12 @@ def test_sharded_step_equals_single_device(tmp_path):
   config = _tiny_config(str(tmp_path / "data"), **{"loss.identity_thd":
                                                    1.5})
   # Two compiles of the whole G + D step: XLA's fast-compile mode halves
-  # them (the numbers are the same up to float rounding).
+  # them (the numbers are the same up to float rounding). One of the init
+  # program: the 8-device run starts from the same values, placed.
   with fast_compiles():
-    s1, m1 = _steps(config, ONE)
-    s8, m8 = _steps(config, (("data", 8), ("fsdp", 1), ("model", 1)))
+    init, s1, m1 = _steps(config, ONE)
+    _, s8, m8 = _steps(config, (("data", 8), ("fsdp", 1), ("model", 1)),
+                       init)
   for a, b in zip(m1, m8):  # step 2's losses see step 1's updates
     for k in ("d_loss", "g_loss", "g_id", "g_recon_x", "g_adv"):
       # atol: g_adv = -mean D(fake) is near 0 (|value| ~ 4e-3).

@@ -42,6 +42,7 @@ def test_spec_rules_and_fsdp_threshold():
 
 def _run_steps(config, mesh_cfg, steps=3):
   setup, state = setup_on(config, mesh_cfg)
+  init = jax.device_get(state)  # (the step donates `state`)
   rng = np.random.default_rng(0)
   losses = []
   for _ in range(steps):
@@ -51,17 +52,25 @@ def _run_steps(config, mesh_cfg, steps=3):
     state, metrics = setup.train_step(
         state, mesh_lib.shard_batch(batch, setup.mesh), setup.frozen)
     losses.append(float(metrics["loss"]))
-  return setup, state, losses
+  return setup, init, state, losses
 
 
 def test_sharded_step_equals_single_device(tmp_path, fast_compiles):
   config = smoke_config(str(tmp_path), **{"data.batch_size": 16})
-  _, s1, l1 = _run_steps(config, (("data", 1), ("fsdp", 1), ("model", 1)))
+  _, init1, s1, l1 = _run_steps(config, (("data", 1), ("fsdp", 1),
+                                         ("model", 1)))
   # 8 devices: batch over data x fsdp, big params sharded (threshold 0).
   with config.unlocked():
     config.sharding.fsdp_min_size_mb = 0.01
-  setup8, s8, l8 = _run_steps(config, (("data", 4), ("fsdp", 2),
-                                       ("model", 1)))
+  setup8, init8, s8, l8 = _run_steps(config, (("data", 4), ("fsdp", 2),
+                                              ("model", 1)))
+  # Each mesh compiled its own init program (FSDP-sharded parameters
+  # among its outputs) and both gave the same values to the bit, which the
+  # other models' sharded tests rely on (helpers.setup_on's `init`).
+  init1, init8 = flat(init1), flat(init8)
+  assert init1.keys() == init8.keys()
+  for k, v in init1.items():
+    np.testing.assert_array_equal(v, init8[k], err_msg=k)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
   assert_trees_close(s1.params, s8.params, rtol=1e-4, atol=1e-6)
   assert_trees_close(s1.batch_stats, s8.batch_stats, rtol=1e-4, atol=1e-6)
