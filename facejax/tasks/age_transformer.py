@@ -26,6 +26,7 @@ batches change size at a stage boundary (pipeline.Staged; one more
 compile) and w_recon is chosen by state.step inside the step.
 """
 
+import functools
 import os
 from typing import Any, Sequence
 
@@ -655,6 +656,21 @@ def _load_estimator(cfg: ml_collections.ConfigDict, key: str,
     raise ValueError(msg) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _random_dex_params(variant: str, size: int) -> dict[str, Any]:
+  """The random DEX's parameters (key 0), host arrays, read-only: built
+  once a process. Every inference tool's config asks for one (it never
+  uses the age loss), and each build traced and compiled the init anew."""
+  from facejax.models import vgg  # pylint: disable=g-import-not-at-top
+  model = vgg.create_dex(variant, dropout_rate=0.0)
+  variables = jax.jit(lambda r: model.init(
+      r, jnp.zeros((1, size, size, 3)), train=False))(jax.random.key(0))
+  params = jax.device_get(variables["params"])
+  for leaf in jax.tree.leaves(params):
+    leaf.setflags(write=False)
+  return params
+
+
 def _random_dex(variant: str) -> frozen_lib.FrozenEstimator:
   """A randomly initialised DEX ('vgg16' at 224 px, or 'tiny' at 64 px).
 
@@ -667,9 +683,7 @@ def _random_dex(variant: str) -> frozen_lib.FrozenEstimator:
                      f"{variant!r}; choose 'vgg16' or 'tiny' (or '')")
   model = vgg.create_dex(variant, dropout_rate=0.0)
   size = 224 if variant == "vgg16" else 64  # the released DEX's input size
-  variables = jax.jit(lambda r: model.init(
-      r, jnp.zeros((1, size, size, 3)), train=False))(jax.random.key(0))
-  variables = jax.device_get({"params": variables["params"]})
+  variables = {"params": _random_dex_params(variant, size)}
 
   def forward(v, x):
     logits, feats = model.apply(v, x, train=False)

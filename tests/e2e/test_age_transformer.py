@@ -101,8 +101,11 @@ def test_training_never_changes_estimator_and_sharded_equals_single(
     s1, m1 = run(setup1, start)
     setup8 = tasks.setup(_tiny_config(age_data, regressor_workdir,
                                      EIGHT_DEVICES))
-    # The same initial values, placed on the 8 devices (no init compile).
-    s8, m8 = run(setup8, jax.device_put(init, setup8.state_sharding))
+    # The same initial values, placed on the 8 devices (no init compile),
+    # from a host copy: a placed device array can share `init`'s buffer,
+    # which the step's donation would delete.
+    s8, m8 = run(setup8, jax.device_put(jax.device_get(init),
+                                        setup8.state_sharding))
   # The estimator's variables are a step argument, not part of the state.
   state_leaves = flat(s1)
   assert not any(k.startswith("['params']") for k in state_leaves)
