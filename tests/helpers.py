@@ -55,9 +55,10 @@ FAST_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 def setup_on(config, mesh, init=None):
-  """(setup, initial state) of `config` on `mesh` (a config's mesh
-  tuple), leaving `config` as it is: the sharded == single-device tests
-  build the same config on two meshes.
+  """(setup, initial state, a host copy of it) of `config` on `mesh` (a
+  config's mesh tuple), leaving `config` as it is: the sharded ==
+  single-device tests build the same config on two meshes. (The train step
+  donates the state; the host copy outlives it.)
 
   `init`, a host copy of the initial state on another mesh, is placed on
   this one instead of compiling the init program again for it: the values
@@ -68,9 +69,10 @@ def setup_on(config, mesh, init=None):
   with config.unlocked():
     config.mesh = mesh
   setup = tasks.setup(config)
-  if init is not None:
-    return setup, jax.device_put(init, setup.state_sharding)
-  return setup, setup.init_state()
+  if init is None:
+    state = setup.init_state()
+    return setup, state, jax.device_get(state)
+  return setup, jax.device_put(init, setup.state_sharding), init
 
 
 # --- learning tests: seeds and measured values ------------------------------

@@ -656,13 +656,18 @@ def _load_estimator(cfg: ml_collections.ConfigDict, key: str,
     raise ValueError(msg) from None
 
 
+# The released DEX's input size per random variant.
+_RANDOM_DEX_SIZE = {"vgg16": 224, "tiny": 64}
+
+
 @functools.lru_cache(maxsize=None)
-def _random_dex_params(variant: str, size: int) -> dict[str, Any]:
+def _random_dex_params(variant: str) -> dict[str, Any]:
   """The random DEX's parameters (key 0), host arrays, read-only: built
   once a process. Every inference tool's config asks for one (it never
   uses the age loss), and each build traced and compiled the init anew."""
   from facejax.models import vgg  # pylint: disable=g-import-not-at-top
   model = vgg.create_dex(variant, dropout_rate=0.0)
+  size = _RANDOM_DEX_SIZE[variant]
   variables = jax.jit(lambda r: model.init(
       r, jnp.zeros((1, size, size, 3)), train=False))(jax.random.key(0))
   params = jax.device_get(variables["params"])
@@ -678,12 +683,12 @@ def _random_dex(variant: str) -> frozen_lib.FrozenEstimator:
   that never use the age loss; never for training a usable model.
   """
   from facejax.models import vgg  # pylint: disable=g-import-not-at-top
-  if variant not in ("vgg16", "tiny"):
+  if variant not in _RANDOM_DEX_SIZE:
     raise ValueError(f"config key age_loss.random_init: unknown "
                      f"{variant!r}; choose 'vgg16' or 'tiny' (or '')")
   model = vgg.create_dex(variant, dropout_rate=0.0)
-  size = 224 if variant == "vgg16" else 64  # the released DEX's input size
-  variables = {"params": _random_dex_params(variant, size)}
+  size = _RANDOM_DEX_SIZE[variant]
+  variables = {"params": _random_dex_params(variant)}
 
   def forward(v, x):
     logits, feats = model.apply(v, x, train=False)

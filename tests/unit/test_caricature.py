@@ -284,8 +284,7 @@ def _tiny_config(data_dir: str, **overrides):
 
 def _steps(config, mesh, init=None, n=2):
   """(initial state on the host, state after n steps, their metrics)."""
-  setup, state = setup_on(config, mesh, init)
-  init = jax.device_get(state)  # (the step donates `state`)
+  setup, state, init = setup_on(config, mesh, init)
   it = iter(setup.task.train_dataset(0))
   out = []
   for _ in range(n):

@@ -192,8 +192,7 @@ def test_youden_threshold_hand_case():
 
 def _steps(config, mesh, batches, init=None):
   """(initial state on the host, state after `batches`, their losses)."""
-  setup, state = setup_on(config, mesh, init)
-  init = jax.device_get(state)  # (the step donates `state`)
+  setup, state, init = setup_on(config, mesh, init)
   losses = []
   for b in batches:
     state, m = setup.train_step(state, mesh_lib.shard_batch(b, setup.mesh),

@@ -145,8 +145,7 @@ def test_sharded_data_x_model_equals_single_device(fast_compiles):
   for mesh in (ONE, (("data", 4), ("fsdp", 1), ("model", 2))):
     # The init program compiles once: the second mesh's run starts from the
     # first one's values, placed on its shardings.
-    setup, state = setup_on(config, mesh, init)
-    init = jax.device_get(state)  # (the step donates `state`)
+    setup, state, init = setup_on(config, mesh, init)
     losses = []
     for step in range(2):
       batch = mesh_lib.shard_batch(_random_batch(setup.task, 8, step),
